@@ -1,0 +1,40 @@
+# The README's two commands are `make demo` and `make test`; both set up .venv themselves.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Reinstall only when the dependency declaration changes: a second run starts in seconds.
+STAMP := $(VENV)/.tfblend-installed
+WORK_DIR ?= work/demo
+
+.PHONY: setup demo test test-all lint bench bazel-query clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip check
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) scripts/recipe.py --work_dir=$(WORK_DIR) --size=small
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+test-all: $(STAMP)
+	$(PY) -m pytest -m ""
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run --output benchmarks/results.json
+
+bazel-query:
+	bazel query //...
+
+clean:
+	rm -rf $(WORK_DIR) .pytest_cache .ruff_cache

@@ -1,0 +1,45 @@
+"""Import TensorFlow once, without its start-up noise.
+
+TensorFlow 2.17 prints cuDNN/cuFFT/cuBLAS factory "errors", oneDNN and CPU-feature notices and a
+TF-TRT warning on every import, even on machines without a GPU. None of them is actionable for a
+tfblend user, so this module (and only this module) silences them:
+
+- ``TF_CPP_MIN_LOG_LEVEL`` defaults to ``1`` (C++ INFO lines hidden, warnings and errors kept);
+- the C-level stderr is redirected while ``tensorflow`` is first imported, and replayed in full
+  if the import fails, so a genuinely broken install still explains itself.
+
+Set ``TFBLEND_VERBOSE_IMPORT=1`` to see everything.
+"""
+
+import os
+import sys
+import tempfile
+import warnings
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+# google-api-core (pulled by tf-models-official) warns about Python 3.11's end of life on import.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.api_core\..*")
+
+
+def _import_tensorflow_quietly():
+    if "tensorflow" in sys.modules or os.environ.get("TFBLEND_VERBOSE_IMPORT") == "1":
+        import tensorflow
+
+        return
+    sys.stderr.flush()
+    saved_fd = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except BaseException:
+            os.dup2(saved_fd, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved_fd, 2)
+            os.close(saved_fd)
+
+
+_import_tensorflow_quietly()
