@@ -4,7 +4,9 @@ TensorFlow 2.17 prints cuDNN/cuFFT/cuBLAS factory "errors", oneDNN and CPU-featu
 TF-TRT warning on every import, even on machines without a GPU. None of them is actionable for a
 tfblend user, so this module (and only this module) silences them:
 
-- ``TF_CPP_MIN_LOG_LEVEL`` defaults to ``1`` (C++ INFO lines hidden, warnings and errors kept);
+- ``TF_CPP_MIN_LOG_LEVEL`` defaults to ``3``: TensorFlow's C++ log lines are hidden (on CPU they
+  are notices such as "oneDNN supports DT_BOOL only on platforms with AVX-512", logged at error
+  level); every real failure still reaches Python as an exception with its message;
 - the C-level stderr is redirected while ``tensorflow`` is first imported, and replayed in full
   if the import fails, so a genuinely broken install still explains itself.
 
@@ -16,7 +18,7 @@ import sys
 import tempfile
 import warnings
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # google-api-core (pulled by tf-models-official) warns about Python 3.11's end of life on import.
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.api_core\..*")
 

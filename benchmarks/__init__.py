@@ -1,0 +1,1 @@
+"""The tfblend performance harness: ``python -m benchmarks.run`` (see benchmarks/run.py)."""

@@ -1,0 +1,348 @@
+"""tfblend.pipeline: windows, CMVN, order and determinism, cardinality, the checked target join."""
+
+import os
+import re
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfblend.errors import DataError
+from tfblend.features import CmvnStats
+from tfblend.pipeline import eval_utterances, frame_dataset, utterance_dataset
+from tfblend.records import (
+    FORMAT_VERSION,
+    TARGET_FORMAT,
+    iterate_utterances,
+    read_manifest,
+    serialize_targets,
+    target_shard_name,
+    write_manifest,
+)
+
+K = 3  # soft targets in these tests: ids = [label, utterance index, frame index]
+
+
+def write_targets(data_dir, out_dir, *, edit=None, manifest_edits=None, shard_counts=True):
+    """Target set for ``data_dir`` in the spec's format; ids carry each frame's identity.
+
+    ``edit(shard_index, utterances)`` may reorder or alter the (utt_id, ids, probs, mass) lists
+    written to a shard; ``manifest_edits`` overrides manifest keys; ``shard_counts=False`` leaves
+    the per-shard counts out of the manifest.
+    """
+    manifest = read_manifest(data_dir)
+    utterances = list(iterate_utterances(data_dir))
+    os.makedirs(out_dir, exist_ok=True)
+    shards, start, index = [], 0, 0
+    num_shards = len(manifest["shards"])
+    for i, shard in enumerate(manifest["shards"]):
+        rows = []
+        for utt in utterances[start:start + shard["num_utterances"]]:
+            frames = utt.features.shape[0]
+            ids = np.stack([utt.labels, np.full(frames, index), np.arange(frames)], axis=1)
+            probs = np.tile([0.5, 0.25, 0.125], (frames, 1))
+            rows.append((utt.utt_id, ids, probs, probs.sum(axis=1)))
+            index += 1
+        start += shard["num_utterances"]
+        if edit is not None:
+            rows = edit(i, rows)
+        name = target_shard_name(i, num_shards)
+        with tf.io.TFRecordWriter(os.path.join(out_dir, name)) as writer:
+            for utt_id, ids, probs, mass in rows:
+                writer.write(serialize_targets(utt_id, ids, probs, mass, id_dtype="int32",
+                                               value_encoding="float16"))
+        shards.append({"file": name, "num_utterances": len(rows)} if shard_counts
+                      else {"file": name})
+    target_manifest = {
+        "format": TARGET_FORMAT, "format_version": FORMAT_VERSION,
+        "num_utterances": manifest["num_utterances"], "num_classes": manifest["num_classes"],
+        "k": K, "id_dtype": "int32", "value_encoding": "float16", "log_step": None,
+        "has_mass": True, "features_digest": manifest["content_digest"], "shards": shards,
+    }
+    target_manifest.update(manifest_edits or {})
+    write_manifest(out_dir, target_manifest)
+    return out_dir
+
+
+@pytest.fixture(scope="module")
+def train(tiny_corpus):
+    directory = tiny_corpus / "train"
+    manifest = read_manifest(directory)
+    utterances = list(iterate_utterances(directory))
+    stats = CmvnStats.from_dict(manifest["cmvn"]["global"])
+    normalised = [(u.features - stats.mean()) / stats.std() for u in utterances]
+    return directory, manifest, utterances, normalised
+
+
+@pytest.fixture(scope="module")
+def train_targets(tmp_path_factory, train):
+    return write_targets(train[0], tmp_path_factory.mktemp("targets") / "train")
+
+
+def reference_windows(features, context):
+    num_frames = features.shape[0]
+    index = np.clip(np.arange(num_frames)[:, None] + np.arange(-context, context + 1), 0,
+                    num_frames - 1)
+    return features[index]
+
+
+def test_canonical_frames_and_window_contents(train):
+    directory, manifest, utterances, normalised = train
+    dataset = frame_dataset(directory, context=4, batch_size=64, shuffle=False,
+                            drop_remainder=False)
+    total = manifest["num_frames"]
+    assert dataset.cardinality() == -(-total // 64)
+    windows, labels = (np.concatenate(parts) for parts in zip(*dataset.as_numpy_iterator(),
+                                                               strict=True))
+    assert windows.shape == (total, 9, manifest["feature_dim"]) and windows.dtype == np.float32
+    assert labels.dtype == np.int32
+    np.testing.assert_array_equal(labels, np.concatenate([u.labels for u in utterances]))
+    expected = np.concatenate([reference_windows(x, 4) for x in normalised])
+    np.testing.assert_allclose(windows, expected, atol=1e-4)
+    # The centre row is the frame itself; edge rows repeat the first/last frame.
+    first = normalised[0]
+    np.testing.assert_allclose(windows[0, 4], first[0], atol=1e-4)
+    np.testing.assert_allclose(windows[0, :4], np.repeat(first[:1], 4, axis=0), atol=1e-4)
+    last = first.shape[0] - 1
+    np.testing.assert_allclose(windows[last, 5:], np.repeat(first[-1:], 4, axis=0), atol=1e-4)
+
+
+def collect_identities(dataset):
+    """[(utterance index, frame index)] of every frame of a joined frame dataset, in order."""
+    rows = []
+    for windows, labels, soft in dataset.as_numpy_iterator():
+        assert set(soft) == {"ids", "probs", "mass"}
+        np.testing.assert_array_equal(soft["ids"][:, 0], labels)
+        rows.append((soft["ids"][:, 1:], windows))
+    return rows
+
+
+def test_shuffled_frames_cover_the_epoch_once(train, train_targets):
+    directory, manifest, utterances, normalised = train
+    dataset = frame_dataset(directory, context=3, batch_size=100, targets_dir=train_targets,
+                            drop_remainder=False, shuffle_buffer=1000, seed=5)
+    assert dataset.element_spec[2]["probs"].shape.as_list() == [None, K]
+    rows = collect_identities(dataset)
+    identities = np.concatenate([ids for ids, _ in rows])
+    assert len(identities) == manifest["num_frames"]
+    assert len({tuple(pair) for pair in identities}) == manifest["num_frames"]
+    # Frames really are shuffled: in canonical order nearly every frame follows its predecessor
+    # in the same utterance; shuffled, few do.
+    same = identities[1:, 0] == identities[:-1, 0]
+    follows = same & (identities[1:, 1] == identities[:-1, 1] + 1)
+    assert follows.mean() < 0.05
+    assert len(set(identities[:200, 0])) >= 2
+    # ...and each window is the one of its (utterance, frame).
+    for ids, windows in rows[:5]:
+        for (u, t), window in zip(ids, windows, strict=True):
+            np.testing.assert_allclose(window, reference_windows(normalised[u], 3)[t], atol=1e-4)
+
+
+def identity_batches(dataset, count=None):
+    batches = dataset.take(count) if count else dataset
+    return [soft["ids"][:, 1:] for _, _, soft in batches.as_numpy_iterator()]
+
+
+def test_determinism_and_epochs(train, train_targets):
+    directory, manifest = train[0], train[1]
+
+    def build(**kwargs):
+        return frame_dataset(directory, batch_size=128, targets_dir=train_targets,
+                             shuffle_buffer=2000, deterministic=True, **kwargs)
+
+    steps = manifest["num_frames"] // 128
+    epoch0 = identity_batches(build(seed=1))
+    assert len(epoch0) == steps == build(seed=1).cardinality()
+    np.testing.assert_array_equal(epoch0, identity_batches(build(seed=1)))
+    assert not np.array_equal(epoch0, identity_batches(build(seed=2)))
+    epoch1 = identity_batches(build(seed=1, epoch=1))
+    assert not np.array_equal(epoch0, epoch1)
+    np.testing.assert_array_equal(epoch1, identity_batches(build(seed=0, epoch=2)))
+    # repeat=True: epoch e (from `epoch` on) is exactly the one-epoch dataset of seed + e.
+    repeated = build(seed=1, repeat=True)
+    assert repeated.cardinality() == tf.data.INFINITE_CARDINALITY
+    np.testing.assert_array_equal(identity_batches(repeated, 2 * steps), epoch0 + epoch1)
+
+
+def test_epoch_seeds_work_under_a_global_seed_of_zero(train):
+    """keras.utils.set_random_seed(0) must not break per-epoch shuffling (TF's Dataset.shuffle
+    cannot take a tensor seed under a global seed of 0)."""
+    tf.random.set_seed(0)
+    try:
+        dataset = frame_dataset(train[0], batch_size=128, shuffle_buffer=2000, repeat=True)
+        utterances = utterance_dataset(train[0], batch_size=4, repeat=True)
+        assert len(list(dataset.take(3))) == 3 and len(list(utterances.take(3))) == 3
+    finally:
+        tf.random.set_seed(None)
+
+
+@pytest.mark.parametrize("mode", ["global", "speaker", "utterance", "none"])
+def test_cmvn_modes(train, mode):
+    directory, manifest, utterances, _ = train
+    speakers = manifest["cmvn"]["speakers"]
+    for record, utt in zip(eval_utterances(directory, cmvn=mode).as_numpy_iterator(),
+                           utterances, strict=True):
+        assert record["utt_id"].decode() == utt.utt_id
+        x = utt.features.astype(np.float64)
+        if mode == "global":
+            stats = CmvnStats.from_dict(manifest["cmvn"]["global"])
+        elif mode == "speaker":
+            stats = CmvnStats.from_dict(speakers[utt.speaker])
+        else:
+            stats = CmvnStats(x.shape[1]).update(x)
+        expected = x if mode == "none" else (x - stats.mean()) / stats.std()
+        np.testing.assert_allclose(record["features"], expected, atol=2e-4)
+        np.testing.assert_array_equal(record["labels"], utt.labels)
+        np.testing.assert_array_equal(record["phones"], utt.phones)
+
+
+def test_cmvn_statistics_from_another_set(tiny_corpus):
+    dev = eval_utterances(tiny_corpus / "dev", cmvn="global", cmvn_stats=tiny_corpus / "train")
+    stats = CmvnStats.from_dict(read_manifest(tiny_corpus / "train")["cmvn"]["global"])
+    utt = next(iterate_utterances(tiny_corpus / "dev"))
+    np.testing.assert_allclose(next(iter(dev))["features"],
+                               (utt.features - stats.mean()) / stats.std(), atol=2e-4)
+    same = eval_utterances(tiny_corpus / "dev", cmvn_stats=stats)
+    np.testing.assert_allclose(next(iter(same))["features"], next(iter(dev))["features"])
+    with pytest.raises(DataError, match="no CMVN statistics for speakers"):
+        eval_utterances(tiny_corpus / "dev", cmvn="speaker", cmvn_stats=tiny_corpus / "train")
+    with pytest.raises(DataError, match="cmvn 'bogus'"):
+        eval_utterances(tiny_corpus / "dev", cmvn="bogus")
+
+
+def test_utterance_batches(train, train_targets):
+    directory, manifest, utterances, normalised = train
+    lengths = {u.utt_id: u.features.shape[0] for u in utterances}
+    boundaries = sorted({int(np.percentile(list(lengths.values()), q)) for q in (30, 70)})
+    dataset = utterance_dataset(directory, batch_size=4, targets_dir=train_targets,
+                                bucket_boundaries=boundaries, deterministic=True, seed=3)
+    batches = list(dataset.as_numpy_iterator())
+    per_bucket = np.bincount(np.searchsorted(boundaries, list(lengths.values()), side="right"))
+    assert len(batches) == dataset.cardinality() == sum(-(-n // 4) for n in per_bucket)
+    seen = []
+    for inputs, labels, weights, soft in batches:
+        mask = inputs["mask"]
+        assert inputs["features"].shape[:2] == mask.shape == labels.shape == weights.shape
+        assert soft["ids"].shape == (*mask.shape, K) and soft["mass"].shape == mask.shape
+        np.testing.assert_array_equal(weights, mask.astype(np.float32))
+        assert not labels[~mask].any() and not inputs["features"][~mask].any()
+        bucket_of = np.searchsorted(boundaries, mask.sum(axis=1), side="right")
+        assert len(set(bucket_of)) == 1
+        for row in range(mask.shape[0]):
+            u = soft["ids"][row, 0, 1]
+            seen.append(u)
+            frames = int(mask[row].sum())
+            assert frames == utterances[u].features.shape[0]
+            np.testing.assert_array_equal(labels[row, :frames], utterances[u].labels)
+            np.testing.assert_allclose(inputs["features"][row, :frames], normalised[u],
+                                       atol=1e-4)
+    assert sorted(seen) == list(range(manifest["num_utterances"]))
+    again = utterance_dataset(directory, batch_size=4, targets_dir=train_targets,
+                              bucket_boundaries=boundaries, deterministic=True, seed=3)
+    np.testing.assert_array_equal(
+        np.concatenate([s["ids"][:, 0, 1] for *_, s in again.as_numpy_iterator()]), seen)
+    plain = utterance_dataset(directory, batch_size=5, shuffle=False, label_key="phones")
+    inputs, phones, _ = next(iter(plain))
+    assert plain.cardinality() == -(-manifest["num_utterances"] // 5)
+    np.testing.assert_array_equal(phones[0, :lengths[utterances[0].utt_id]], utterances[0].phones)
+
+
+def test_eval_utterances_with_targets(train, train_targets):
+    directory, manifest, utterances, _ = train
+    dataset = eval_utterances(directory, targets_dir=train_targets)
+    assert dataset.cardinality() == manifest["num_utterances"]
+    for i, record in enumerate(dataset.as_numpy_iterator()):
+        np.testing.assert_array_equal(record["soft"]["ids"][:, 1], i)
+        np.testing.assert_array_equal(record["soft"]["ids"][:, 0], record["labels"])
+        np.testing.assert_allclose(record["soft"]["probs"][0], [0.5, 0.25, 0.125])
+        assert record["speaker"].decode() == utterances[i].speaker
+    # One shard alone (a target-dumping worker's view), and its cardinality.
+    last = len(manifest["shards"]) - 1
+    subset = eval_utterances(directory, targets_dir=train_targets, shards=[last])
+    first_of_last = manifest["num_utterances"] - manifest["shards"][last]["num_utterances"]
+    assert subset.cardinality() == manifest["shards"][last]["num_utterances"]
+    assert [r["utt_id"].decode() for r in subset.as_numpy_iterator()] == [
+        u.utt_id for u in utterances[first_of_last:]]
+    with pytest.raises(DataError, match="shard indices"):
+        eval_utterances(directory, shards=[last + 1])
+
+
+@pytest.mark.parametrize(
+    ("edits", "message"),
+    [
+        ({"features_digest": "0" * 64}, "another feature set"),
+        ({"num_utterances": 1}, "num_utterances"),
+        ({"num_classes": 7}, "num_classes .* != 7"),
+        ({"shards": []}, "target shards"),
+    ],
+)
+def test_join_manifest_checks(tmp_path, train, edits, message):
+    directory = train[0]
+    targets = write_targets(directory, tmp_path / "targets", manifest_edits=edits)
+    with pytest.raises(DataError, match=message) as caught:
+        frame_dataset(directory, targets_dir=targets)
+    assert str(directory) in str(caught.value) and str(targets) in str(caught.value)
+
+
+def swap_first_two(shard_index, rows):
+    return [rows[1], rows[0], *rows[2:]] if shard_index == 0 else rows
+
+
+def one_frame_more(shard_index, rows):
+    if shard_index != 1:
+        return rows
+    utt_id, ids, probs, mass = rows[0]
+    return [(utt_id, np.vstack([ids, ids[-1:]]), np.vstack([probs, probs[-1:]]),
+             np.append(mass, 1.0)), *rows[1:]]
+
+
+@pytest.mark.parametrize("edit", [swap_first_two, one_frame_more])
+def test_join_pair_checks_name_the_utterance(tmp_path, train, edit):
+    directory, manifest, utterances, _ = train
+    targets = write_targets(directory, tmp_path / "targets", edit=edit)
+    first_of_shard = utterances[0 if edit is swap_first_two
+                                else manifest["shards"][0]["num_utterances"]].utt_id
+    for dataset in (frame_dataset(directory, targets_dir=targets, batch_size=32),
+                    eval_utterances(directory, targets_dir=targets)):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="target join mismatch") as info:
+            for _ in dataset:
+                pass
+        text = info.value.message
+        assert first_of_shard in text and str(directory) in text and str(targets) in text
+
+
+def drop_last(shard_index, rows):
+    return rows[:-1] if shard_index == 1 else rows
+
+
+def test_target_shard_with_a_record_missing(tmp_path, train):
+    directory = train[0]
+    counted = write_targets(directory, tmp_path / "counted", edit=drop_last)
+    with pytest.raises(DataError, match="shard 1 has num_utterances"):
+        eval_utterances(directory, targets_dir=counted)
+    # Without per-shard counts in the manifest, the reader still notices.
+    uncounted = write_targets(directory, tmp_path / "uncounted", edit=drop_last,
+                              shard_counts=False)
+    dataset = frame_dataset(directory, targets_dir=uncounted, shuffle=False)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="different numbers of records"):
+        for _ in dataset:
+            pass
+
+
+def test_missing_and_truncated_shards(tmp_path, train):
+    directory = tmp_path / "train"
+    shutil.copytree(train[0], directory)
+    path = directory / train[1]["shards"][-1]["file"]
+    with open(path, "r+b") as handle:
+        handle.truncate(100)
+    with pytest.raises(DataError, match=re.escape(path.name) + ".*truncated"):
+        frame_dataset(directory)
+    path.unlink()
+    with pytest.raises(DataError, match=re.escape(path.name) + ".*missing"):
+        utterance_dataset(directory)
+
+
+def test_label_key_must_exist(train):
+    with pytest.raises(DataError, match="label_key"):
+        frame_dataset(train[0], label_key="senones")
