@@ -1,0 +1,56 @@
+"""Evaluate trained models (and their ensembles) frame by frame on a labelled split.
+
+Metrics per model: frame accuracy (all frames and speech frames only), top-5 accuracy,
+cross-entropy, senone-to-phone accuracy (the predicted senone's base phone, through the acoustic
+model's senone -> phone map), and accuracy per voice. Several model directories under one name
+are seeds of one setting: the table shows their mean and spread, and an ensemble pairs its members
+seed by seed.
+
+Reads:  <data_dir>/<split> (default test: the held-out voices), <data_dir>/train (CMVN
+        statistics, the senone -> phone map), model directories.
+Writes: <output_dir>/results.json, results.md, training_curves.png.
+
+Example:
+  python scripts/evaluate.py --data_dir=work/demo/corpus --output_dir=work/demo/report \
+      --model=teacher=work/demo/teacher --model=cnn=work/demo/cnn \
+      --model=blend=work/demo/blend --ensemble=ensemble=teacher+cnn
+"""
+
+import os
+
+from absl import flags
+
+import tfblend  # noqa: F401  (quiets TensorFlow before it loads)
+from tfblend import cli
+from tfblend.errors import DataError
+from tfblend.evaluation import evaluate_models, write_report
+
+cli.define_flags("data_dir", "split", "output_dir", split="test", required=("data_dir", "output_dir"))
+flags.DEFINE_multi_string("model", [], "NAME=DIR[,DIR...]: a model (several dirs: seeds).")
+flags.DEFINE_multi_string("ensemble", [], "NAME=A+B: average the posteriors of models A and B.")
+FLAGS = flags.FLAGS
+
+
+def _pairs(values, separator):
+    out = {}
+    for value in values:
+        name, _, rest = value.partition("=")
+        if not name or not rest:
+            raise DataError(f"expected NAME=VALUE, got {value!r}")
+        out[name] = rest.split(separator)
+    return out
+
+
+def main(_):
+    models = _pairs(FLAGS.model, ",")
+    if not models:
+        raise DataError("give at least one --model=NAME=DIR")
+    ensembles = _pairs(FLAGS.ensemble, "+")
+    results = evaluate_models(FLAGS.data_dir, FLAGS.split, models, ensembles, progress=cli.say)
+    os.makedirs(FLAGS.output_dir, exist_ok=True)
+    table = write_report(results, FLAGS.output_dir)
+    print(table)
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,112 @@
+"""Training at scale: exact resume after SIGKILL, and two workers equal one process."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import ROOT, run_script
+
+from tfblend.modeldir import load_model_dir
+
+# Small and BN-free where replicas must agree bit for bit: batch norm's batch statistics are
+# per replica unless synchronised, so a BN model is not the same function on 1 and 2 replicas.
+DNN = "model.dnn.hidden_units=[64],data.shuffle_buffer=4096,train.checkpoint_every_steps=5"
+
+
+def _weights(model_dir):
+    model, _ = load_model_dir(model_dir)
+    return [np.asarray(w) for w in model.get_weights()]
+
+
+def _max_difference(a, b):
+    return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b, strict=True))
+
+
+def _student_args(corpus, model_dir, *extra):
+    return [sys.executable, str(ROOT / "scripts" / "train_student.py"), f"--data_dir={corpus}",
+            f"--model_dir={model_dir}", "--model=dnn", "--epochs=2", "--batch_size=64",
+            f"--params_override={DNN}", *extra]
+
+
+def test_killed_run_resumes_to_the_same_weights(tiny_corpus, tmp_path):
+    straight = tmp_path / "straight"
+    subprocess.run(_student_args(tiny_corpus, straight), check=True, capture_output=True,
+                   timeout=600)
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(_student_args(tiny_corpus, killed), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    state = killed / "resume" / "state.json"
+    deadline = time.time() + 300
+    position = None
+    try:
+        while time.time() < deadline and process.poll() is None:
+            if state.exists():
+                position = json.loads(state.read_text())
+                if position["step"] > 0:  # a mid-epoch checkpoint: kill it here
+                    break
+            time.sleep(0.02)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert position is not None and position["step"] > 0, "never saw a mid-epoch checkpoint"
+    assert not (killed / "model.json").exists(), "the run finished before it was killed"
+    resumed = subprocess.run(_student_args(tiny_corpus, killed), capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # Same batches in the same order, same optimizer state and seeds: the same weights.
+    assert _max_difference(_weights(straight), _weights(killed)) < 1e-6
+    assert not (killed / "resume").exists()
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.fixture(scope="module")
+def one_process(tiny_corpus, tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("one") / "dnn"
+    run_script("train_student.py", f"--data_dir={tiny_corpus}", f"--model_dir={model_dir}",
+               "--model=dnn", "--epochs=1", "--batch_size=64",
+               f"--params_override={DNN},data.auto_shard=data")
+    return model_dir
+
+
+def test_two_workers_equal_one_process(tiny_corpus, tmp_path, one_process):
+    """Two MultiWorkerMirroredStrategy processes on 127.0.0.1 with the same global batch."""
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    model_dir = tmp_path / "dnn"
+    processes = []
+    for index in range(2):
+        env = {**os.environ, "TF_CONFIG": json.dumps(
+            {"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        processes.append(subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "train_student.py"),
+             f"--data_dir={tiny_corpus}", f"--model_dir={model_dir}", "--model=dnn",
+             "--epochs=1", "--batch_size=64", "--strategy=multi_worker",
+             f"--params_override={DNN},data.auto_shard=data"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        ))
+    try:
+        errors = [p.communicate(timeout=400)[1] for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert [p.returncode for p in processes] == [0, 0], errors[0][-2000:] + errors[1][-2000:]
+    # Only the chief (worker 0) wrote the model directory.
+    assert (model_dir / "model.json").exists()
+    assert _max_difference(_weights(one_process), _weights(model_dir)) < 1e-5

@@ -1,0 +1,107 @@
+"""What every tfblend script shares: flag names, one-line errors, progress lines.
+
+Scripts in ``scripts/`` are thin absl programs over functions of this package. A flag that means
+the same thing has the same name in every script (``--data_dir``, ``--split``, ``--model_dir``,
+``--teacher_dir``, ``--targets_dir``, ``--output_dir``, ``--epochs``, ``--batch_size``, ``--seed``,
+``--config_file``, ``--params_override``, ``--strategy``, ``--num_replicas``); its help text is
+written once, here. ``--flagfile`` comes with absl.
+
+Bad input (a :class:`tfblend.errors.DataError`, a missing file) ends a script with one line,
+``<script>: error: <what is wrong>``, and exit status 1, never a traceback.
+"""
+
+import os
+import sys
+import time
+
+from absl import app, flags, logging
+
+from tfblend.errors import DataError
+
+_COMMON = {
+    "data_dir": ("string", None, "Corpus root holding train/, dev/ and test/ utterance sets."),
+    "split": ("string", None, "Which split of --data_dir to read."),
+    "model_dir": ("string", None, "Model directory to write (or to read, for evaluate/export)."),
+    "teacher_dir": ("string", None, "Model directory of a trained teacher (train_teacher.py)."),
+    "targets_dir": ("string", None, "Stored teacher targets of the train split (dump_targets.py)."),
+    "output_dir": ("string", None, "Directory to write."),
+    "epochs": ("integer", None, "Training epochs; overrides train.epochs of the config."),
+    "batch_size": ("integer", None, "Global batch size; overrides data.batch_size."),
+    "seed": ("integer", None, "Random seed; overrides train.seed."),
+    "config_file": ("string", None, "Experiment YAML (tfblend/configs/*.yaml are the defaults)."),
+    "params_override": ("string", "", "Overrides of the config: YAML or 'a.b=1,c.d=x'."),
+    "strategy": ("enum", "default", "tf.distribute strategy: default, mirrored, multi_worker."),
+    "num_replicas": ("integer", 0, "Replicas for --strategy=mirrored (logical CPUs without GPUs)."),
+}
+_ENUMS = {"strategy": ["default", "mirrored", "multi_worker"]}
+
+
+def define_flags(*names: str, required: tuple[str, ...] = (), **defaults) -> None:
+    """Defines the named common flags for the running script (shown by its ``--help``).
+
+    Args:
+      names: keys of the common flag table above.
+      required: the subset that must be given.
+      defaults: per-script defaults, e.g. ``split="test"``.
+    """
+    module = sys.argv[0]
+    for name in names:
+        kind, default, help_text = _COMMON[name]
+        default = defaults.get(name, default)
+        if kind == "enum":
+            flags.DEFINE_enum(name, default, _ENUMS[name], help_text, module_name=module)
+        else:
+            define = getattr(flags, f"DEFINE_{kind}")
+            define(name, default, help_text, module_name=module)
+    for name in required:
+        flags.mark_flag_as_required(name)
+
+
+def run(main) -> None:
+    """``absl.app.run(main)``, turning bad input into one line on stderr and exit status 1."""
+    program = os.path.basename(sys.argv[0])
+
+    def guarded(argv):
+        if not flags.FLAGS["verbosity"].present:
+            logging.set_verbosity(logging.WARNING)  # absl INFO lines (SavedModel fingerprints)
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        try:
+            main(argv)
+        except (DataError, FileNotFoundError, NotADirectoryError) as error:
+            print(f"{program}: error: {error}", file=sys.stderr)
+            sys.exit(1)
+
+    app.run(guarded)
+
+
+def say(message: str) -> None:
+    """One progress line on stdout, time-stamped, flushed."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def split_dir(data_dir: str, split: str) -> str:
+    """``<data_dir>/<split>``, checked to hold an utterance set."""
+    path = os.path.join(data_dir, split)
+    if not os.path.exists(os.path.join(path, "manifest.json")):
+        raise DataError(f"{path} holds no utterance set (no manifest.json); is --data_dir a "
+                        "corpus root made by make_corpus.py or import_kaldi.py?")
+    return path
+
+
+def experiment_from_flags(default_config: str, **overrides):
+    """The experiment of ``--config_file`` (default: the shipped ``default_config``), then
+    ``--params_override``, then the ``--epochs``/``--batch_size``/``--seed`` flags and
+    ``overrides`` (dotted keys with ``__`` for ``.``, e.g. ``train__label_smoothing=0.1``)."""
+    from tfblend.config import load_experiment, shipped_config
+
+    values = flags.FLAGS
+    config_file = values["config_file"].value if "config_file" in values else None
+    parts = [values["params_override"].value] if "params_override" in values else []
+    for flag, key in (("epochs", "train.epochs"), ("batch_size", "data.batch_size"),
+                      ("seed", "train.seed")):
+        if flag in values and values[flag].value is not None:
+            parts.append(f"{key}={values[flag].value}")
+    parts += [f"{key.replace('__', '.')}={value}" for key, value in overrides.items()]
+    return load_experiment(config_file or shipped_config(default_config),
+                           ",".join(p for p in parts if p))

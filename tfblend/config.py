@@ -1,0 +1,203 @@
+"""Experiment configs: tf-models-official ``hyperparams`` dataclasses with YAML overrides.
+
+This follows the TF Model Garden convention: an experiment is a typed dataclass tree; a YAML file
+(``--config_file``) and a ``--params_override`` string (YAML or ``a.b=c,d=e``) override it
+strictly, so a misspelt key is an error, not a silently ignored setting. Command-line flags of the
+scripts override both.
+
+The YAML files shipped with tfblend live in ``tfblend/configs/`` (see :func:`shipped_config`).
+"""
+
+import dataclasses
+import os
+
+import yaml
+from official.modeling import hyperparams
+from official.modeling.hyperparams import params_dict
+
+from tfblend.errors import DataError
+
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
+
+
+@dataclasses.dataclass
+class DataConfig(hyperparams.Config):
+    """Input pipeline settings.
+
+    Attributes:
+      context: W, the half-width of the context window (the window has 2W + 1 frames).
+      cmvn: "global" (train statistics), "speaker", "utterance" or "none".
+      batch_size: global batch size: frames for window models, utterances for the LSTM.
+      shuffle_buffer: frames shuffled together (one block, held in memory).
+      auto_shard: how a multi-worker run splits the data: "auto" (by file when every worker
+        gets whole shard files, else by data), "file" or "data" (every worker reads all files
+        and keeps its part of each global batch: the exact single-process batches).
+    """
+
+    context: int = 10
+    cmvn: str = "global"
+    batch_size: int = 256
+    shuffle_buffer: int = 65536
+    auto_shard: str = "auto"
+
+
+@dataclasses.dataclass
+class LSTMConfig(hyperparams.Config):
+    """:class:`tfblend.models.LSTMTeacher` arguments (``projection`` 0 means none)."""
+
+    num_layers: int = 2
+    units: int = 128
+    bidirectional: bool = True
+    projection: int = 0
+    dropout: float = 0.0
+
+
+@dataclasses.dataclass
+class VGGConfig(hyperparams.Config):
+    """:class:`tfblend.models.VGGStudent` arguments."""
+
+    preset: str = "small"
+    channels: int = 1
+    dropout: float = 0.0
+
+
+@dataclasses.dataclass
+class DNNConfig(hyperparams.Config):
+    """:class:`tfblend.models.DNNBaseline` arguments."""
+
+    hidden_units: tuple[int, ...] = (512, 512, 512)
+    dropout: float = 0.0
+
+
+@dataclasses.dataclass
+class ModelConfig(hyperparams.OneOfConfig):
+    """The model, chosen by ``type`` (a name of the model registry)."""
+
+    type: str = "vgg"
+    lstm: LSTMConfig = dataclasses.field(default_factory=LSTMConfig)
+    vgg: VGGConfig = dataclasses.field(default_factory=VGGConfig)
+    dnn: DNNConfig = dataclasses.field(default_factory=DNNConfig)
+
+
+@dataclasses.dataclass
+class OptimizerConfig(hyperparams.Config):
+    """Adam with an optional linear warm-up and cosine decay over the whole run.
+
+    Attributes:
+      learning_rate: peak learning rate.
+      schedule: "constant" or "cosine" (cosine decay to ``final_fraction`` of the peak).
+      warmup_steps: linear warm-up steps from 0 (tf-models-official ``LinearWarmup``).
+      final_fraction: the cosine schedule's final learning rate over its peak.
+      clipnorm: gradient-norm clipping; 0 disables it.
+    """
+
+    learning_rate: float = 1e-3
+    schedule: str = "cosine"
+    warmup_steps: int = 0
+    final_fraction: float = 0.05
+    clipnorm: float = 0.0
+
+
+@dataclasses.dataclass
+class TrainConfig(hyperparams.Config):
+    """Training length, seed and the hard-label loss.
+
+    Attributes:
+      epochs: passes over the training split.
+      seed: seeds weights, shuffling and dropout.
+      label_smoothing: epsilon of the hard-label cross-entropy (the smoothing control).
+      checkpoint_every_steps: how often the resumable checkpoint is written.
+    """
+
+    epochs: int = 3
+    seed: int = 0
+    label_smoothing: float = 0.0
+    checkpoint_every_steps: int = 200
+
+
+@dataclasses.dataclass
+class DistillConfig(hyperparams.Config):
+    """The blend: ``alpha * hard + (1 - alpha) * T^2 * soft``.
+
+    Attributes:
+      alpha: weight of the hard-label loss.
+      temperature: T, applied to the stored T = 1 teacher probabilities and the student.
+      tail: how the teacher mass outside the stored ids is treated: "renormalize", "ghost" or
+        "ignore" (sampled targets ignore this setting).
+    """
+
+    alpha: float = 0.5
+    temperature: float = 1.0
+    tail: str = "renormalize"
+
+
+@dataclasses.dataclass
+class ExperimentConfig(hyperparams.Config):
+    """One training run: data, model, optimizer, schedule and (for blending) the distillation."""
+
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
+
+
+def shipped_config(name: str) -> str:
+    """The path of a YAML experiment shipped with tfblend, e.g. ``shipped_config("teacher")``."""
+    path = os.path.join(CONFIG_DIR, f"{name}.yaml")
+    if not os.path.exists(path):
+        names = sorted(f[:-5] for f in os.listdir(CONFIG_DIR) if f.endswith(".yaml"))
+        raise DataError(f"no shipped config {name!r} in {CONFIG_DIR}; there are: {names}")
+    return path
+
+
+def load_experiment(config_file: str | None = None, params_override: str = "") -> ExperimentConfig:
+    """Builds an :class:`ExperimentConfig` from defaults, a YAML file and an override string.
+
+    Args:
+      config_file: a YAML file (or None for the defaults).
+      params_override: YAML text or ``"train.epochs=5,model.type=dnn"``.
+
+    Returns:
+      The config, validated and locked.
+
+    Raises:
+      DataError: naming the file or key when a file is missing or a key does not exist.
+    """
+    experiment = ExperimentConfig()
+    sources = []
+    if config_file:
+        if not os.path.exists(config_file):
+            raise DataError(f"config file {config_file} does not exist")
+        sources.append((config_file, config_file))
+    if params_override:
+        sources.append(("--params_override", params_override))
+    for where, source in sources:
+        try:
+            experiment = params_dict.override_params_dict(experiment, source, is_strict=True)
+        except (KeyError, ValueError, TypeError, yaml.YAMLError) as error:
+            message = error.args[0] if error.args else error
+            raise DataError(f"bad experiment config in {where}: {message}") from None
+    if experiment.model.type not in ("lstm", "vgg", "dnn"):
+        raise DataError(f"model.type must be lstm, vgg or dnn, not {experiment.model.type!r}")
+    experiment.validate()
+    experiment.lock()
+    return experiment
+
+
+def model_kwargs(model: ModelConfig) -> dict:
+    """The keyword arguments of the chosen model's constructor (without ``num_classes``)."""
+    kwargs = model.get().as_dict()
+    if model.type == "lstm":
+        kwargs["projection"] = kwargs["projection"] or None
+    if model.type == "dnn":
+        kwargs["hidden_units"] = tuple(kwargs["hidden_units"])
+    return kwargs
+
+
+def save_experiment(experiment: ExperimentConfig, path: str) -> None:
+    """Writes the resolved config as YAML next to a model, atomically."""
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w") as stream:
+        yaml.safe_dump(experiment.as_dict(), stream, sort_keys=False)
+    os.replace(temporary, path)

@@ -1,0 +1,435 @@
+"""Frame-level evaluation of acoustic models, ensembles, and the report's tables and plots.
+
+Metrics, over every frame of a labelled set (normally the held-out-voice ``test`` split):
+
+- ``accuracy``: the senone with the highest posterior is the aligned one;
+- ``accuracy_speech``: the same over frames whose aligned phone is not silence or a filler;
+- ``top5``: the aligned senone is among the five most probable;
+- ``cross_entropy``: mean ``-log p(aligned senone)`` (nats);
+- ``phone_accuracy``: the base phone of the predicted senone (through the senone -> phone map of
+  the acoustic model's mdef) is the aligned phone (many "errors" are the right phone in the wrong
+  context-dependent state);
+- ``per_speaker``: accuracy per voice.
+
+A *scorer* turns one normalised utterance into log-posteriors ``[T, K]``; an ensemble averages
+the posteriors (not the log-posteriors) of its members, as in the paper.
+"""
+
+import dataclasses
+import json
+import math
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from tfblend.errors import DataError
+from tfblend.pipeline import eval_utterances, splice
+
+TOP_N = 5
+_WINDOW_CHUNK = 2048
+
+
+@dataclasses.dataclass
+class FrameMetrics:
+    """Running sums of the module's metrics for one model."""
+
+    frames: int = 0
+    correct: int = 0
+    speech_frames: int = 0
+    speech_correct: int = 0
+    top_n_correct: int = 0
+    neg_log_prob: float = 0.0
+    phone_correct: int = 0
+    speaker_frames: dict = dataclasses.field(default_factory=dict)
+    speaker_correct: dict = dataclasses.field(default_factory=dict)
+
+    def update(self, log_probs, labels, speech, phones, senone_to_phone, speaker) -> None:
+        """Adds one utterance.
+
+        Args:
+          log_probs: float32 ``[T, K]``.
+          labels: int ``[T]`` aligned senones.
+          speech: bool ``[T]``, frames whose aligned phone is speech.
+          phones: int ``[T]`` aligned base phones, or None.
+          senone_to_phone: int ``[K]``, or None.
+          speaker: the utterance's speaker.
+        """
+        predicted = np.argmax(log_probs, axis=1)
+        hits = predicted == labels
+        rows = np.arange(len(labels))
+        label_log_probs = log_probs[rows, labels]
+        # Rank of the label: how many classes score strictly higher.
+        better = (log_probs > label_log_probs[:, None]).sum(axis=1)
+        self.frames += len(labels)
+        self.correct += int(hits.sum())
+        self.speech_frames += int(speech.sum())
+        self.speech_correct += int(hits[speech].sum())
+        self.top_n_correct += int((better < TOP_N).sum())
+        self.neg_log_prob += float(-label_log_probs.astype(np.float64).sum())
+        if phones is not None and senone_to_phone is not None:
+            self.phone_correct += int((senone_to_phone[predicted] == phones).sum())
+        self.speaker_frames[speaker] = self.speaker_frames.get(speaker, 0) + len(labels)
+        self.speaker_correct[speaker] = self.speaker_correct.get(speaker, 0) + int(hits.sum())
+
+    def result(self, with_phones: bool) -> dict:
+        """The metrics as fractions (and nats for ``cross_entropy``)."""
+        frames = max(self.frames, 1)
+        out = {
+            "frames": self.frames,
+            "accuracy": self.correct / frames,
+            "accuracy_speech": self.speech_correct / max(self.speech_frames, 1),
+            "top5": self.top_n_correct / frames,
+            "cross_entropy": self.neg_log_prob / frames,
+            "per_speaker": {
+                speaker: self.speaker_correct[speaker] / count
+                for speaker, count in sorted(self.speaker_frames.items())
+            },
+        }
+        if with_phones:
+            out["phone_accuracy"] = self.phone_correct / frames
+        return out
+
+
+def window_scorer(model, context: int):
+    """Scorer of a model on context windows: ``fn(features [T, D]) -> log-probs [T, K]``."""
+
+    width = 2 * context + 1
+
+    @tf.function(input_signature=[tf.TensorSpec([None, width, None], tf.float32)])
+    def log_probs(windows):
+        return tf.nn.log_softmax(model(windows, training=False), axis=-1)
+
+    def score(features):
+        windows = splice(tf.convert_to_tensor(features), context)
+        chunks = [
+            log_probs(windows[start : start + _WINDOW_CHUNK]).numpy()
+            for start in range(0, int(windows.shape[0]), _WINDOW_CHUNK)
+        ]
+        return np.concatenate(chunks)
+
+    return score
+
+
+def sequence_scorer(model):
+    """Scorer of an utterance model: ``fn(features [T, D]) -> log-probs [T, K]``."""
+
+    @tf.function(input_signature=[tf.TensorSpec([1, None, None], tf.float32)])
+    def log_probs(features):
+        mask = tf.ones(tf.shape(features)[:2], tf.bool)
+        logits = model({"features": features, "mask": mask}, training=False)
+        return tf.nn.log_softmax(logits, axis=-1)
+
+    return lambda features: log_probs(features[None])[0].numpy()
+
+
+def evaluate(
+    test_dir: str,
+    scorers: dict,
+    *,
+    cmvn: str,
+    cmvn_stats,
+    ensembles: dict | None = None,
+    senone_to_phone: np.ndarray | None = None,
+    silence_phones=(),
+) -> dict:
+    """Scores every model (and ensemble) on every frame of ``test_dir``.
+
+    Args:
+      test_dir: a labelled utterance set.
+      scorers: name -> ``fn(features float32 [T, D]) -> log-probs float32 [T, K]``.
+      cmvn, cmvn_stats: the normalisation every scorer expects (see :mod:`tfblend.pipeline`).
+      ensembles: name -> member names; posteriors are averaged.
+      senone_to_phone: int ``[K]`` map for ``phone_accuracy`` (with phone labels in the set).
+      silence_phones: phone ids that are not speech (silence, fillers).
+
+    Returns:
+      name -> the metrics of :meth:`FrameMetrics.result`.
+    """
+    ensembles = ensembles or {}
+    for name, members in ensembles.items():
+        unknown = [m for m in members if m not in scorers]
+        if unknown:
+            raise DataError(f"ensemble {name} names unknown models {unknown}")
+    metrics = {name: FrameMetrics() for name in [*scorers, *ensembles]}
+    with_phones = senone_to_phone is not None
+    silence = np.asarray(sorted(silence_phones), np.int64)
+    for utterance in eval_utterances(test_dir, cmvn=cmvn, cmvn_stats=cmvn_stats):
+        if "labels" not in utterance:
+            raise DataError(f"{test_dir} has no frame labels to evaluate against")
+        labels = utterance["labels"].numpy()
+        phones = utterance["phones"].numpy() if "phones" in utterance else None
+        with_phones = with_phones and phones is not None
+        speech = ~np.isin(phones, silence) if phones is not None else np.ones(len(labels), bool)
+        speaker = utterance["speaker"].numpy().decode()
+        features = utterance["features"]
+        outputs = {name: scorer(features) for name, scorer in scorers.items()}
+        for name, members in ensembles.items():
+            mean = np.mean([np.exp(outputs[m]) for m in members], axis=0)
+            outputs[name] = np.log(np.maximum(mean, 1e-30))
+        for name, log_probs in outputs.items():
+            metrics[name].update(log_probs, labels, speech, phones, senone_to_phone, speaker)
+    return {name: m.result(with_phones) for name, m in metrics.items()}
+
+
+def summarize_seeds(runs: list[dict]) -> dict:
+    """Mean and sample standard deviation of each scalar metric over runs (seeds)."""
+    keys = [k for k, v in runs[0].items() if isinstance(v, int | float) and k != "frames"]
+    out = {}
+    for key in keys:
+        values = np.array([run[key] for run in runs], np.float64)
+        out[key] = {
+            "mean": float(values.mean()),
+            "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+            "values": values.tolist(),
+        }
+    return out
+
+
+def compare(a: dict, b: dict, key: str = "accuracy") -> str:
+    """"better", "worse" or "tie": a tie when the gap is within the larger seed spread."""
+    gap = a[key]["mean"] - b[key]["mean"]
+    spread = max(a[key]["std"], b[key]["std"])
+    if abs(gap) <= spread:
+        return "tie"
+    return "better" if gap > 0 else "worse"
+
+
+def markdown_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    """A Markdown table; ``columns`` are (key, header, format) with format "pct", "num" or "str"."""
+    lines = [
+        "| " + " | ".join(header for _, header, _ in columns) + " |",
+        "|" + "|".join("---" for _ in columns) + "|",
+    ]
+    for row in rows:
+        cells = []
+        for key, _, kind in columns:
+            value = row.get(key)
+            if value is None:
+                cells.append("")
+            elif isinstance(value, dict):  # a seed summary
+                scale = 100.0 if kind == "pct" else 1.0
+                text = f"{value['mean'] * scale:.2f}"
+                if len(value["values"]) > 1:
+                    text += f" ± {value['std'] * scale:.2f}"
+                cells.append(text)
+            elif kind == "pct":
+                cells.append(f"{value * 100:.2f}")
+            elif kind == "num":
+                cells.append(f"{value:,.3f}" if isinstance(value, float) else f"{value:,}")
+            else:
+                cells.append(str(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_training_curves(histories: dict, path: str) -> None:
+    """One PNG: validation accuracy and loss per epoch of every model (``history.csv`` data)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, history in histories.items():
+        epochs = np.arange(1, len(history.get("loss", [])) + 1)
+        for key, axis in (("val_accuracy", left), ("val_loss", right)):
+            if key in history:
+                axis.plot(epochs, history[key], marker="o", label=name)
+    left.set(xlabel="epoch", ylabel="dev frame accuracy", title="dev accuracy")
+    right.set(xlabel="epoch", ylabel="dev loss", title="dev loss")
+    for axis in (left, right):
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    _save_figure(figure, path)
+
+
+def plot_accuracy_vs_k(points: list[dict], num_classes: int, path: str, baselines: dict) -> None:
+    """Accuracy of the blended student against k as a fraction of the classes (log x axis).
+
+    Args:
+      points: dicts with ``k`` and ``accuracy`` (a float or a seed summary).
+      num_classes: K, for the x axis.
+      path: the PNG to write.
+      baselines: name -> accuracy, drawn as horizontal lines (e.g. the CNN baseline, teacher).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def mean(value):
+        return value["mean"] if isinstance(value, dict) else value
+
+    points = sorted(points, key=lambda p: p["k"])
+    x = [p["k"] / num_classes * 100 for p in points]
+    y = [mean(p["accuracy"]) * 100 for p in points]
+    figure, axis = plt.subplots(figsize=(6.5, 4))
+    axis.plot(x, y, marker="o", label="blended CNN")
+    for name, value in baselines.items():
+        axis.axhline(mean(value) * 100, linestyle="--", linewidth=1, label=name,
+                     color=f"C{1 + list(baselines).index(name)}")
+    axis.axvline(1.0, color="grey", linewidth=0.8, linestyle=":")
+    axis.set_xscale("log")
+    axis.set(xlabel="k, % of the classes (log scale)", ylabel="test frame accuracy, %",
+             title="Dark knowledge: accuracy against the teacher targets kept")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    _save_figure(figure, path)
+
+
+def _save_figure(figure, path: str) -> None:
+    import matplotlib.pyplot as plt
+
+    temporary = f"{path}.tmp-{os.getpid()}.png"
+    figure.savefig(temporary, dpi=110)
+    plt.close(figure)
+    os.replace(temporary, path)
+
+
+def read_history(model_dir: str) -> dict:
+    """``history.csv`` of a model directory as column -> list of floats ({} if missing)."""
+    path = os.path.join(model_dir, "history.csv")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as stream:
+        header = stream.readline().strip().split(",")
+        rows = [line.strip().split(",") for line in stream if line.strip()]
+    return {
+        key: [float(row[i]) if row[i] not in ("", "nan") else math.nan for row in rows]
+        for i, key in enumerate(header)
+    }
+
+
+def write_json(value, path: str) -> None:
+    """JSON, atomically."""
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w") as stream:
+        json.dump(value, stream, indent=1, sort_keys=False)
+    os.replace(temporary, path)
+
+
+def _senone_map(train_manifest: dict):
+    """(senone -> phone map or None, silence/filler phone ids) for a corpus.
+
+    The map comes from the acoustic model's mdef (the embedded corpus's pocketsphinx model);
+    for other corpora phone accuracy is left out.
+    """
+    corpus = train_manifest.get("metadata", {}).get("corpus", {})
+    names = corpus.get("phone_names") or []
+    silence = [i for i, name in enumerate(names) if name == "SIL" or name.startswith("+")]
+    if corpus.get("senone_model") != "pocketsphinx en-us":
+        return None, silence
+    from tfblend.corpus.mdef import default_senone_model
+
+    model = default_senone_model()
+    if list(model.phone_names) != list(names):
+        raise DataError("the corpus's phone names differ from the pocketsphinx model's mdef")
+    return np.asarray(model.senone_to_phone, np.int64), silence
+
+
+def evaluate_models(
+    data_root: str, split: str, models: dict, ensembles: dict, progress=None
+) -> dict:
+    """Evaluates named model directories (several per name: seeds) and seed-paired ensembles.
+
+    Args:
+      data_root: corpus root (``<split>`` is scored, ``train`` gives CMVN and the phone map).
+      split: the split to score, normally "test".
+      models: name -> list of model directories (one per seed).
+      ensembles: name -> member names; member runs are paired by seed index.
+      progress: optional ``fn(message)``.
+
+    Returns:
+      ``{"split", "frames", "models": {name: {"runs": [metrics...], "summary": {...},
+      "info": [model.json...]}}}``.
+    """
+    from tfblend.modeldir import load_model_dir
+    from tfblend.models.flops import forward_flops
+    from tfblend.records import read_manifest
+
+    test_dir = os.path.join(data_root, split)
+    train_manifest = read_manifest(os.path.join(data_root, "train"))
+    senone_to_phone, silence = _senone_map(train_manifest)
+    seeds = {len(dirs) for dirs in models.values()}
+    runs = max(seeds)
+    results = {name: {"runs": [], "info": []} for name in [*models, *ensembles]}
+    cmvn_modes = set()
+    for run in range(runs):
+        scorers = {}
+        for name, dirs in models.items():
+            if run >= len(dirs):
+                continue
+            model, info = load_model_dir(dirs[run])
+            info["model_dir"] = os.path.abspath(dirs[run])
+            cmvn_modes.add(info["cmvn"])
+            if info["kind"] == "window":
+                scorers[name] = window_scorer(model, info["context"])
+                shape = [1, 2 * info["context"] + 1, info["feature_dim"]]
+                info["flops_per_frame"] = forward_flops(model, shape)
+            else:
+                scorers[name] = sequence_scorer(model)
+            results[name]["info"].append(info)
+        if len(cmvn_modes) > 1:
+            raise DataError(f"the models use different CMVN modes {sorted(cmvn_modes)}; "
+                            "evaluate them separately")
+        present = {n: m for n, m in ensembles.items() if all(x in scorers for x in m)}
+        if progress:
+            progress(f"scoring {split} with {', '.join([*scorers, *present])} (run {run + 1}/{runs})")
+        metrics = evaluate(
+            test_dir, scorers, cmvn=next(iter(cmvn_modes)), cmvn_stats=os.path.join(data_root, "train"),
+            ensembles=present, senone_to_phone=senone_to_phone, silence_phones=silence,
+        )
+        for name, values in metrics.items():
+            results[name]["runs"].append(values)
+    for entry in results.values():
+        entry["summary"] = summarize_seeds(entry["runs"]) if entry["runs"] else {}
+    frames = next(iter(results.values()))["runs"][0]["frames"]
+    return {"split": split, "frames": frames, "models": results}
+
+
+REPORT_COLUMNS = [
+    ("name", "model", "str"),
+    ("accuracy", "frame acc %", "pct"),
+    ("accuracy_speech", "speech acc %", "pct"),
+    ("top5", "top-5 %", "pct"),
+    ("cross_entropy", "CE (nats)", "num"),
+    ("phone_accuracy", "phone acc %", "pct"),
+    ("params", "params", "num"),
+    ("mflops", "MFLOPs/frame", "num"),
+]
+
+
+def report_rows(results: dict) -> list[dict]:
+    """One table row per model/ensemble: seed summaries plus size facts."""
+    rows = []
+    for name, entry in results["models"].items():
+        row = {"name": name, **entry["summary"]}
+        if entry["info"]:
+            row["params"] = entry["info"][0]["num_params"]
+            if "flops_per_frame" in entry["info"][0]:
+                row["mflops"] = entry["info"][0]["flops_per_frame"] / 1e6
+        rows.append(row)
+    return rows
+
+
+def write_report(results: dict, output_dir: str) -> str:
+    """Writes results.json, results.md and training_curves.png; returns the Markdown table."""
+    table = markdown_table(report_rows(results), REPORT_COLUMNS)
+    write_json(results, os.path.join(output_dir, "results.json"))
+    temporary = os.path.join(output_dir, f".results.md.tmp-{os.getpid()}")
+    with open(temporary, "w") as stream:
+        stream.write(f"Held-out split `{results['split']}`: {results['frames']:,} frames.\n\n")
+        stream.write(table + "\n")
+    os.replace(temporary, os.path.join(output_dir, "results.md"))
+    histories = {}
+    for name, entry in results["models"].items():
+        for run, info in enumerate(entry["info"]):
+            history = read_history(info["model_dir"])
+            if history:
+                histories[f"{name} #{run + 1}" if len(entry["info"]) > 1 else name] = history
+    if histories:
+        plot_training_curves(histories, os.path.join(output_dir, "training_curves.png"))
+    return table

@@ -1,0 +1,263 @@
+"""One training run from a config: the teacher, a hard-label student, or a blended student.
+
+This is where the pieces meet: an :class:`~tfblend.config.ExperimentConfig`, the corpus root's
+``train``/``dev`` sets, the input pipelines, a model from the registry, the
+:class:`~tfblend.distiller.Distiller`, a tf.distribute strategy and the resumable ``fit``. The
+result is a model directory (:mod:`tfblend.modeldir`).
+
+Every run is seeded (weights, shuffling, dropout) and uses deterministic ops and a
+deterministic input order, so a killed run resumes to the same weights (:mod:`tfblend.training`).
+"""
+
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfblend import losses
+from tfblend.config import ExperimentConfig, model_kwargs, save_experiment
+from tfblend.distiller import Distiller
+from tfblend.errors import DataError
+from tfblend.modeldir import load_model_dir, save_model_dir
+from tfblend.models import get_model
+from tfblend.pipeline import frame_dataset, utterance_dataset
+from tfblend.records import TARGET_FORMAT, read_manifest
+from tfblend.training import (
+    clear_resume_state,
+    fit_resumable,
+    make_optimizer,
+    shard_policy,
+    standard_callbacks,
+    writable_dir,
+)
+
+# Utterance lengths (frames) at which the teacher's batches are bucketed, to limit padding.
+TEACHER_BUCKETS = (200, 300, 400, 550)
+
+
+def _seed_everything(seed: int) -> None:
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def _sets(data_root: str) -> tuple[str, str, dict]:
+    train_dir = os.path.join(data_root, "train")
+    dev_dir = os.path.join(data_root, "dev")
+    manifest = read_manifest(train_dir)
+    read_manifest(dev_dir)
+    if not manifest["has_labels"]:
+        raise DataError(f"{train_dir} has no frame labels to train on")
+    return train_dir, dev_dir, manifest
+
+
+def _info(role, experiment, manifest, train_dir, kind, started, **extra) -> dict:
+    return {
+        "role": role,
+        "model": experiment.model.type,
+        "kind": kind,
+        "num_classes": manifest["num_classes"],
+        "feature_dim": manifest["feature_dim"],
+        "context": experiment.data.context if kind == "window" else None,
+        "cmvn": experiment.data.cmvn,
+        "train_dir": os.path.abspath(train_dir),
+        "train_digest": manifest["content_digest"],
+        "seed": experiment.train.seed,
+        "epochs": experiment.train.epochs,
+        "wall_seconds": time.time() - started,
+        **extra,
+    }
+
+
+def _fit(model, make_dataset, steps, experiment, model_dir, strategy, variables_fn, dev, verbose):
+    out_dir = writable_dir(model_dir, strategy)
+    return fit_resumable(
+        model,
+        make_dataset,
+        epochs=experiment.train.epochs,
+        steps_per_epoch=steps,
+        resume_dir=os.path.join(out_dir, "resume"),
+        restore_dir=os.path.join(model_dir, "resume"),
+        variables_fn=variables_fn,
+        every_steps=experiment.train.checkpoint_every_steps,
+        callbacks=standard_callbacks(out_dir),
+        validation_data=dev,
+        verbose=verbose,
+    )
+
+
+def train_teacher(
+    data_root: str, model_dir: str, experiment: ExperimentConfig, strategy, verbose="auto"
+) -> dict:
+    """Trains the utterance-level teacher (an LSTM) on hard frame labels.
+
+    Args:
+      data_root: corpus root with ``train/`` and ``dev/``.
+      model_dir: the model directory to write (resumes an unfinished run found there).
+      experiment: the config (``model.type`` must be a sequence model).
+      strategy: a tf.distribute strategy (:func:`tfblend.training.make_strategy`).
+      verbose: Keras's progress-bar setting.
+
+    Returns:
+      The model directory's info (:mod:`tfblend.modeldir`).
+    """
+    if experiment.model.type != "lstm":
+        raise DataError(f"the teacher must be a sequence model (lstm), not {experiment.model.type}")
+    started = time.time()
+    train_dir, dev_dir, manifest = _sets(data_root)
+    data, seed = experiment.data, experiment.train.seed
+    _seed_everything(seed)
+    common = {"cmvn": data.cmvn, "cmvn_stats": train_dir, "bucket_boundaries": TEACHER_BUCKETS}
+
+    def make_dataset(epoch, repeat):
+        dataset = utterance_dataset(train_dir, batch_size=data.batch_size, seed=seed,
+                                    deterministic=True, epoch=epoch, repeat=repeat, **common)
+        return shard_policy(dataset, len(manifest["shards"]), strategy, data.auto_shard)
+
+    steps = int(make_dataset(0, False).cardinality())
+    dev = utterance_dataset(dev_dir, batch_size=data.batch_size, shuffle=False, **common)
+    with strategy.scope():
+        teacher = get_model("lstm", num_classes=manifest["num_classes"],
+                            **model_kwargs(experiment.model))
+        teacher.compile(
+            optimizer=make_optimizer(experiment.optimizer, steps * experiment.train.epochs),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            weighted_metrics=["accuracy"],
+        )
+        probe = np.zeros([1, 8, manifest["feature_dim"]], np.float32)
+        teacher({"features": probe, "mask": np.ones([1, 8], bool)})
+        teacher.optimizer.build(teacher.trainable_variables)
+
+    def variables_fn():
+        return [*teacher.variables, *teacher.optimizer.variables]
+
+    _fit(teacher, make_dataset, steps, experiment, model_dir, strategy, variables_fn, dev, verbose)
+    return _finish(teacher, model_dir, strategy, experiment,
+                   _info("teacher", experiment, manifest, train_dir, "sequence", started))
+
+
+class LabelSmoothingDistiller(Distiller):
+    """Hard labels with label smoothing, through the Distiller's ``hard_loss`` hook.
+
+    ``hard = (1 - epsilon) * CE(label) + epsilon * mean_c(-log p_c)``: the cross-entropy against
+    a target that puts ``epsilon`` uniformly on all classes. It is the control of the blend: a
+    student that gains as much from this as from the teacher's targets learned smoothing, not
+    dark knowledge.
+    """
+
+    def __init__(self, student, epsilon: float, **kwargs):
+        super().__init__(student, alpha=1.0, **kwargs)
+        self.epsilon = float(epsilon)
+
+    def hard_loss(self, labels, logits):
+        log_probs = tf.nn.log_softmax(logits, axis=-1)
+        uniform = -tf.reduce_mean(log_probs, axis=-1)
+        return (1.0 - self.epsilon) * super().hard_loss(labels, logits) + self.epsilon * uniform
+
+
+def _soft_loss(targets_manifest: dict, experiment: ExperimentConfig):
+    """The soft-loss object that fits a stored target set and the distill config."""
+    distill = experiment.distill
+    if targets_manifest["method"] == "sampled":
+        return losses.SampledSoftCrossEntropy()
+    if distill.tail == "ghost" and not targets_manifest["has_mass"]:
+        raise DataError("distill.tail=ghost needs the kept teacher mass, which these targets do "
+                        "not store; dump them with --tail=ghost")
+    return losses.SparseSoftCrossEntropy(tail=distill.tail)
+
+
+def train_window_model(
+    data_root: str,
+    model_dir: str,
+    experiment: ExperimentConfig,
+    strategy,
+    *,
+    role: str = "student",
+    targets_dir: str | None = None,
+    teacher_dir: str | None = None,
+    verbose="auto",
+) -> dict:
+    """Trains a model on context windows: hard labels only, or blended with a teacher.
+
+    Args:
+      data_root: corpus root with ``train/`` and ``dev/``.
+      model_dir: the model directory to write (resumes an unfinished run found there).
+      experiment: the config (``model.type`` "vgg" or "dnn"; ``distill`` for blending,
+        ``train.label_smoothing`` for the smoothing control).
+      strategy: a tf.distribute strategy.
+      role: "student" (hard labels) or "blend".
+      targets_dir: stored teacher targets of ``train`` (blend, the default way).
+      teacher_dir: a teacher called in every step instead (online blend, for comparison).
+      verbose: Keras's progress-bar setting.
+
+    Returns:
+      The model directory's info.
+    """
+    if experiment.model.type not in ("vgg", "dnn"):
+        raise DataError(f"a window model must be vgg or dnn, not {experiment.model.type}")
+    if role == "blend" and bool(targets_dir) == bool(teacher_dir):
+        raise DataError("blending needs exactly one of --targets_dir and --teacher_dir")
+    started = time.time()
+    train_dir, dev_dir, manifest = _sets(data_root)
+    data, seed, distill = experiment.data, experiment.train.seed, experiment.distill
+    _seed_everything(seed)
+    stored = role == "blend" and targets_dir is not None
+    extra = {}
+    if stored:
+        targets_manifest = read_manifest(targets_dir, expected_format=TARGET_FORMAT)
+        soft_loss = _soft_loss(targets_manifest, experiment)
+        extra["targets"] = {key: targets_manifest.get(key) for key in (
+            "method", "k", "top_fraction", "value_encoding", "teacher")}
+        extra["targets"]["dir"] = os.path.abspath(targets_dir)
+    common = {"context": data.context, "cmvn": data.cmvn, "cmvn_stats": train_dir}
+
+    def make_dataset(epoch, repeat):
+        dataset = frame_dataset(train_dir, batch_size=data.batch_size,
+                                targets_dir=targets_dir if stored else None,
+                                shuffle_buffer=data.shuffle_buffer, seed=seed,
+                                deterministic=True, epoch=epoch, repeat=repeat, **common)
+        return shard_policy(dataset, len(manifest["shards"]), strategy, data.auto_shard)
+
+    steps = manifest["num_frames"] // data.batch_size
+    dev = frame_dataset(dev_dir, batch_size=1024, shuffle=False, drop_remainder=False, **common)
+    width = 2 * data.context + 1
+    with strategy.scope():
+        student = get_model(experiment.model.type, num_classes=manifest["num_classes"],
+                            **model_kwargs(experiment.model))
+        teacher = None
+        if role == "blend" and teacher_dir:
+            teacher, teacher_info = load_model_dir(teacher_dir, role="teacher")
+            extra["online_teacher"] = os.path.abspath(teacher_dir)
+        if role == "blend":
+            distiller = Distiller(
+                student, teacher, alpha=distill.alpha, temperature=distill.temperature,
+                soft_loss=soft_loss if stored else losses.DenseSoftCrossEntropy(),
+                target_k=targets_manifest["k"] if stored else None,
+            )
+        elif experiment.train.label_smoothing:
+            distiller = LabelSmoothingDistiller(student, experiment.train.label_smoothing)
+        else:
+            distiller = Distiller(student, alpha=1.0)
+        distiller.compile(
+            optimizer=make_optimizer(experiment.optimizer, steps * experiment.train.epochs)
+        )
+        student(np.zeros([1, width, manifest["feature_dim"]], np.float32))
+        distiller.optimizer.build(student.trainable_variables)
+
+    def variables_fn():
+        return [*student.variables, *distiller.optimizer.variables]
+
+    _fit(distiller, make_dataset, steps, experiment, model_dir, strategy, variables_fn, dev,
+         verbose)
+    return _finish(student, model_dir, strategy, experiment,
+                   _info(role, experiment, manifest, train_dir, "window", started, **extra))
+
+
+def _finish(model, model_dir, strategy, experiment, info) -> dict:
+    """Saves the model directory (the chief's; other workers write a throw-away copy)."""
+    out_dir = writable_dir(model_dir, strategy)
+    save_experiment(experiment, os.path.join(out_dir, "experiment.yaml"))
+    info = save_model_dir(model, out_dir, info)
+    clear_resume_state(os.path.join(out_dir, "resume"))
+    return info

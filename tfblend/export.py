@@ -1,0 +1,201 @@
+"""Student-only SavedModels for TF Serving, with senone priors for hybrid decoding.
+
+An export lands in TF Serving's layout, ``<base>/<name>/<version>/``, and holds:
+
+- ``serving_default`` (method ``tensorflow/serving/predict``): input ``features`` float32
+  ``[batch, 2W+1, feature_dim]`` (context windows of raw log-mel features, as
+  :func:`tfblend.features.log_mel` makes them) for a window model, or ``features`` float32
+  ``[batch, time, feature_dim]`` plus ``lengths`` int32 ``[batch]`` for a sequence model;
+- ``utterance`` (window models only): input ``features`` float32 ``[time, feature_dim]``, one
+  whole utterance; the context splicing happens inside the graph;
+- outputs, by name: ``posteriors`` (softmax), ``log_posteriors`` and ``log_likelihoods``
+  (log-posteriors minus the log senone priors counted on the training alignments, the scaled
+  likelihoods a hybrid HMM decoder wants), each float32 ``[..., num_classes]``;
+- ``assets.extra/tfblend.json``: classes, context, feature dim, the normalisation, the priors.
+
+The feature normalisation the model was trained with (global CMVN) is built into the graph, so a
+client sends raw log-mel features. Input names are fixed by explicit ``tf.TensorSpec`` names, so
+they do not depend on how often a model was built (tensorflow#48157).
+"""
+
+import json
+import os
+import shutil
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfblend.errors import DataError
+from tfblend.features import CmvnStats
+from tfblend.pipeline import splice
+from tfblend.records import iterate_utterances, read_manifest
+
+METADATA_FILE = "tfblend.json"
+
+
+def senone_log_priors(train_dir, num_classes: int, floor_count: float = 1.0) -> np.ndarray:
+    """Log prior of every senone, counted on the training alignments.
+
+    Args:
+      train_dir: an utterance set with labels (normally the corpus's ``train`` split).
+      num_classes: K.
+      floor_count: added to every count, so senones never seen in training get a finite prior.
+
+    Returns:
+      float32 ``[K]``: ``log((count + floor) / sum(count + floor))``.
+    """
+    counts = np.full(num_classes, floor_count, np.float64)
+    for utterance in iterate_utterances(train_dir):
+        if utterance.labels is None:
+            raise DataError(f"{train_dir}: utterance {utterance.utt_id} has no labels to count")
+        counts += np.bincount(utterance.labels, minlength=num_classes)[:num_classes]
+    return np.log(counts / counts.sum()).astype(np.float32)
+
+
+def next_version(model_base: str) -> int:
+    """The next free integer version under ``savedmodels/<name>/`` (1 for a new model)."""
+    if not os.path.isdir(model_base):
+        return 1
+    versions = [int(entry) for entry in os.listdir(model_base) if entry.isdigit()]
+    return max(versions, default=0) + 1
+
+
+class _Outputs:
+    """Turns logits into the three named outputs; the log priors are baked into the graph."""
+
+    def __init__(self, log_priors: np.ndarray):
+        self.log_priors = tf.constant(log_priors, tf.float32)
+
+    def __call__(self, logits: tf.Tensor) -> dict[str, tf.Tensor]:
+        log_posteriors = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
+        return {
+            "posteriors": tf.exp(log_posteriors),
+            "log_posteriors": log_posteriors,
+            "log_likelihoods": log_posteriors - self.log_priors,
+        }
+
+
+def _normaliser(cmvn: CmvnStats | None):
+    if cmvn is None:
+        return lambda features: features
+    mean = tf.constant(cmvn.mean(), tf.float32)
+    scale = tf.constant(1.0 / cmvn.std(), tf.float32)
+    return lambda features: (features - mean) * scale
+
+
+def export_model(
+    model: keras.Model,
+    export_dir: str,
+    *,
+    kind: str,
+    feature_dim: int,
+    log_priors: np.ndarray,
+    context: int | None = None,
+    cmvn: CmvnStats | None = None,
+    metadata: dict | None = None,
+) -> str:
+    """Writes ``model`` as a SavedModel with the signatures of this module's docstring.
+
+    Args:
+      model: the student (a window model: ``[B, 2W+1, D] -> [B, K]``) or a sequence model
+        (``{"features": [B, T, D], "mask": [B, T]} -> [B, T, K]``).
+      export_dir: ``<base>/<name>/<version>``; must not exist yet. Written to a temporary
+        sibling and renamed when complete.
+      kind: "window" or "sequence".
+      feature_dim: D, the raw feature dimension.
+      log_priors: float32 ``[K]`` log senone priors (:func:`senone_log_priors`).
+      context: W, for window models.
+      cmvn: global CMVN statistics applied inside the graph, or None if the model takes
+        features as they are.
+      metadata: extra JSON-serialisable facts stored in ``assets.extra/tfblend.json``.
+
+    Returns:
+      ``export_dir``.
+    """
+    if kind not in ("window", "sequence"):
+        raise ValueError(f"kind must be 'window' or 'sequence', not {kind!r}")
+    if kind == "window" and context is None:
+        raise ValueError("a window model's export needs its context W")
+    if os.path.exists(export_dir):
+        raise DataError(f"export directory {export_dir} already exists; pick a new version")
+    num_classes = int(np.shape(log_priors)[0])
+    outputs = _Outputs(log_priors)
+    normalise = _normaliser(cmvn)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    if kind == "window":
+        width = 2 * context + 1
+
+        def serve_windows(features):
+            return outputs(model(normalise(features), training=False))
+
+        def serve_utterance(features):
+            windows = splice(normalise(features), context)
+            return outputs(model(windows, training=False))
+
+        archive.add_endpoint(
+            "serving_default",
+            serve_windows,
+            input_signature=[tf.TensorSpec([None, width, feature_dim], tf.float32, "features")],
+        )
+        archive.add_endpoint(
+            "utterance",
+            serve_utterance,
+            input_signature=[tf.TensorSpec([None, feature_dim], tf.float32, "features")],
+        )
+    else:
+
+        def serve_sequences(features, lengths):
+            mask = tf.sequence_mask(lengths, tf.shape(features)[1])
+            logits = model({"features": normalise(features), "mask": mask}, training=False)
+            return outputs(logits)
+
+        archive.add_endpoint(
+            "serving_default",
+            serve_sequences,
+            input_signature=[
+                tf.TensorSpec([None, None, feature_dim], tf.float32, "features"),
+                tf.TensorSpec([None], tf.int32, "lengths"),
+            ],
+        )
+
+    parent = os.path.dirname(os.path.abspath(export_dir))
+    os.makedirs(parent, exist_ok=True)
+    temporary = os.path.join(parent, f".{os.path.basename(export_dir)}.tmp-{os.getpid()}")
+    shutil.rmtree(temporary, ignore_errors=True)
+    try:
+        archive.write_out(temporary, verbose=False)
+        extra = os.path.join(temporary, "assets.extra")
+        os.makedirs(extra, exist_ok=True)
+        facts = {
+            "kind": kind,
+            "num_classes": num_classes,
+            "feature_dim": feature_dim,
+            "context": context,
+            "normalisation": "global_cmvn_in_graph" if cmvn is not None else "none",
+            "log_priors": [float(v) for v in log_priors],
+            **(metadata or {}),
+        }
+        with open(os.path.join(extra, METADATA_FILE), "w") as stream:
+            json.dump(facts, stream, indent=1)
+        os.replace(temporary, export_dir)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    return export_dir
+
+
+def read_export_metadata(export_dir: str) -> dict:
+    """The facts an export stored about itself (``assets.extra/tfblend.json``)."""
+    path = os.path.join(export_dir, "assets.extra", METADATA_FILE)
+    if not os.path.exists(path):
+        raise DataError(f"{export_dir} is not a tfblend export: {path} is missing")
+    with open(path) as stream:
+        return json.load(stream)
+
+
+def train_cmvn(train_dir) -> CmvnStats:
+    """The global CMVN statistics stored in a training set's manifest."""
+    return CmvnStats.from_dict(read_manifest(train_dir)["cmvn"]["global"])

@@ -1,0 +1,99 @@
+"""The model directory: what a training script leaves behind for the next stage.
+
+``<model_dir>/``:
+
+- ``model.keras``: the trained model alone (a Distiller's student, never its teacher);
+- ``model.json``: what the next stage must know: ``role`` ("teacher", "student", "blend"),
+  ``model`` (registry name), ``kind`` ("sequence" for utterance models, "window" for models on
+  context windows), ``num_classes``, ``feature_dim``, ``context``, ``cmvn`` (the normalisation
+  mode), ``train_dir`` and ``train_digest`` (the training set's ``content_digest``), the
+  parameter count, the wall time, and ``sha256`` of ``model.keras``;
+- ``experiment.yaml`` (the resolved config), ``history.csv``, ``logs/`` (TensorBoard),
+  ``resume/`` (only while a run is unfinished).
+
+A model directory is complete when ``model.json`` exists: it is written last, atomically.
+"""
+
+import hashlib
+import json
+import os
+
+import keras
+
+from tfblend.errors import DataError
+
+MODEL_FILE = "model.keras"
+INFO_FILE = "model.json"
+
+
+def file_sha256(path: str) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_model_dir(model: keras.Model, model_dir: str, info: dict) -> dict:
+    """Saves ``model`` and its facts; ``model.json`` last, so a half-written dir is incomplete.
+
+    Args:
+      model: the model to keep (a student or teacher, not a Distiller).
+      model_dir: the directory (created if missing).
+      info: the facts of the module docstring (``sha256`` and ``num_params`` are added).
+
+    Returns:
+      The info written.
+    """
+    os.makedirs(model_dir, exist_ok=True)
+    info_path = os.path.join(model_dir, INFO_FILE)
+    if os.path.exists(info_path):
+        os.remove(info_path)
+    path = os.path.join(model_dir, MODEL_FILE)
+    temporary = os.path.join(model_dir, f".tmp-{os.getpid()}-{MODEL_FILE}")
+    model.save(temporary)
+    os.replace(temporary, path)
+    info = {**info, "num_params": int(model.count_params()), "sha256": file_sha256(path)}
+    temporary = f"{info_path}.tmp-{os.getpid()}"
+    with open(temporary, "w") as stream:
+        json.dump(info, stream, indent=1)
+    os.replace(temporary, info_path)
+    return info
+
+
+def read_model_info(model_dir: str, role: str | tuple[str, ...] | None = None) -> dict:
+    """The facts of a complete model directory.
+
+    Args:
+      model_dir: the directory.
+      role: the role(s) the caller accepts ("teacher", "student", "blend"), or None for any.
+
+    Raises:
+      DataError: naming the directory when it is missing, incomplete or of another role.
+    """
+    info_path = os.path.join(model_dir, INFO_FILE)
+    if not os.path.isdir(model_dir):
+        raise DataError(f"model directory {model_dir} does not exist")
+    if not os.path.exists(info_path):
+        raise DataError(f"{model_dir} holds no finished model ({INFO_FILE} is missing)")
+    with open(info_path) as stream:
+        info = json.load(stream)
+    roles = (role,) if isinstance(role, str) else role
+    if roles and info.get("role") not in roles:
+        raise DataError(
+            f"{model_dir} holds a {info.get('role')} ({info.get('model')}), not a "
+            f"{' or '.join(roles)}"
+        )
+    return info
+
+
+def load_model_dir(model_dir: str, role: str | tuple[str, ...] | None = None):
+    """``(model, info)`` of a complete model directory (see :func:`read_model_info`)."""
+    info = read_model_info(model_dir, role)
+    path = os.path.join(model_dir, MODEL_FILE)
+    if file_sha256(path) != info["sha256"]:
+        raise DataError(f"{path} does not match the sha256 in {INFO_FILE}: the model changed")
+    import tfblend.models  # noqa: F401  (registers the classes before deserialising)
+
+    return keras.saving.load_model(path, compile=False), info

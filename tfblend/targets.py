@@ -1,0 +1,453 @@
+"""Teacher outputs -> stored sparse soft targets: dump once, store compactly, reuse.
+
+The teacher runs once over a split; for every frame a few ``(id, prob)`` pairs are kept and
+written to target shards in exactly the layout and order of the utterance shards
+(:mod:`tfblend.records` has the format). The student's pipeline joins them back, checked
+(:mod:`tfblend.pipeline`).
+
+Methods (per frame, from the teacher's distribution ``p`` over K classes):
+
+- ``topk``: the k most probable classes, sorted by descending probability.
+- ``topp``: the smallest set of most probable classes holding mass ``p`` (at most ``cap``
+  classes); stored padded to ``cap`` entries with probability 0.
+- ``sampled``: ``m`` draws from ``p``; the distinct ids drawn, with importance weights
+  ``count / m``. ``E[sum_i w_i f(i)] = sum_c p_c f(c)`` for any f, so a soft cross-entropy on
+  these weights is an unbiased estimate of the dense one (Sparse Logit Sampling, Anshumann et al.,
+  ACL 2025; Kaldi's expectation-preserving random prune). Padded to ``m`` entries with weight 0.
+
+Temperature: probabilities are stored at T = 1. The student softens them later: over a kept set,
+``softmax(z / T) ∝ p ** (1 / T)``, so the renormalised top-k at any T is exact from T = 1
+probabilities, and one dump serves every T of a sweep. (Storing logits would cost the same bytes
+but could not be quantised as log-probabilities without the normaliser.)
+
+Storage: ids as int16 when K <= 32767 (else int32); probabilities as float16, or ``log_uint8``
+(8-bit quantised negative log-probabilities, step ``log_step``). The teacher mass kept in the
+stored entries (``mass``, float32 per frame) is stored only for ``tail="ghost"``, the one tail
+handling that needs it. Each utterance's ids and probs are one byte string each, so the per-frame
+protobuf overhead is zero: k = 1% of 5,126 classes at float16 costs 204 bytes per frame against
+20,504 for dense float32.
+
+Work is split by shard (``shard_index`` / ``num_shards`` over processes or machines). A shard is
+complete when its file was renamed into place and its entry (``targets-*.json``) was written;
+a rerun skips complete shards. ``manifest.json`` is written once every shard is complete.
+"""
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from tfblend.errors import DataError
+from tfblend.modeldir import file_sha256, load_model_dir
+from tfblend.pipeline import eval_utterances
+from tfblend.records import (
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    TARGET_FORMAT,
+    read_manifest,
+    serialize_targets,
+    target_parser,
+    target_shard_name,
+    write_manifest,
+)
+
+METHODS = ("topk", "topp", "sampled")
+TAILS = ("renormalize", "ghost", "ignore")
+
+
+def top_k_targets(log_probs: tf.Tensor, k: int):
+    """The k most probable classes of every frame.
+
+    Args:
+      log_probs: float32 ``[..., K]`` teacher log-probabilities (T = 1).
+      k: entries kept per frame.
+
+    Returns:
+      ``(ids int32 [..., k], probs float32 [..., k], mass float32 [...])``, sorted by
+      descending probability; ``mass`` is the probability kept.
+    """
+    values, ids = tf.math.top_k(log_probs, k=k, sorted=True)
+    probs = tf.exp(values)
+    return ids, probs, tf.reduce_sum(probs, axis=-1)
+
+
+def top_p_targets(log_probs: tf.Tensor, p: float, cap: int):
+    """The smallest most-probable set holding mass ``p``, at most ``cap`` classes.
+
+    Returns:
+      ``(ids int32 [..., cap], probs float32 [..., cap], mass float32 [...])``: entries past the
+      set have probability 0 (their ids are kept but carry no weight).
+    """
+    ids, probs, _ = top_k_targets(log_probs, cap)
+    before = tf.cumsum(probs, axis=-1, exclusive=True)
+    probs = tf.where(before < p, probs, 0.0)
+    return ids, probs, tf.reduce_sum(probs, axis=-1)
+
+
+def sampled_targets(log_probs: tf.Tensor, m: int, seed):
+    """``m`` draws per frame from the teacher: distinct ids with importance weights count / m.
+
+    Args:
+      log_probs: float32 ``[N, K]``.
+      m: draws per frame (also the stored width).
+      seed: int32 ``[2]`` stateless seed.
+
+    Returns:
+      ``(ids int32 [N, m], weights float32 [N, m], mass float32 [N])``: weights sum to 1 per
+      frame, sorted by descending weight, padded with weight 0; mass is the teacher probability
+      of the distinct ids drawn.
+    """
+    num_classes = tf.shape(log_probs)[-1]
+    draws = tf.random.stateless_categorical(log_probs, m, seed, dtype=tf.int32)
+    counts = tf.math.bincount(draws, minlength=num_classes, maxlength=num_classes, axis=-1)
+    top_counts, ids = tf.math.top_k(tf.cast(counts, tf.float32), k=m, sorted=True)
+    weights = top_counts / float(m)
+    drawn = tf.cast(top_counts > 0, tf.float32)
+    mass = tf.reduce_sum(tf.exp(tf.gather(log_probs, ids, batch_dims=1)) * drawn, axis=-1)
+    return ids, weights, mass
+
+
+def resolve_k(num_classes: int, k: int = 0, top_fraction: float = 0.0) -> int:
+    """k from ``--k`` or ``--top_fraction`` (rounded, at least 1, at most K)."""
+    if bool(k) == bool(top_fraction):
+        raise DataError("give exactly one of --k and --top_fraction")
+    if top_fraction:
+        if not 0 < top_fraction <= 1:
+            raise DataError(f"--top_fraction must be in (0, 1], not {top_fraction}")
+        k = max(1, round(top_fraction * num_classes))
+    if not 1 <= k <= num_classes:
+        raise DataError(f"k = {k} is outside [1, {num_classes}] for {num_classes} classes")
+    return k
+
+
+def _id_dtype(num_classes: int) -> str:
+    return "int16" if num_classes <= np.iinfo(np.int16).max + 1 else "int32"
+
+
+def _entry_path(output_dir: str, index: int, num_shards: int) -> str:
+    return os.path.join(
+        output_dir, target_shard_name(index, num_shards)[: -len(".tfrecord")] + ".json"
+    )
+
+
+def _write_json(path: str, value: dict) -> None:
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w") as stream:
+        json.dump(value, stream, indent=1)
+    os.replace(temporary, path)
+
+
+class _Sparsifier:
+    """Teacher logits ``[B, T, K]`` -> per-frame sparse targets, by method."""
+
+    def __init__(self, method: str, width: int, p: float, seed: int):
+        self.method, self.width, self.p, self.seed = method, width, p, seed
+
+    def __call__(self, logits: tf.Tensor, batch_index: int):
+        log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
+        if self.method == "topk":
+            return top_k_targets(log_probs, self.width)
+        if self.method == "topp":
+            return top_p_targets(log_probs, self.p, self.width)
+        shape = tf.shape(log_probs)
+        flat = tf.reshape(log_probs, [-1, shape[-1]])
+        seed = tf.constant([self.seed, batch_index], tf.int32)
+        ids, weights, mass = sampled_targets(flat, self.width, seed)
+        frames = shape[:-1]
+        return (
+            tf.reshape(ids, tf.concat([frames, [self.width]], 0)),
+            tf.reshape(weights, tf.concat([frames, [self.width]], 0)),
+            tf.reshape(mass, frames),
+        )
+
+
+def dump_targets(
+    data_dir: str,
+    teacher_dir: str,
+    output_dir: str,
+    *,
+    method: str = "topk",
+    k: int = 0,
+    top_fraction: float = 0.0,
+    p: float = 0.95,
+    tail: str = "renormalize",
+    value_encoding: str = "float16",
+    log_step: float = 0.0625,
+    seed: int = 0,
+    shard_index: int = 0,
+    num_shards: int = 1,
+    batch_size: int = 16,
+    progress=None,
+) -> dict | None:
+    """Runs the teacher over ``data_dir`` and writes its sparse targets to ``output_dir``.
+
+    Args:
+      data_dir: the utterance set (one split) to label.
+      teacher_dir: a teacher's model directory (:mod:`tfblend.modeldir`), a sequence model.
+      output_dir: the target set to write (created; complete shards in it are kept).
+      method: "topk", "topp" or "sampled" (module docstring).
+      k, top_fraction: entries per frame (``topk``), the cap (``topp``) or the draws
+        (``sampled``): exactly one of the two.
+      p: the mass of ``topp``.
+      tail: the tail handling the targets are meant for; "ghost" stores the kept mass.
+      value_encoding: "float16" or "log_uint8".
+      log_step: the ``log_uint8`` quantisation step.
+      seed: seeds the ``sampled`` draws (per shard and batch, so reruns are identical).
+      shard_index, num_shards: this process dumps the utterance shards ``i`` with
+        ``i % num_shards == shard_index``.
+      batch_size: utterances per teacher call.
+      progress: optional ``fn(message)`` for one line per shard.
+
+    Returns:
+      The target manifest once every shard is complete (by this or other processes), else None.
+    """
+    if method not in METHODS:
+        raise DataError(f"--method must be one of {METHODS}, not {method!r}")
+    if tail not in TAILS:
+        raise DataError(f"--tail must be one of {TAILS}, not {tail!r}")
+    if not 0 <= shard_index < num_shards:
+        raise DataError(f"--shard_index {shard_index} is outside [0, {num_shards})")
+    manifest = read_manifest(data_dir)
+    teacher, info = load_model_dir(teacher_dir, role="teacher")
+    num_classes = manifest["num_classes"]
+    if info["num_classes"] != num_classes:
+        raise DataError(
+            f"the teacher in {teacher_dir} has {info['num_classes']} classes, the "
+            f"data in {data_dir} {num_classes}"
+        )
+    if info["feature_dim"] != manifest["feature_dim"]:
+        raise DataError(
+            f"the teacher in {teacher_dir} takes {info['feature_dim']}-dim features, "
+            f"{data_dir} has {manifest['feature_dim']}"
+        )
+    width = resolve_k(num_classes, k, top_fraction)
+    settings = {
+        "method": method,
+        "k": width,
+        "p": p if method == "topp" else None,
+        "tail": tail,
+        "id_dtype": _id_dtype(num_classes),
+        "value_encoding": value_encoding,
+        "log_step": log_step if value_encoding == "log_uint8" else None,
+        "has_mass": tail == "ghost",
+        "seed": seed if method == "sampled" else None,
+        "teacher": {
+            "dir": os.path.abspath(teacher_dir),
+            "model": info["model"],
+            "sha256": info["sha256"],
+        },
+        "features_digest": manifest["content_digest"],
+    }
+    os.makedirs(output_dir, exist_ok=True)
+    _check_settings(output_dir, settings)
+    sparsify = _Sparsifier(method, width, p, seed)
+    total = len(manifest["shards"])
+    cmvn_stats = info["train_dir"] if info["cmvn"] == "global" else None
+    for index in range(shard_index, total, num_shards):
+        entry_path = _entry_path(output_dir, index, total)
+        if os.path.exists(entry_path):
+            if progress:
+                progress(f"shard {index + 1}/{total}: complete, skipped")
+            continue
+        entry = _dump_shard(
+            teacher,
+            sparsify,
+            data_dir,
+            output_dir,
+            index,
+            total,
+            info,
+            cmvn_stats,
+            settings,
+            batch_size,
+        )
+        _write_json(entry_path, entry)
+        if progress:
+            progress(
+                f"shard {index + 1}/{total}: {entry['num_utterances']} utterances, "
+                f"{entry['num_frames']} frames, {entry['bytes'] / entry['num_frames']:.1f} "
+                "bytes/frame"
+            )
+    return finalize(output_dir, manifest)
+
+
+def _check_settings(output_dir: str, settings: dict) -> None:
+    """Refuses to mix shards of different dumps in one directory."""
+    path = os.path.join(output_dir, "settings.json")
+    if os.path.exists(path):
+        with open(path) as stream:
+            existing = json.load(stream)
+        if existing != settings:
+            changed = sorted(key for key in settings if settings[key] != existing.get(key))
+            raise DataError(
+                f"{output_dir} holds targets of another dump (differs in {changed}); "
+                "use a new --output_dir"
+            )
+    else:
+        _write_json(path, settings)
+
+
+def _remove_stale_temporaries(output_dir: str, name: str) -> None:
+    """Deletes what a killed run left of shard ``name`` (this worker owns that shard)."""
+    for entry in os.listdir(output_dir):
+        if entry.startswith(f".{name}.tmp-"):
+            os.remove(os.path.join(output_dir, entry))
+
+
+def _dump_shard(
+    teacher, sparsify, data_dir, output_dir, index, total, info, cmvn_stats, settings, batch_size
+) -> dict:
+    utterances = eval_utterances(data_dir, cmvn=info["cmvn"], cmvn_stats=cmvn_stats, shards=[index])
+    batches = utterances.map(
+        lambda u: {"utt_id": u["utt_id"], "num_frames": u["num_frames"], "features": u["features"]}
+    ).padded_batch(batch_size)
+
+    @tf.function(reduce_retracing=True)
+    def teach(features, lengths, batch_index):
+        mask = tf.sequence_mask(lengths, tf.shape(features)[1])
+        logits = teacher({"features": features, "mask": mask}, training=False)
+        return sparsify(logits, batch_index)
+
+    name = target_shard_name(index, total)
+    final = os.path.join(output_dir, name)
+    _remove_stale_temporaries(output_dir, name)
+    temporary = os.path.join(output_dir, f".{name}.tmp-{os.getpid()}")
+    frames = count = 0
+    try:
+        with tf.io.TFRecordWriter(temporary) as writer:
+            for batch_index, batch in enumerate(batches):
+                lengths = batch["num_frames"]
+                ids, probs, mass = teach(
+                    batch["features"],
+                    tf.cast(lengths, tf.int32),
+                    tf.constant(index * 1_000_003 + batch_index),
+                )
+                ids, probs, mass = ids.numpy(), probs.numpy(), mass.numpy()
+                for row, (utt_id, length) in enumerate(
+                    zip(batch["utt_id"].numpy(), lengths.numpy(), strict=True)
+                ):
+                    writer.write(
+                        serialize_targets(
+                            utt_id.decode(),
+                            ids[row, :length],
+                            np.clip(probs[row, :length], 0, 1),
+                            mass[row, :length] if settings["has_mass"] else None,
+                            id_dtype=settings["id_dtype"],
+                            value_encoding=settings["value_encoding"],
+                            log_step=settings["log_step"] or 0.0625,
+                        )
+                    )
+                    frames += int(length)
+                    count += 1
+        os.replace(temporary, final)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+    return {
+        "file": name,
+        "num_utterances": count,
+        "num_frames": frames,
+        "bytes": os.path.getsize(final),
+        "sha256": file_sha256(final),
+    }
+
+
+def finalize(output_dir: str, utterance_manifest: dict) -> dict | None:
+    """Writes ``manifest.json`` when every shard's entry exists; returns it (None if not yet)."""
+    total = len(utterance_manifest["shards"])
+    entries = []
+    for index in range(total):
+        path = _entry_path(output_dir, index, total)
+        if not os.path.exists(path):
+            return None
+        with open(path) as stream:
+            entries.append(json.load(stream))
+    with open(os.path.join(output_dir, "settings.json")) as stream:
+        settings = json.load(stream)
+    frames = sum(entry["num_frames"] for entry in entries)
+    stored = sum(entry["bytes"] for entry in entries)
+    num_classes = utterance_manifest["num_classes"]
+    manifest = {
+        "format": TARGET_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "num_utterances": sum(entry["num_utterances"] for entry in entries),
+        "num_frames": frames,
+        "num_classes": num_classes,
+        **{key: value for key, value in settings.items() if key != "seed" or value is not None},
+        "top_fraction": settings["k"] / num_classes,
+        "bytes_per_frame": stored / max(frames, 1),
+        "dense_float32_bytes_per_frame": 4 * num_classes,
+        "storage_fraction": stored / max(frames, 1) / (4 * num_classes),
+        "shards": entries,
+    }
+    write_manifest(output_dir, manifest)
+    return manifest
+
+
+def derive_targets(from_dir: str, output_dir: str, k: int) -> dict:
+    """A top-k' target set from a top-k one (k' < k) without running the teacher again.
+
+    The first k' stored entries of a top-k dump are exactly the top-k' (they are sorted); the kept
+    mass becomes their sum. Sampled and top-p dumps cannot be cut this way.
+    """
+    source = read_manifest(from_dir, expected_format=TARGET_FORMAT)
+    if source["method"] != "topk":
+        raise DataError(
+            f"{from_dir} holds {source['method']} targets; only topk can be cut to a " "smaller k"
+        )
+    if not 1 <= k <= source["k"]:
+        raise DataError(f"--k {k} must be in [1, {source['k']}] (the k of {from_dir})")
+    if os.path.exists(os.path.join(output_dir, MANIFEST_NAME)):
+        raise DataError(f"{output_dir} already holds a target set")
+    os.makedirs(output_dir, exist_ok=True)
+    parse = target_parser(source)
+    settings = {
+        key: source[key]
+        for key in (
+            "method",
+            "p",
+            "tail",
+            "id_dtype",
+            "value_encoding",
+            "log_step",
+            "has_mass",
+            "teacher",
+            "features_digest",
+        )
+    }
+    settings.update(k=k, derived_from={"dir": os.path.abspath(from_dir), "k": source["k"]})
+    _write_json(os.path.join(output_dir, "settings.json"), settings)
+    total = len(source["shards"])
+    for index, shard in enumerate(source["shards"]):
+        name = shard["file"]
+        final = os.path.join(output_dir, name)
+        temporary = os.path.join(output_dir, f".{name}.tmp-{os.getpid()}")
+        try:
+            with tf.io.TFRecordWriter(temporary) as writer:
+                for record in tf.data.TFRecordDataset(os.path.join(from_dir, name)).map(parse):
+                    ids = record["ids"].numpy()[:, :k]
+                    probs = record["probs"].numpy()[:, :k]
+                    writer.write(
+                        serialize_targets(
+                            record["utt_id"].numpy().decode(),
+                            ids,
+                            probs,
+                            probs.sum(axis=1) if source["has_mass"] else None,
+                            id_dtype=source["id_dtype"],
+                            value_encoding=source["value_encoding"],
+                            log_step=source["log_step"] or 0.0625,
+                        )
+                    )
+            os.replace(temporary, final)
+        except BaseException:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+            raise
+        entry = {**shard, "bytes": os.path.getsize(final), "sha256": file_sha256(final)}
+        _write_json(_entry_path(output_dir, index, total), entry)
+    pseudo = {"num_classes": source["num_classes"], "shards": source["shards"]}
+    manifest = finalize(output_dir, pseudo)
+    assert manifest is not None
+    return manifest

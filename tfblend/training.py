@@ -1,0 +1,337 @@
+"""Distribution strategies, optimizers, callbacks and an exactly resumable ``fit``.
+
+Strategies (``--strategy``):
+
+- ``default``: TensorFlow's default strategy (one device).
+- ``mirrored``: ``tf.distribute.MirroredStrategy`` over all visible GPUs, or, without GPUs, over
+  ``--num_replicas`` logical CPU devices (for tests, and for trying the multi-replica path on a
+  laptop). Logical CPUs must be configured before TensorFlow initialises its devices, so call
+  :func:`make_strategy` before building any tensor.
+- ``multi_worker``: ``tf.distribute.MultiWorkerMirroredStrategy`` from ``TF_CONFIG``.
+
+Batches: the ``batch_size`` of every config and flag is the **global** batch; each of the R
+replicas gets ``batch_size / R``. Losses are reduced over the global batch (see
+:mod:`tfblend.distiller`), so one step makes the same update on 1 replica and on R.
+
+Sharding across workers: a training dataset is distributed with an explicit auto-shard policy,
+``FILE`` when every worker gets at least one shard file, else ``DATA`` (every worker reads all
+files and keeps its part of each global batch; this gives exactly the single-process batches).
+
+Exact resume: :class:`ResumeCheckpoint` writes the student's and optimizer's variables (random
+seed states included) and the position ``(epoch, step)`` every N steps, atomically. The input
+pipeline's order is a pure function of ``(seed, epoch)`` (:mod:`tfblend.pipeline`), so
+:func:`fit_resumable` restarts the killed epoch's dataset and skips the steps already taken:
+a killed and resumed run takes the same batches in the same order as an uninterrupted one.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+from official.common import distribute_utils
+from official.modeling.optimization import lr_schedule
+
+from tfblend.config import OptimizerConfig
+from tfblend.errors import DataError
+
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+def make_strategy(name: str = "default", num_replicas: int = 0) -> tf.distribute.Strategy:
+    """Builds the tf.distribute strategy of the module docstring.
+
+    Args:
+      name: "default", "mirrored" or "multi_worker".
+      num_replicas: for ``mirrored``: the number of GPUs to use (0: all), or, with no GPU, the
+        number of logical CPU replicas (0 or 1: one).
+
+    Returns:
+      The strategy; build models and optimizers under ``strategy.scope()``.
+    """
+    if name not in STRATEGIES:
+        raise DataError(f"--strategy must be one of {STRATEGIES}, not {name!r}")
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise DataError("--strategy=multi_worker needs the TF_CONFIG environment variable")
+        return distribute_utils.get_distribution_strategy("multi_worker_mirrored")
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        count = num_replicas or len(gpus)
+        return distribute_utils.get_distribution_strategy("mirrored", num_gpus=count)
+    count = max(num_replicas, 1)
+    configure_cpu_replicas(count)
+    return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(count)])
+
+
+def configure_cpu_replicas(count: int) -> None:
+    """Splits the CPU into ``count`` logical devices (only possible before TF initialises)."""
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    current = tf.config.get_logical_device_configuration(cpu)
+    if current is not None and len(current) == count:
+        return
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * count
+        )
+    except RuntimeError as error:
+        raise RuntimeError(
+            f"cannot split the CPU into {count} replicas after TensorFlow initialised its "
+            "devices; build the strategy first"
+        ) from error
+
+
+def shard_policy(dataset: tf.data.Dataset, num_files: int, strategy, policy: str = "auto"):
+    """Sets the explicit auto-shard policy of the module docstring on a training dataset.
+
+    Args:
+      dataset: the global-batch training dataset.
+      num_files: the shard files it reads.
+      strategy: the tf.distribute strategy (its worker count decides "auto").
+      policy: "auto", "file" or "data".
+    """
+    policies = tf.data.experimental.AutoShardPolicy
+    workers = strategy.extended._num_workers if hasattr(strategy.extended, "_num_workers") else 1
+    if policy == "auto":
+        policy = "file" if workers > 1 and num_files % workers == 0 else "data"
+    if policy not in ("file", "data"):
+        raise DataError(f"data.auto_shard must be auto, file or data, not {policy!r}")
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        policies.FILE if policy == "file" else policies.DATA
+    )
+    return dataset.with_options(options)
+
+
+@keras.saving.register_keras_serializable(package="tfblend")
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """tf-models-official's ``LinearWarmup`` over its ``CosineDecayWithOffset``, for Keras 3.
+
+    Model Garden schedules are tf_keras objects; Keras 3 optimizers accept them through this
+    thin Keras 3 schedule whose ``__call__(step)`` delegates (shared/NOTES.md section 1).
+    """
+
+    def __init__(self, learning_rate, total_steps, warmup_steps=0, final_fraction=0.05):
+        self.learning_rate = float(learning_rate)
+        self.total_steps = int(total_steps)
+        self.warmup_steps = int(warmup_steps)
+        self.final_fraction = float(final_fraction)
+        decay = lr_schedule.CosineDecayWithOffset(
+            offset=self.warmup_steps,
+            initial_learning_rate=self.learning_rate,
+            decay_steps=max(self.total_steps - self.warmup_steps, 1),
+            alpha=self.final_fraction,
+        )
+        self._schedule = (
+            lr_schedule.LinearWarmup(decay, self.warmup_steps, 0.0) if self.warmup_steps else decay
+        )
+
+    def __call__(self, step):
+        return self._schedule(step)
+
+    def get_config(self):
+        return {
+            "learning_rate": self.learning_rate,
+            "total_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
+            "final_fraction": self.final_fraction,
+        }
+
+
+def make_optimizer(config: OptimizerConfig, total_steps: int) -> keras.optimizers.Optimizer:
+    """Adam with the schedule of ``config`` over ``total_steps`` optimizer steps."""
+    if config.schedule == "cosine":
+        learning_rate = WarmupCosine(
+            config.learning_rate, total_steps, config.warmup_steps, config.final_fraction
+        )
+    elif config.schedule == "constant":
+        learning_rate = config.learning_rate
+    else:
+        raise DataError(
+            f"optimizer.schedule must be 'cosine' or 'constant', not {config.schedule!r}"
+        )
+    return keras.optimizers.Adam(learning_rate, clipnorm=config.clipnorm or None)
+
+
+def is_chief(strategy) -> bool:
+    """True on the process that writes the model directory (always, without multi-worker)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    return task_type == "chief" or (
+        task_type == "worker" and task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
+    )
+
+
+def writable_dir(directory: str, strategy) -> str:
+    """``directory`` on the chief; a private temporary directory on other workers.
+
+    tf.distribute needs every worker to take part in saving, but only the chief's files count.
+    """
+    if is_chief(strategy):
+        os.makedirs(directory, exist_ok=True)
+        return directory
+    return tempfile.mkdtemp(prefix="tfblend-worker-")
+
+
+class ResumeCheckpoint(keras.callbacks.Callback):
+    """Saves ``(variables, epoch, step)`` every ``every_steps`` steps and at each epoch end.
+
+    The saved variables are ``variables_fn()`` (normally the student's variables, random seed
+    states included, and the optimizer's). Files: ``<directory>/state.json`` and
+    ``<directory>/variables.npz``, replaced atomically together (the json names the npz it
+    belongs to).
+
+    Args:
+      directory: where the state lives (a worker's own temporary dir off the chief).
+      variables_fn: returns the list of variables to save and restore.
+      every_steps: save period in optimizer steps.
+      steps_per_epoch: steps in one epoch.
+      offset: ``(epoch, step)`` at which the current ``fit`` call started.
+    """
+
+    def __init__(self, directory, variables_fn, every_steps, steps_per_epoch, offset=(0, 0)):
+        super().__init__()
+        self.directory = directory
+        self.variables_fn = variables_fn
+        self.every_steps = max(int(every_steps), 1)
+        self.steps_per_epoch = steps_per_epoch
+        self.epoch, self.step = offset
+        os.makedirs(directory, exist_ok=True)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch != self.epoch:
+            self.epoch, self.step = epoch, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.step % self.every_steps == 0 and self.step < self.steps_per_epoch:
+            save_state(self.directory, self.variables_fn(), self.epoch, self.step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch, self.step = epoch + 1, 0
+        save_state(self.directory, self.variables_fn(), self.epoch, 0)
+
+
+def save_state(directory: str, variables, epoch: int, step: int) -> None:
+    """Writes the resume state atomically: the npz first, then the json that points at it."""
+    name = f"variables-{epoch:04d}-{step:07d}.npz"
+    temporary = os.path.join(directory, f".{name}.tmp")
+    with open(temporary, "wb") as stream:
+        np.savez(stream, *[np.asarray(keras.ops.convert_to_numpy(v)) for v in variables])
+    os.replace(temporary, os.path.join(directory, name))
+    state = {"epoch": epoch, "step": step, "variables": name}
+    temporary = os.path.join(directory, ".state.json.tmp")
+    with open(temporary, "w") as stream:
+        json.dump(state, stream)
+    os.replace(temporary, os.path.join(directory, "state.json"))
+    for stale in os.listdir(directory):
+        if stale.startswith("variables-") and stale != name:
+            os.remove(os.path.join(directory, stale))
+
+
+def restore_state(directory: str, variables) -> tuple[int, int]:
+    """Loads the resume state into ``variables``; returns ``(epoch, step)``, (0, 0) if none."""
+    path = os.path.join(directory, "state.json")
+    if not os.path.exists(path):
+        return 0, 0
+    with open(path) as stream:
+        state = json.load(stream)
+    with np.load(os.path.join(directory, state["variables"])) as arrays:
+        values = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+    if len(values) != len(variables):
+        raise DataError(
+            f"{directory}: the resume state holds {len(values)} variables, the model has "
+            f"{len(variables)}; it belongs to another model (delete the directory to start over)"
+        )
+    for variable, value in zip(variables, values, strict=True):
+        if tuple(variable.shape) != value.shape:
+            raise DataError(
+                f"{directory}: variable {variable.path} has shape {tuple(variable.shape)}, "
+                f"the resume state {value.shape}; delete the directory to start over"
+            )
+        variable.assign(value)
+    return state["epoch"], state["step"]
+
+
+def fit_resumable(
+    model: keras.Model,
+    make_dataset,
+    *,
+    epochs: int,
+    steps_per_epoch: int,
+    resume_dir: str,
+    restore_dir: str | None = None,
+    variables_fn,
+    every_steps: int,
+    callbacks=(),
+    validation_data=None,
+    verbose="auto",
+) -> dict[str, list[float]]:
+    """``model.fit`` that continues exactly where a killed run stopped.
+
+    Args:
+      model: a compiled model (built: its variables must exist).
+      make_dataset: ``fn(epoch, repeat) -> tf.data.Dataset`` of the epochs starting at
+        ``epoch`` (all later ones too when ``repeat``), deterministic in ``(seed, epoch)``.
+      epochs: total epochs of the run.
+      steps_per_epoch: optimizer steps per epoch.
+      resume_dir: where :class:`ResumeCheckpoint` writes its state (a worker's own directory).
+      restore_dir: where the state is read back (default ``resume_dir``). Every worker of a
+        multi-worker run restores the chief's state, so the model directory must be on a
+        filesystem all workers see, as with ``keras.callbacks.BackupAndRestore``.
+      variables_fn: the variables to save and restore (see :class:`ResumeCheckpoint`).
+      every_steps: checkpoint period in steps.
+      callbacks: further Keras callbacks (TensorBoard, CSV logger, ...).
+      validation_data: evaluated at each epoch end.
+      verbose: Keras's verbosity.
+
+    Returns:
+      The merged ``History.history`` of the epochs run by this call.
+    """
+    epoch, step = restore_state(restore_dir or resume_dir, variables_fn())
+    history: dict[str, list[float]] = {}
+
+    def run(dataset, first_epoch, last_epoch, steps, offset):
+        checkpoint = ResumeCheckpoint(
+            resume_dir, variables_fn, every_steps, steps_per_epoch, offset
+        )
+        result = model.fit(
+            dataset,
+            initial_epoch=first_epoch,
+            epochs=last_epoch,
+            steps_per_epoch=steps,
+            callbacks=[checkpoint, *callbacks],
+            validation_data=validation_data,
+            shuffle=False,  # the datasets shuffle themselves, recomputably per epoch
+            verbose=verbose,
+        )
+        for key, values in result.history.items():
+            history.setdefault(key, []).extend(values)
+
+    if step and epoch < epochs:
+        partial = make_dataset(epoch, False).skip(step)
+        run(partial, epoch, epoch + 1, steps_per_epoch - step, (epoch, step))
+        epoch += 1
+    if epoch < epochs:
+        run(make_dataset(epoch, True), epoch, epochs, steps_per_epoch, (epoch, 0))
+    return history
+
+
+def standard_callbacks(model_dir: str) -> list[keras.callbacks.Callback]:
+    """TensorBoard logs under ``<model_dir>/logs`` and the per-epoch metrics as CSV."""
+    return [
+        keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"), update_freq="epoch"),
+        keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"), append=True),
+    ]
+
+
+def clear_resume_state(resume_dir: str) -> None:
+    """Removes the resume state once a run has finished and its model is saved."""
+    shutil.rmtree(resume_dir, ignore_errors=True)
