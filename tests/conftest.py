@@ -1,0 +1,58 @@
+"""Shared fixtures: the tiny synthetic corpus, built once per test session."""
+
+import pathlib
+
+import pytest
+
+import tfblend  # noqa: F401  (quiets TensorFlow before anything imports it)
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> pathlib.Path:
+    """A directory with ``train/``, ``dev/`` and ``test/`` utterance sets: the tiny synthetic
+    corpus (seed 0; about 33 utterances, 6 + 2 + 2 voices, 40 log-mel features, senone labels
+    and phone labels), built once per session in a few seconds. Read-only: copy it to modify."""
+    from tfblend.corpus import synthetic
+
+    root = tmp_path_factory.mktemp("tiny_corpus")
+    synthetic.build_corpus(root, size="tiny", seed=0)
+    return root
+
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def run_script(name: str, *args: str, check: bool = True, timeout: float = 600):
+    """Runs ``scripts/<name>`` in a fresh Python process; returns the CompletedProcess.
+
+    A fresh process is how users run the scripts, and it keeps each run's TensorFlow state
+    (op determinism, logical devices, global seeds) out of the test process.
+    """
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / name), *args],
+        capture_output=True, text=True, timeout=timeout,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{name} {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tiny_corpus, tmp_path_factory) -> str:
+    """A small BLSTM teacher trained for one epoch on the tiny corpus (a model directory)."""
+    model_dir = str(tmp_path_factory.mktemp("models") / "teacher")
+    run_script("train_teacher.py", f"--data_dir={tiny_corpus}", f"--model_dir={model_dir}",
+               "--epochs=1", "--params_override=model.lstm.units=16,data.batch_size=8")
+    return model_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_student(tiny_corpus, tmp_path_factory) -> str:
+    """The tiny VGG student trained one epoch on hard labels (a model directory)."""
+    model_dir = str(tmp_path_factory.mktemp("models") / "cnn")
+    run_script("train_student.py", f"--data_dir={tiny_corpus}", f"--model_dir={model_dir}",
+               "--model=vgg", "--epochs=1", "--params_override=model.vgg.preset=tiny")
+    return model_dir

@@ -1,0 +1,439 @@
+"""The embedded default corpus: espeak-ng speech, labelled by pocketsphinx forced alignment.
+
+Real frame-aligned corpora are not to be had as packages, so the default corpus is generated
+offline from pip packages only:
+
+- prompts: 5-10 words drawn uniformly from pocketsphinx's own pronunciation dictionary (so every
+  word is legal for the aligner);
+- speech: espeak-ng (``tfblend.corpus.espeak``) in English accents x voice variants, with speaking
+  rate and pitch drawn per utterance; resampled from 22050 Hz to 16 kHz with tensorflow-io, with
+  leading and trailing pauses and white noise at a random signal-to-noise ratio added;
+- labels: pocketsphinx forced alignment (``tfblend.corpus.align``), one senone id per 10 ms frame,
+  checked against espeak's own word timings; the base phone of each senone (from the model's
+  mdef) is the second label. An utterance the aligner rejects is skipped and counted by reason.
+- features: ``tfblend.features.log_mel`` with exactly as many frames as the alignment.
+
+Voices are split into train, dev and test: no dev or test voice is ever in train (held-out voices).
+Every held-out voice is a new accent x variant combination whose accent and variant both occur
+in training, the usual speaker-independent setting. All espeak voices share one set of phoneme
+rules, so voice variety is narrower than real speakers'.
+
+Everything is a function of the seed and the size: ``build_corpus`` with the same arguments writes
+the same bytes, whatever the number of worker processes (each utterance's random draws come from
+its own seed; results are reassembled in plan order). Timing, which is not reproducible, goes to
+``OUTPUT_DIR/build.json`` instead of the manifests.
+"""
+
+import contextlib
+import dataclasses
+import functools
+import json
+import logging
+import multiprocessing
+import os
+import re
+import shutil
+import time
+from collections import Counter
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_io as tfio
+
+from tfblend import features as features_lib
+from tfblend import records
+from tfblend.corpus import align, espeak, mdef
+from tfblend.errors import DataError
+
+SPLITS = ("train", "dev", "test")
+SAMPLE_RATE = 16000
+WORDS_PER_UTTERANCE = (5, 10)
+RATE_WPM = (130, 200)
+PITCH = (25, 75)
+PAUSE_SECONDS = (0.1, 0.35)
+SNR_DB = (25.0, 45.0)
+
+# Voices as ACCENT+VARIANT, in the order sizes take them (tiny takes the first few of each list).
+# Every dev/test voice's accent and variant also occur among the first 14 training voices.
+# Avoided: variants that align badly (Andy, aunty, Alicia: shared/NOTES.md section 5), whisper.
+TRAIN_VOICES = (
+    "en-us+m1", "en-gb-x-rp+f2", "en-gb-scotland+m3", "en-029+f1", "en+klatt2",
+    "en-us-nyc+m5", "en-gb-x-gbclan+m7", "en-gb-x-gbcwmd+f3", "en-us+klatt", "en+f4",
+    "en-gb-x-rp+m2", "en-029+klatt4", "en-gb-scotland+f5", "en-us+m4",
+    "en-us-nyc+f2", "en-gb-x-gbcwmd+m1", "en+m6", "en-gb-scotland+klatt6", "en-029+m3",
+    "en-gb-x-gbclan+klatt3", "en-us+f5", "en-gb-x-rp+klatt5", "en-us-nyc+klatt2", "en+f1",
+    "en-gb-x-gbcwmd+m7", "en-029+f4", "en-gb-scotland+m2", "en-us+m6", "en-gb-x-gbclan+f2",
+    "en-gb-x-rp+m3", "en-us-nyc+klatt6", "en+m4",
+)  # fmt: skip
+DEV_VOICES = ("en+m7", "en-gb-x-gbclan+f4", "en-us+klatt5", "en-gb-x-rp+f5")
+TEST_VOICES = (
+    "en-us+f3", "en-gb-x-rp+m4", "en-gb-scotland+klatt", "en-029+m2",
+    "en-us-nyc+f1", "en-gb-x-gbcwmd+klatt3",
+)  # fmt: skip
+_ROSTER = TRAIN_VOICES + DEV_VOICES + TEST_VOICES
+_SPLIT_VOICES = dict(zip(SPLITS, (TRAIN_VOICES, DEV_VOICES, TEST_VOICES), strict=True))
+
+
+@dataclasses.dataclass(frozen=True)
+class CorpusSize:
+    """How much to build: per split, the number of voices, utterances per voice and shards."""
+
+    voices: dict
+    utterances_per_voice: dict
+    num_shards: dict
+
+
+SIZES = {
+    # tests: about 2 minutes of audio, seconds to build
+    "tiny": CorpusSize(
+        voices={"train": 6, "dev": 2, "test": 2},
+        utterances_per_voice={"train": 4, "dev": 3, "test": 3},
+        num_shards={"train": 2, "dev": 1, "test": 1},
+    ),
+    # the demo: about an hour of audio, 14 + 2 + 4 voices
+    "small": CorpusSize(
+        voices={"train": 14, "dev": 2, "test": 4},
+        utterances_per_voice={"train": 50, "dev": 40, "test": 50},
+        num_shards={"train": 8, "dev": 2, "test": 4},
+    ),
+    # over 10 hours of audio, 32 + 4 + 6 voices
+    "large": CorpusSize(
+        voices={"train": 32, "dev": 4, "test": 6},
+        utterances_per_voice={"train": 300, "dev": 60, "test": 120},
+        num_shards={"train": 64, "dev": 4, "test": 8},
+    ),
+}
+
+_log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class UtteranceJob:
+    """Everything that determines one utterance (drawn from the corpus seed by ``plan_corpus``).
+
+    Attributes:
+      utt_id: ``VOICE-NNNN``.
+      split: train, dev or test.
+      voice: espeak voice, ``ACCENT+VARIANT`` (also the speaker id).
+      words: the prompt.
+      rate: speaking rate, words per minute.
+      pitch: espeak pitch, 0-100.
+      lead_samples, trail_samples: pause before and after the speech, 16 kHz samples.
+      snr_db: speech-to-noise ratio of the added white noise.
+      noise_seed: seed of the noise.
+    """
+
+    utt_id: str
+    split: str
+    voice: str
+    words: tuple
+    rate: int
+    pitch: int
+    lead_samples: int
+    trail_samples: int
+    snr_db: float
+    noise_seed: int
+
+
+def voices(size: str = "small") -> dict:
+    """The voices of each split for ``size``: ``{"train": [...], "dev": [...], "test": [...]}``."""
+    spec = _size(size)
+    return {split: list(_SPLIT_VOICES[split][: spec.voices[split]]) for split in SPLITS}
+
+
+@functools.cache
+def prompt_words() -> tuple:
+    """The prompt vocabulary: the words of pocketsphinx's dictionary matching ``[a-z][a-z']+`` that
+    contain a vowel letter (alternate pronunciations ``word(2)`` dropped), sorted."""
+    path = mdef.default_dictionary()
+    word = re.compile(r"[a-z][a-z']+")
+    vowel = re.compile(r"[aeiouy]")
+    with open(path) as f:
+        entries = {line.split(maxsplit=1)[0] for line in f if line.strip()}
+    return tuple(sorted(w for w in entries if word.fullmatch(w) and vowel.search(w)))
+
+
+def plan_corpus(size: str = "tiny", seed: int = 0) -> list:
+    """The utterances to build, as ``UtteranceJob``s, in order (train, dev, test; within a split,
+    utterance-major so that every shard mixes voices). A pure function of ``size`` and ``seed``:
+    each utterance's draws come from ``numpy.random.default_rng([seed, voice index, utterance
+    index])``, so a voice's n-th utterance is the same in every size that has it."""
+    spec = _size(size)
+    vocabulary = prompt_words()
+    for voice in _ROSTER:
+        espeak.check_voice(voice)
+    jobs = []
+    for split in SPLITS:
+        split_voices = _SPLIT_VOICES[split][: spec.voices[split]]
+        for i in range(spec.utterances_per_voice[split]):
+            for voice in split_voices:
+                rng = np.random.default_rng([seed, _ROSTER.index(voice), i])
+                num_words = int(rng.integers(WORDS_PER_UTTERANCE[0], WORDS_PER_UTTERANCE[1] + 1))
+                words = tuple(vocabulary[k] for k in rng.integers(len(vocabulary), size=num_words))
+                lead, trail = rng.uniform(*PAUSE_SECONDS, size=2)
+                jobs.append(UtteranceJob(
+                    utt_id=f"{voice}-{i:04d}",
+                    split=split,
+                    voice=voice,
+                    words=words,
+                    rate=int(rng.integers(RATE_WPM[0], RATE_WPM[1] + 1)),
+                    pitch=int(rng.integers(PITCH[0], PITCH[1] + 1)),
+                    lead_samples=int(round(lead * SAMPLE_RATE)),
+                    trail_samples=int(round(trail * SAMPLE_RATE)),
+                    snr_db=round(float(rng.uniform(*SNR_DB)), 3),
+                    noise_seed=int(rng.integers(2**63)),
+                ))  # fmt: skip
+    return jobs
+
+
+@functools.cache
+def _resampler(rate_in: int):
+    """A graph of ``tfio.audio.resample`` to 16 kHz for float32 ``[N]`` (traced once: called
+    eagerly, its inner ``vectorized_map`` would retrace for every new length)."""
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+    def resample(waveform):
+        out = tfio.audio.resample(waveform, rate_in=rate_in, rate_out=SAMPLE_RATE)
+        return tf.ensure_shape(out, [None])
+
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # tracing warns that the resample op is looped, not vectorised
+    try:
+        return resample.get_concrete_function()
+    finally:
+        logger.setLevel(level)
+
+
+def render(job: UtteranceJob) -> tuple:
+    """Speaks a job: returns (pcm int16 ``[N]`` at 16 kHz, espeak's word starts float ``[W]``
+    in seconds from the start of ``pcm``)."""
+    synthesis = espeak.synthesize(
+        " ".join(job.words), job.voice, rate=job.rate, pitch=job.pitch, seed=job.noise_seed % 2**31
+    )
+    speech = synthesis.waveform.astype(np.float32) / 32768.0
+    speech = _resampler(synthesis.sample_rate)(speech).numpy().astype(np.float64)
+    signal = np.concatenate([np.zeros(job.lead_samples), speech, np.zeros(job.trail_samples)])
+    noise_rms = np.sqrt(np.mean(speech**2)) * 10.0 ** (-job.snr_db / 20.0)
+    signal += np.random.default_rng(job.noise_seed).normal(0.0, noise_rms, signal.shape)
+    pcm = np.clip(np.round(signal * 32768.0), -32768, 32767).astype(np.int16)
+    return pcm, synthesis.word_starts + job.lead_samples / SAMPLE_RATE
+
+
+@dataclasses.dataclass
+class _Result:
+    utt_id: str
+    utterance: records.Utterance | None
+    reason: str | None
+    audio_seconds: float
+    retried: bool
+    word_deviation: float
+
+
+class _Worker:
+    """Per-process state: the aligner (its decoders load the model once) and the front end."""
+
+    def __init__(self, feature_config: features_lib.FeatureConfig):
+        self.aligner = align.ForcedAligner()
+        self.model = mdef.default_senone_model()
+        self.feature_config = feature_config
+
+    def __call__(self, job: UtteranceJob) -> _Result:
+        pcm, word_starts = render(job)
+        seconds = pcm.shape[0] / SAMPLE_RATE
+        try:
+            alignment = self.aligner.align(pcm, job.words, job.utt_id)
+            deviation = align.check_word_timing(alignment.word_starts, word_starts, job.utt_id)
+        except align.AlignmentError as e:
+            return _Result(job.utt_id, None, e.reason, seconds, False, float("nan"))
+        senones = alignment.senones
+        feats = features_lib.log_mel(
+            pcm.astype(np.float32) / 32768.0, self.feature_config, num_frames=senones.shape[0]
+        ).numpy()
+        utterance = records.Utterance(
+            utt_id=job.utt_id,
+            speaker=job.voice,
+            features=feats,
+            labels=senones,
+            phones=self.model.phones_of(senones),
+        )
+        return _Result(job.utt_id, utterance, None, seconds, alignment.retried, deviation)
+
+
+_WORKER = None
+
+
+def _init_worker(feature_config):
+    global _WORKER
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    _WORKER = _Worker(feature_config)
+
+
+def _run(job):
+    return _WORKER(job)
+
+
+def build_corpus(
+    output_dir,
+    size: str = "tiny",
+    seed: int = 0,
+    num_workers: int | None = None,
+    *,
+    feature_config: features_lib.FeatureConfig | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Builds the synthetic corpus into ``output_dir/{train,dev,test}/`` (utterance shards).
+
+    Args:
+      output_dir: created if missing. Existing split directories are an error unless
+        ``overwrite``, in which case they are replaced once the new corpus is complete.
+      size: ``tiny`` (tests: 36 utterances, seconds), ``small`` (about 1 hour of audio),
+        ``large`` (over 10 hours); see ``SIZES``.
+      seed: every random draw derives from it; same seed and size, same bytes.
+      num_workers: processes synthesising and aligning (None: one per CPU, but at most one per
+        100 utterances, so 1 for tiny). The output does not depend on it.
+      feature_config: the front end (default ``FeatureConfig()``: 40 log-mel, 25/10 ms).
+
+    Returns:
+      ``{split: manifest}``. Each manifest's ``metadata`` has ``features`` (the config) and
+      ``corpus``: size, seed, voices of every split, the ranges drawn from, utterances planned,
+      skipped by reason (and which), alignments that needed the retry, audio seconds, senones
+      seen, phone names. ``output_dir/build.json`` records timings.
+
+    Raises:
+      DataError when a split directory exists (without ``overwrite``) or nothing is left of a
+      split. On any failure nothing is left in ``output_dir`` but what was there before.
+    """
+    output_dir = os.fspath(output_dir)
+    spec = _size(size)
+    feature_config = feature_config or features_lib.FeatureConfig()
+    if feature_config.sample_rate != SAMPLE_RATE:
+        raise DataError(
+            f"the synthetic corpus is 16 kHz; feature_config has "
+            f"sample_rate={feature_config.sample_rate}"
+        )
+    existing = [s for s in SPLITS if os.path.exists(os.path.join(output_dir, s))]
+    if existing and not overwrite:
+        raise DataError(
+            f"{output_dir}: {', '.join(existing)} already exist (overwrite replaces them)"
+        )
+    start = time.time()
+    jobs = plan_corpus(size, seed)
+    if num_workers is None:  # a worker costs a TensorFlow start-up: one per 100 utterances at most
+        num_workers = max(1, min(os.cpu_count() or 1, len(jobs) // 100))
+    model = mdef.default_senone_model()
+    os.makedirs(output_dir, exist_ok=True)
+    staging = os.path.join(output_dir, f".build-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        with _results(jobs, feature_config, num_workers) as results:
+            manifests, timings = {}, {}
+            for split in SPLITS:
+                split_jobs = [job for job in jobs if job.split == split]
+                split_start = time.time()
+                metadata = {
+                    "features": feature_config.to_dict(),
+                    "corpus": {
+                        "name": "tfblend.synthetic",
+                        "size": size,
+                        "seed": seed,
+                        "split": split,
+                        "voices": voices(size),
+                        "words_per_utterance": list(WORDS_PER_UTTERANCE),
+                        "rate_wpm": list(RATE_WPM),
+                        "pitch": list(PITCH),
+                        "pause_seconds": list(PAUSE_SECONDS),
+                        "snr_db": list(SNR_DB),
+                        "prompt_vocabulary": len(prompt_words()),
+                        "word_timing_max_ms": [
+                            1000 * align.MAX_MEAN_WORD_DEVIATION,
+                            1000 * align.MAX_WORD_DEVIATION,
+                        ],
+                        "senone_model": "pocketsphinx en-us",
+                        "phone_names": list(model.phone_names),
+                        "num_planned": len(split_jobs),
+                    },
+                }
+                manifests[split] = records.write_utterance_shards(
+                    os.path.join(staging, split),
+                    _collect(results, len(split_jobs), split, metadata["corpus"]),
+                    num_shards=spec.num_shards[split],
+                    num_classes=model.num_senones,
+                    num_phones=model.num_phones,
+                    metadata=metadata,
+                )
+                timings[split] = round(time.time() - split_start, 2)
+        for split in SPLITS:
+            target = os.path.join(output_dir, split)
+            if os.path.exists(target):
+                shutil.rmtree(target)
+            os.replace(os.path.join(staging, split), target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    build = {
+        "size": size,
+        "seed": seed,
+        "num_workers": num_workers,
+        "build_seconds": round(time.time() - start, 2),
+        "split_seconds": timings,
+        "audio_seconds": {s: manifests[s]["metadata"]["corpus"]["audio_seconds"] for s in SPLITS},
+    }
+    build_path = os.path.join(output_dir, "build.json")
+    with open(build_path + ".tmp", "w") as f:
+        json.dump(build, f, indent=1)
+    os.replace(build_path + ".tmp", build_path)
+    return manifests
+
+
+@contextlib.contextmanager
+def _results(jobs, feature_config, num_workers):
+    """Yields an iterator over the jobs' ``_Result``s in job order."""
+    if num_workers <= 1:
+        worker = _Worker(feature_config)
+        yield map(worker, jobs)
+        return
+    context = multiprocessing.get_context("spawn")  # never fork a process that runs TensorFlow
+    with context.Pool(num_workers, initializer=_init_worker, initargs=(feature_config,)) as pool:
+        yield pool.imap(_run, jobs, chunksize=4)
+
+
+def _collect(results, count, split, info):
+    """Yields the next ``count`` results' utterances; fills ``info`` with the split's counts (read
+    by ``write_utterance_shards`` after the stream ends)."""
+    skipped, reasons, seen = {}, Counter(), set()
+    audio = kept_audio = deviation = 0.0
+    retried = 0
+    for n in range(count):
+        result = next(results)
+        audio += result.audio_seconds
+        if result.utterance is None:
+            skipped[result.utt_id] = result.reason
+            reasons[result.reason] += 1
+            continue
+        kept_audio += result.audio_seconds
+        retried += result.retried
+        deviation += result.word_deviation
+        seen.update(np.unique(result.utterance.labels).tolist())
+        if (n + 1) % 200 == 0:
+            _log.info("%s: %d/%d utterances", split, n + 1, count)
+        yield result.utterance
+    kept = count - len(skipped)
+    if kept == 0:
+        raise DataError(f"{split}: the aligner rejected all {count} utterances")
+    info.update({
+        "num_skipped": len(skipped),
+        "skipped_by_reason": dict(sorted(reasons.items())),
+        "skipped": skipped,
+        "num_retried": retried,
+        "audio_seconds": round(kept_audio, 3),
+        "audio_seconds_synthesised": round(audio, 3),
+        "mean_word_deviation_ms": round(1000 * deviation / kept, 2),
+        "senones_seen": len(seen),
+    })  # fmt: skip
+
+
+def _size(size):
+    if size not in SIZES:
+        raise DataError(f"unknown corpus size {size!r}; choose one of {', '.join(SIZES)}")
+    return SIZES[size]
