@@ -43,8 +43,12 @@ TARGET_RATIO = 5.0
 
 
 def add_arguments(group):
-    group.add_argument("--pipeline_seconds", type=float, default=8.0,
-                       help="seconds of steady-state iteration per case")
+    group.add_argument(
+        "--pipeline_seconds",
+        type=float,
+        default=8.0,
+        help="seconds of steady-state iteration per case",
+    )
     group.add_argument("--pipeline_k", type=int, default=51, help="top-k of the joined targets")
     group.add_argument("--pipeline_split", default="train")
 
@@ -66,14 +70,29 @@ def write_synthetic_targets(data_dir, out_dir, k, seed=0):
                 ids[:, 0] = utt.labels
                 probs = np.sort(rng.dirichlet(np.ones(k), frames), axis=1)[:, ::-1]
                 writer.write(serialize_targets(utt.utt_id, ids, probs, id_dtype="int16"))
-        shards.append({"file": name, "num_utterances": shard["num_utterances"],
-                       "num_frames": shard["num_frames"]})
-    write_manifest(out_dir, {
-        "format": TARGET_FORMAT, "format_version": FORMAT_VERSION,
-        "num_utterances": manifest["num_utterances"], "num_classes": manifest["num_classes"],
-        "k": k, "id_dtype": "int16", "value_encoding": "float16", "log_step": None,
-        "has_mass": False, "features_digest": manifest["content_digest"], "shards": shards,
-    })
+        shards.append(
+            {
+                "file": name,
+                "num_utterances": shard["num_utterances"],
+                "num_frames": shard["num_frames"],
+            }
+        )
+    write_manifest(
+        out_dir,
+        {
+            "format": TARGET_FORMAT,
+            "format_version": FORMAT_VERSION,
+            "num_utterances": manifest["num_utterances"],
+            "num_classes": manifest["num_classes"],
+            "k": k,
+            "id_dtype": "int16",
+            "value_encoding": "float16",
+            "log_step": None,
+            "has_mass": False,
+            "features_digest": manifest["content_digest"],
+            "shards": shards,
+        },
+    )
 
 
 def measure(dataset, frames_of, seconds):
@@ -98,34 +117,43 @@ def run(args):
         cases = {
             "frames": (pipeline.frame_dataset(data_dir, **frames), 256),
             "frames_deterministic": (
-                pipeline.frame_dataset(data_dir, deterministic=True, **frames), 256),
+                pipeline.frame_dataset(data_dir, deterministic=True, **frames),
+                256,
+            ),
             f"frames_joined_k{args.pipeline_k}": (
-                pipeline.frame_dataset(data_dir, targets_dir=targets_dir, **frames), 256),
-            "utterances": (pipeline.utterance_dataset(data_dir, batch_size=8, repeat=True),
-                           "mask"),
+                pipeline.frame_dataset(data_dir, targets_dir=targets_dir, **frames),
+                256,
+            ),
+            "utterances": (pipeline.utterance_dataset(data_dir, batch_size=8, repeat=True), "mask"),
             "eval_read": (pipeline.eval_utterances(data_dir, cmvn="none").repeat(), "eval"),
         }
         rows = []
         for case, (dataset, unit) in cases.items():
             if unit == "mask":
+
                 def count(batch):
                     return int(tf.reduce_sum(tf.cast(batch[0]["mask"], tf.int32)))
             elif unit == "eval":
+
                 def count(record):
                     return int(record["num_frames"])
             else:
+
                 def count(batch, size=unit):
                     return size
+
             startup, rate, total, elapsed = measure(dataset, count, args.pipeline_seconds)
-            rows.append({
-                "case": case,
-                "frames_per_s": rate,
-                "startup_s": startup,
-                "frames": total,
-                "seconds": elapsed,
-                "x_step": rate / REFERENCE_STEP_FPS,
-                f"meets_{TARGET_RATIO:g}x": rate >= TARGET_RATIO * REFERENCE_STEP_FPS,
-                "data": f"{args.pipeline_split}: {manifest['num_utterances']} utts, "
-                        f"{manifest['num_frames']} frames, D={manifest['feature_dim']}",
-            })
+            rows.append(
+                {
+                    "case": case,
+                    "frames_per_s": rate,
+                    "startup_s": startup,
+                    "frames": total,
+                    "seconds": elapsed,
+                    "x_step": rate / REFERENCE_STEP_FPS,
+                    f"meets_{TARGET_RATIO:g}x": rate >= TARGET_RATIO * REFERENCE_STEP_FPS,
+                    "data": f"{args.pipeline_split}: {manifest['num_utterances']} utts, "
+                    f"{manifest['num_frames']} frames, D={manifest['feature_dim']}",
+                }
+            )
     return rows

@@ -33,8 +33,11 @@ PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
 
 def benchmark_names() -> list[str]:
     """Names NAME of the modules benchmarks/bench_NAME.py, sorted."""
-    return sorted(info.name[len("bench_"):] for info in pkgutil.iter_modules([str(PACKAGE_DIR)])
-                  if info.name.startswith("bench_"))
+    return sorted(
+        info.name[len("bench_") :]
+        for info in pkgutil.iter_modules([str(PACKAGE_DIR)])
+        if info.name.startswith("bench_")
+    )
 
 
 def load(name: str):
@@ -112,8 +115,7 @@ def main(argv=None) -> int:
         print(f"\n## {name}\n\n{markdown_table(rows)}\n", flush=True)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp")
-    tmp.write_text(json.dumps({"environment": environment(), "results": results}, indent=1)
-                   + "\n")
+    tmp.write_text(json.dumps({"environment": environment(), "results": results}, indent=1) + "\n")
     tmp.replace(output)
     print(f"wrote {output}")
     return 0

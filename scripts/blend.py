@@ -22,27 +22,49 @@ from tfblend.experiments import train_window_model
 from tfblend.training import make_strategy
 
 cli.define_flags(
-    "data_dir", "model_dir", "targets_dir", "teacher_dir", "config_file", "params_override",
-    "epochs", "batch_size", "seed", "strategy", "num_replicas", required=("data_dir", "model_dir"),
+    "data_dir",
+    "model_dir",
+    "targets_dir",
+    "teacher_dir",
+    "config_file",
+    "params_override",
+    "epochs",
+    "batch_size",
+    "seed",
+    "strategy",
+    "num_replicas",
+    required=("data_dir", "model_dir"),
 )
 flags.DEFINE_float("alpha", None, "Weight of the hard-label loss (distill.alpha).")
 flags.DEFINE_float("temperature", None, "Softening temperature T (distill.temperature).")
-flags.DEFINE_enum("tail", None, ["renormalize", "ghost", "ignore"],
-                  "Mass outside the stored ids (distill.tail).")
+flags.DEFINE_enum(
+    "tail", None, ["renormalize", "ghost", "ignore"], "Mass outside the stored ids (distill.tail)."
+)
 flags.DEFINE_enum("model", None, ["vgg", "dnn"], "The student (model.type); default: the config's.")
 FLAGS = flags.FLAGS
 
 
 def main(_):
     overrides = {}
-    for flag, key in (("alpha", "distill__alpha"), ("temperature", "distill__temperature"),
-                      ("tail", "distill__tail"), ("model", "model__type")):
+    for flag, key in (
+        ("alpha", "distill__alpha"),
+        ("temperature", "distill__temperature"),
+        ("tail", "distill__tail"),
+        ("model", "model__type"),
+    ):
         if FLAGS[flag].value is not None:
             overrides[key] = FLAGS[flag].value
     experiment = cli.experiment_from_flags("blend", **overrides)
     strategy = make_strategy(FLAGS.strategy, FLAGS.num_replicas)
-    info = train_window_model(FLAGS.data_dir, FLAGS.model_dir, experiment, strategy, role="blend",
-                              targets_dir=FLAGS.targets_dir, teacher_dir=FLAGS.teacher_dir)
+    info = train_window_model(
+        FLAGS.data_dir,
+        FLAGS.model_dir,
+        experiment,
+        strategy,
+        role="blend",
+        targets_dir=FLAGS.targets_dir,
+        teacher_dir=FLAGS.teacher_dir,
+    )
     cli.say(f"blended student saved to {FLAGS.model_dir} ({info['wall_seconds']:.0f} s)")
 
 

@@ -30,14 +30,25 @@ from tfblend import cli
 from tfblend.errors import DataError
 from tfblend.targets import METHODS, TAILS, derive_targets, dump_targets
 
-cli.define_flags("data_dir", "split", "teacher_dir", "output_dir", "seed", split="train",
-                 required=("output_dir",))
+cli.define_flags(
+    "data_dir",
+    "split",
+    "teacher_dir",
+    "output_dir",
+    "seed",
+    split="train",
+    required=("output_dir",),
+)
 flags.DEFINE_enum("method", "topk", list(METHODS), "How frames are sparsified.")
 flags.DEFINE_integer("k", 0, "Entries per frame (topk), the cap (topp) or the draws (sampled).")
 flags.DEFINE_float("top_fraction", 0.0, "k as a fraction of the classes (0.01 = 1%).")
 flags.DEFINE_float("p", 0.95, "Probability mass kept by --method=topp.")
-flags.DEFINE_enum("tail", "renormalize", list(TAILS),
-                  "The tail handling the targets are for; ghost also stores the kept mass.")
+flags.DEFINE_enum(
+    "tail",
+    "renormalize",
+    list(TAILS),
+    "The tail handling the targets are for; ghost also stores the kept mass.",
+)
 flags.DEFINE_enum("value_encoding", "float16", ["float16", "log_uint8"], "Probability storage.")
 flags.DEFINE_float("log_step", 0.0625, "Quantisation step of log_uint8 (nats).")
 flags.DEFINE_integer("shard_index", 0, "This process's index among --num_shards workers.")
@@ -56,22 +67,36 @@ def main(_):
             if not FLAGS[name].value:
                 raise DataError(f"--{name} is required without --from_targets")
         manifest = dump_targets(
-            cli.split_dir(FLAGS.data_dir, FLAGS.split), FLAGS.teacher_dir, FLAGS.output_dir,
-            method=FLAGS.method, k=FLAGS.k, top_fraction=FLAGS.top_fraction, p=FLAGS.p,
-            tail=FLAGS.tail, value_encoding=FLAGS.value_encoding, log_step=FLAGS.log_step,
-            seed=FLAGS.seed or 0, shard_index=FLAGS.shard_index, num_shards=FLAGS.num_shards,
-            batch_size=FLAGS.teacher_batch, progress=cli.say,
+            cli.split_dir(FLAGS.data_dir, FLAGS.split),
+            FLAGS.teacher_dir,
+            FLAGS.output_dir,
+            method=FLAGS.method,
+            k=FLAGS.k,
+            top_fraction=FLAGS.top_fraction,
+            p=FLAGS.p,
+            tail=FLAGS.tail,
+            value_encoding=FLAGS.value_encoding,
+            log_step=FLAGS.log_step,
+            seed=FLAGS.seed or 0,
+            shard_index=FLAGS.shard_index,
+            num_shards=FLAGS.num_shards,
+            batch_size=FLAGS.teacher_batch,
+            progress=cli.say,
         )
     seconds = time.time() - started
     if manifest is None:
-        cli.say(f"this worker's shards are done in {seconds:.0f} s; the manifest is written when "
-                "every worker has finished")
+        cli.say(
+            f"this worker's shards are done in {seconds:.0f} s; the manifest is written when "
+            "every worker has finished"
+        )
         return
-    cli.say(f"{manifest['num_frames']:,} frames, k = {manifest['k']} "
-            f"({manifest['top_fraction']:.2%} of {manifest['num_classes']} classes), "
-            f"{manifest['bytes_per_frame']:.1f} bytes/frame = "
-            f"{manifest['storage_fraction']:.2%} of dense float32, {seconds:.0f} s "
-            f"({manifest['num_frames'] / seconds:,.0f} frames/s)")
+    cli.say(
+        f"{manifest['num_frames']:,} frames, k = {manifest['k']} "
+        f"({manifest['top_fraction']:.2%} of {manifest['num_classes']} classes), "
+        f"{manifest['bytes_per_frame']:.1f} bytes/frame = "
+        f"{manifest['storage_fraction']:.2%} of dense float32, {seconds:.0f} s "
+        f"({manifest['num_frames'] / seconds:,.0f} frames/s)"
+    )
 
 
 if __name__ == "__main__":

@@ -25,7 +25,9 @@ from tfblend import cli
 from tfblend.errors import DataError
 from tfblend.evaluation import evaluate_models, write_report
 
-cli.define_flags("data_dir", "split", "output_dir", split="test", required=("data_dir", "output_dir"))
+cli.define_flags(
+    "data_dir", "split", "output_dir", split="test", required=("data_dir", "output_dir")
+)
 flags.DEFINE_multi_string("model", [], "NAME=DIR[,DIR...]: a model (several dirs: seeds).")
 flags.DEFINE_multi_string("ensemble", [], "NAME=A+B: average the posteriors of models A and B.")
 FLAGS = flags.FLAGS

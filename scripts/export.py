@@ -36,18 +36,29 @@ FLAGS = flags.FLAGS
 def main(_):
     model, info = load_model_dir(FLAGS.model_dir)
     if info["cmvn"] not in ("global", "none"):
-        raise DataError(f"{FLAGS.model_dir} was trained with cmvn={info['cmvn']}; exports build "
-                        "global CMVN into the graph, so export models trained with global or none")
+        raise DataError(
+            f"{FLAGS.model_dir} was trained with cmvn={info['cmvn']}; exports build "
+            "global CMVN into the graph, so export models trained with global or none"
+        )
     name = FLAGS.name or os.path.basename(os.path.normpath(FLAGS.model_dir))
     base = os.path.join(FLAGS.export_base, name)
     version = FLAGS.version or next_version(base)
     priors = senone_log_priors(info["train_dir"], info["num_classes"])
     cmvn = train_cmvn(info["train_dir"]) if info["cmvn"] == "global" else None
     path = export_model(
-        model, os.path.join(base, str(version)), kind=info["kind"],
-        feature_dim=info["feature_dim"], log_priors=priors, context=info["context"], cmvn=cmvn,
-        metadata={"model_dir": os.path.abspath(FLAGS.model_dir), "model": info["model"],
-                  "role": info["role"], "cmvn_mode": info["cmvn"]},
+        model,
+        os.path.join(base, str(version)),
+        kind=info["kind"],
+        feature_dim=info["feature_dim"],
+        log_priors=priors,
+        context=info["context"],
+        cmvn=cmvn,
+        metadata={
+            "model_dir": os.path.abspath(FLAGS.model_dir),
+            "model": info["model"],
+            "role": info["role"],
+            "cmvn_mode": info["cmvn"],
+        },
     )
     cli.say(f"exported {info['role']} {info['model']} to {path}")
 

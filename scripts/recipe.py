@@ -26,27 +26,24 @@ Example:
   python scripts/recipe.py --work_dir=work/demo --size=small
 """
 
-import json
 import os
-import subprocess
-import sys
-import time
 
-import tfblend  # noqa: F401  (quiets TensorFlow before it loads)
 from absl import flags
 
+import tfblend  # noqa: F401  (quiets TensorFlow before it loads)
 from tfblend import cli
 from tfblend.errors import DataError
-from tfblend.modeldir import INFO_FILE
-
-SCRIPTS = os.path.dirname(os.path.abspath(__file__))
+from tfblend.stages import StageRunner, model_done, set_done
 
 flags.DEFINE_string("work_dir", None, "Where every stage writes.")
 flags.DEFINE_enum("size", "small", ["tiny", "small", "large"], "Corpus size.")
 flags.DEFINE_integer("seeds", 1, "Repeat every training stage with this many seeds.")
 flags.DEFINE_float("top_fraction", 0.01, "Teacher targets kept per frame, as a fraction of K.")
-flags.DEFINE_list("smoothing_grid", ["0.1", "0.3"],
-                  "Label-smoothing epsilons tried for the control; the best on dev is kept.")
+flags.DEFINE_list(
+    "smoothing_grid",
+    ["0.1", "0.3"],
+    "Label-smoothing epsilons tried for the control; the best on dev is kept.",
+)
 flags.DEFINE_string("export_base", "savedmodels", "TF Serving model base path for the export.")
 flags.DEFINE_string("export_name", "tfblend_blended_cnn", "Model name of the export.")
 flags.DEFINE_integer("corpus_seed", 0, "Seed of the generated corpus.")
@@ -56,51 +53,9 @@ FLAGS = flags.FLAGS
 # Training lengths per corpus size: every model gets a fair budget on the same data.
 EPOCHS = {
     "tiny": {"teacher": 2, "window": 1},
-    "small": {"teacher": 10, "window": 4},
+    "small": {"teacher": 5, "window": 3},
     "large": {"teacher": 12, "window": 6},
 }
-
-
-class Recipe:
-    """Runs stages as subprocesses, skipping complete ones and timing the rest."""
-
-    def __init__(self, work_dir: str):
-        self.work_dir = work_dir
-        self.report_dir = os.path.join(work_dir, "report")
-        os.makedirs(self.report_dir, exist_ok=True)
-        self.times_path = os.path.join(self.report_dir, "stages.json")
-        self.times = {}
-        if os.path.exists(self.times_path):
-            with open(self.times_path) as stream:
-                self.times = json.load(stream)
-
-    def path(self, *parts: str) -> str:
-        return os.path.join(self.work_dir, *parts)
-
-    def stage(self, name: str, complete: bool, script: str, **flag_values) -> None:
-        if complete:
-            cli.say(f"stage {name}: complete, skipped")
-            return
-        command = [sys.executable, os.path.join(SCRIPTS, script)]
-        for key, value in flag_values.items():
-            values = value if isinstance(value, list) else [value]
-            command += [f"--{key}={v}" for v in values]
-        cli.say(f"stage {name}: {' '.join(command[1:])}")
-        started = time.time()
-        result = subprocess.run(command)
-        if result.returncode != 0:
-            raise DataError(f"stage {name} failed (exit {result.returncode}); rerun the recipe "
-                            "to continue from where it stopped")
-        self.times[name] = time.time() - started
-        temporary = f"{self.times_path}.tmp"
-        with open(temporary, "w") as stream:
-            json.dump(self.times, stream, indent=1)
-        os.replace(temporary, self.times_path)
-        cli.say(f"stage {name}: done in {self.times[name]:.0f} s")
-
-
-def _model_done(model_dir: str) -> bool:
-    return os.path.exists(os.path.join(model_dir, INFO_FILE))
 
 
 def _dev_accuracy(model_dir: str) -> float:
@@ -114,89 +69,166 @@ def _dev_accuracy(model_dir: str) -> float:
 
 
 def main(_):
-    recipe = Recipe(FLAGS.work_dir)
-    corpus = recipe.path("corpus")
+    work = FLAGS.work_dir
+    report_dir = os.path.join(work, "report")
+    recipe = StageRunner(report_dir)
+    corpus = os.path.join(work, "corpus")
     epochs = EPOCHS[FLAGS.size]
     recipe.stage(
         "corpus",
-        all(os.path.exists(os.path.join(corpus, s, "manifest.json"))
-            for s in ("train", "dev", "test")),
-        "make_corpus.py", output_dir=corpus, size=FLAGS.size, seed=FLAGS.corpus_seed,
+        all(set_done(os.path.join(corpus, s)) for s in ("train", "dev", "test")),
+        "make_corpus.py",
+        output_dir=corpus,
+        size=FLAGS.size,
+        seed=FLAGS.corpus_seed,
     )
     seeds = range(FLAGS.seeds)
 
     def seeded(name: str, seed: int) -> str:
-        return recipe.path(name if FLAGS.seeds == 1 else f"{name}-seed{seed}")
+        return os.path.join(work, name if FLAGS.seeds == 1 else f"{name}-seed{seed}")
 
     for seed in seeds:
         teacher = seeded("teacher", seed)
-        recipe.stage(f"teacher[{seed}]", _model_done(teacher), "train_teacher.py",
-                     data_dir=corpus, model_dir=teacher, seed=seed, epochs=epochs["teacher"])
+        recipe.stage(
+            f"teacher[{seed}]",
+            model_done(teacher),
+            "train_teacher.py",
+            data_dir=corpus,
+            model_dir=teacher,
+            seed=seed,
+            epochs=epochs["teacher"],
+        )
         for name, model in (("cnn", "vgg"), ("dnn", "dnn")):
             directory = seeded(name, seed)
-            recipe.stage(f"{name}[{seed}]", _model_done(directory), "train_student.py",
-                         data_dir=corpus, model_dir=directory, model=model, seed=seed,
-                         epochs=epochs["window"])
+            recipe.stage(
+                f"{name}[{seed}]",
+                model_done(directory),
+                "train_student.py",
+                data_dir=corpus,
+                model_dir=directory,
+                model=model,
+                seed=seed,
+                epochs=epochs["window"],
+            )
 
     # The smoothing control: epsilon chosen on dev with seed 0, then trained for every seed.
     candidates = {}
     for epsilon in FLAGS.smoothing_grid:
-        directory = recipe.path(f"smooth-eps{epsilon}" + ("" if FLAGS.seeds == 1 else "-seed0"))
-        recipe.stage(f"smooth eps={epsilon}[0]", _model_done(directory), "train_student.py",
-                     data_dir=corpus, model_dir=directory, model="vgg", seed=0,
-                     label_smoothing=epsilon, epochs=epochs["window"])
+        directory = os.path.join(
+            work, f"smooth-eps{epsilon}" + ("" if FLAGS.seeds == 1 else "-seed0")
+        )
+        recipe.stage(
+            f"smooth eps={epsilon}[0]",
+            model_done(directory),
+            "train_student.py",
+            data_dir=corpus,
+            model_dir=directory,
+            model="vgg",
+            seed=0,
+            label_smoothing=epsilon,
+            epochs=epochs["window"],
+        )
         candidates[epsilon] = directory
     best = max(candidates, key=lambda eps: _dev_accuracy(candidates[eps]))
-    cli.say(f"label smoothing: epsilon {best} is best on dev "
-            f"({', '.join(f'{e}: {_dev_accuracy(d):.2%}' for e, d in candidates.items())})")
+    cli.say(
+        f"label smoothing: epsilon {best} is best on dev "
+        f"({', '.join(f'{e}: {_dev_accuracy(d):.2%}' for e, d in candidates.items())})"
+    )
     smooth_dirs = [candidates[best]]
     for seed in seeds[1:]:
-        directory = recipe.path(f"smooth-eps{best}-seed{seed}")
-        recipe.stage(f"smooth eps={best}[{seed}]", _model_done(directory), "train_student.py",
-                     data_dir=corpus, model_dir=directory, model="vgg", seed=seed,
-                     label_smoothing=best, epochs=epochs["window"])
+        directory = os.path.join(work, f"smooth-eps{best}-seed{seed}")
+        recipe.stage(
+            f"smooth eps={best}[{seed}]",
+            model_done(directory),
+            "train_student.py",
+            data_dir=corpus,
+            model_dir=directory,
+            model="vgg",
+            seed=seed,
+            label_smoothing=best,
+            epochs=epochs["window"],
+        )
         smooth_dirs.append(directory)
 
     blend_dirs = []
     for seed in seeds:
         teacher = seeded("teacher", seed)
         targets = seeded(f"targets_top{FLAGS.top_fraction:g}", seed)
-        recipe.stage(f"targets[{seed}]", os.path.exists(os.path.join(targets, "manifest.json")),
-                     "dump_targets.py", data_dir=corpus, split="train", teacher_dir=teacher,
-                     output_dir=targets, top_fraction=FLAGS.top_fraction)
+        recipe.stage(
+            f"targets[{seed}]",
+            set_done(targets),
+            "dump_targets.py",
+            data_dir=corpus,
+            split="train",
+            teacher_dir=teacher,
+            output_dir=targets,
+            top_fraction=FLAGS.top_fraction,
+        )
         directory = seeded("blend", seed)
-        recipe.stage(f"blend[{seed}]", _model_done(directory), "blend.py", data_dir=corpus,
-                     targets_dir=targets, model_dir=directory, seed=seed,
-                     epochs=epochs["window"])
+        recipe.stage(
+            f"blend[{seed}]",
+            model_done(directory),
+            "blend.py",
+            data_dir=corpus,
+            targets_dir=targets,
+            model_dir=directory,
+            seed=seed,
+            epochs=epochs["window"],
+        )
         blend_dirs.append(directory)
 
     def dirs(name):
         return ",".join(seeded(name, seed) for seed in seeds)
 
-    models = [f"teacher (BLSTM)={dirs('teacher')}", f"CNN baseline={dirs('cnn')}",
-              f"DNN baseline={dirs('dnn')}",
-              f"CNN + label smoothing {best}={','.join(smooth_dirs)}",
-              f"blended CNN={','.join(blend_dirs)}"]
-    recipe.stage("evaluate", False, "evaluate.py", data_dir=corpus, split="test",
-                 output_dir=recipe.report_dir, model=models,
-                 ensemble=["ensemble teacher+CNN=teacher (BLSTM)+CNN baseline"])
+    models = [
+        f"teacher (BLSTM)={dirs('teacher')}",
+        f"CNN baseline={dirs('cnn')}",
+        f"DNN baseline={dirs('dnn')}",
+        f"CNN + label smoothing {best}={','.join(smooth_dirs)}",
+        f"blended CNN={','.join(blend_dirs)}",
+    ]
+    recipe.stage(
+        "evaluate",
+        False,
+        "evaluate.py",
+        data_dir=corpus,
+        split="test",
+        output_dir=report_dir,
+        model=models,
+        ensemble=["ensemble teacher+CNN=teacher (BLSTM)+CNN baseline"],
+    )
 
     export_root = os.path.join(FLAGS.export_base, FLAGS.export_name)
     from tfblend.export import next_version
 
     version = next_version(export_root)
-    recipe.stage("export", False, "export.py", model_dir=blend_dirs[0],
-                 export_base=FLAGS.export_base, name=FLAGS.export_name, version=version)
-    recipe.stage("score", False, "score_utterance.py",
-                 export_dir=os.path.join(export_root, str(version)), data_dir=corpus,
-                 split="test")
+    recipe.stage(
+        "export",
+        False,
+        "export.py",
+        model_dir=blend_dirs[0],
+        export_base=FLAGS.export_base,
+        name=FLAGS.export_name,
+        version=version,
+    )
+    recipe.stage(
+        "score",
+        False,
+        "score_utterance.py",
+        export_dir=os.path.join(export_root, str(version)),
+        data_dir=corpus,
+        split="test",
+    )
 
-    with open(os.path.join(recipe.report_dir, "results.md")) as stream:
+    with open(os.path.join(report_dir, "results.md")) as stream:
         print("\n" + stream.read())
     total = sum(recipe.times.values())
-    print("Stage wall times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in recipe.times.items())
-          + f"; total {total:.0f}")
-    print(f"Report: {recipe.report_dir}/results.md, results.json, training_curves.png")
+    print(
+        "Stage wall times (s): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in recipe.times.items())
+        + f"; total {total:.0f}"
+    )
+    print(f"Report: {report_dir}/results.md, results.json, training_curves.png")
     print(f"SavedModel: {os.path.join(export_root, str(version))}")
 
 

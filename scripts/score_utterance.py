@@ -15,11 +15,11 @@ Example:
 
 import itertools
 
-import tfblend  # noqa: F401  (quiets TensorFlow before it loads)
 import numpy as np
 import tensorflow as tf
 from absl import flags
 
+import tfblend  # noqa: F401  (quiets TensorFlow before it loads)
 from tfblend import cli
 from tfblend.errors import DataError
 from tfblend.export import read_export_metadata
@@ -35,13 +35,17 @@ FLAGS = flags.FLAGS
 def main(_):
     metadata = read_export_metadata(FLAGS.export_dir)
     if metadata["kind"] != "window":
-        raise DataError(f"{FLAGS.export_dir} is a {metadata['kind']} model; this check scores "
-                        "window models through their utterance signature")
+        raise DataError(
+            f"{FLAGS.export_dir} is a {metadata['kind']} model; this check scores "
+            "window models through their utterance signature"
+        )
     split_dir = cli.split_dir(FLAGS.data_dir, FLAGS.split)
     feature_dim = read_manifest(split_dir)["feature_dim"]
     if feature_dim != metadata["feature_dim"]:
-        raise DataError(f"{split_dir} has {feature_dim}-dim features, the export "
-                        f"{FLAGS.export_dir} takes {metadata['feature_dim']}")
+        raise DataError(
+            f"{split_dir} has {feature_dim}-dim features, the export "
+            f"{FLAGS.export_dir} takes {metadata['feature_dim']}"
+        )
     utterances = iterate_utterances(split_dir)
     if FLAGS.utt_id:
         utterances = (u for u in utterances if u.utt_id == FLAGS.utt_id)
@@ -58,8 +62,10 @@ def main(_):
     cli.say(line)
     for frame in itertools.islice(range(len(predicted)), 0, len(predicted), 50):
         label = "" if utterance.labels is None else f" (aligned {utterance.labels[frame]})"
-        cli.say(f"  frame {frame}: senone {predicted[frame]}, "
-                f"posterior {np.exp(log_posteriors[frame, predicted[frame]]):.3f}{label}")
+        cli.say(
+            f"  frame {frame}: senone {predicted[frame]}, "
+            f"posterior {np.exp(log_posteriors[frame, predicted[frame]]):.3f}{label}"
+        )
 
 
 if __name__ == "__main__":

@@ -20,8 +20,16 @@ from tfblend.experiments import train_window_model
 from tfblend.training import make_strategy
 
 cli.define_flags(
-    "data_dir", "model_dir", "config_file", "params_override", "epochs", "batch_size", "seed",
-    "strategy", "num_replicas", required=("data_dir", "model_dir"),
+    "data_dir",
+    "model_dir",
+    "config_file",
+    "params_override",
+    "epochs",
+    "batch_size",
+    "seed",
+    "strategy",
+    "num_replicas",
+    required=("data_dir", "model_dir"),
 )
 flags.DEFINE_enum("model", "vgg", ["vgg", "dnn"], "The window model: the CNN or the DNN.")
 flags.DEFINE_float("label_smoothing", None, "Epsilon of label smoothing (train.label_smoothing).")
@@ -36,8 +44,10 @@ def main(_):
     experiment = cli.experiment_from_flags(default, **overrides)
     strategy = make_strategy(FLAGS.strategy, FLAGS.num_replicas)
     info = train_window_model(FLAGS.data_dir, FLAGS.model_dir, experiment, strategy)
-    cli.say(f"{FLAGS.model} saved to {FLAGS.model_dir} ({info['num_params']:,} parameters, "
-            f"{info['wall_seconds']:.0f} s)")
+    cli.say(
+        f"{FLAGS.model} saved to {FLAGS.model_dir} ({info['num_params']:,} parameters, "
+        f"{info['wall_seconds']:.0f} s)"
+    )
 
 
 if __name__ == "__main__":

@@ -18,8 +18,16 @@ from tfblend.experiments import train_teacher
 from tfblend.training import make_strategy
 
 cli.define_flags(
-    "data_dir", "model_dir", "config_file", "params_override", "epochs", "batch_size", "seed",
-    "strategy", "num_replicas", required=("data_dir", "model_dir"),
+    "data_dir",
+    "model_dir",
+    "config_file",
+    "params_override",
+    "epochs",
+    "batch_size",
+    "seed",
+    "strategy",
+    "num_replicas",
+    required=("data_dir", "model_dir"),
 )
 FLAGS = flags.FLAGS
 
@@ -28,8 +36,10 @@ def main(_):
     experiment = cli.experiment_from_flags("teacher")
     strategy = make_strategy(FLAGS.strategy, FLAGS.num_replicas)
     info = train_teacher(FLAGS.data_dir, FLAGS.model_dir, experiment, strategy)
-    cli.say(f"teacher saved to {FLAGS.model_dir} ({info['num_params']:,} parameters, "
-            f"{info['wall_seconds']:.0f} s)")
+    cli.say(
+        f"teacher saved to {FLAGS.model_dir} ({info['num_params']:,} parameters, "
+        f"{info['wall_seconds']:.0f} s)"
+    )
 
 
 if __name__ == "__main__":

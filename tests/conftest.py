@@ -33,7 +33,9 @@ def run_script(name: str, *args: str, check: bool = True, timeout: float = 600):
 
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / name), *args],
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if check and result.returncode != 0:
         raise AssertionError(f"{name} {' '.join(args)} failed:\n{result.stderr[-3000:]}")
@@ -44,8 +46,13 @@ def run_script(name: str, *args: str, check: bool = True, timeout: float = 600):
 def tiny_teacher(tiny_corpus, tmp_path_factory) -> str:
     """A small BLSTM teacher trained for one epoch on the tiny corpus (a model directory)."""
     model_dir = str(tmp_path_factory.mktemp("models") / "teacher")
-    run_script("train_teacher.py", f"--data_dir={tiny_corpus}", f"--model_dir={model_dir}",
-               "--epochs=1", "--params_override=model.lstm.units=16,data.batch_size=8")
+    run_script(
+        "train_teacher.py",
+        f"--data_dir={tiny_corpus}",
+        f"--model_dir={model_dir}",
+        "--epochs=1",
+        "--params_override=model.lstm.units=16,data.batch_size=8",
+    )
     return model_dir
 
 
@@ -53,6 +60,12 @@ def tiny_teacher(tiny_corpus, tmp_path_factory) -> str:
 def tiny_student(tiny_corpus, tmp_path_factory) -> str:
     """The tiny VGG student trained one epoch on hard labels (a model directory)."""
     model_dir = str(tmp_path_factory.mktemp("models") / "cnn")
-    run_script("train_student.py", f"--data_dir={tiny_corpus}", f"--model_dir={model_dir}",
-               "--model=vgg", "--epochs=1", "--params_override=model.vgg.preset=tiny")
+    run_script(
+        "train_student.py",
+        f"--data_dir={tiny_corpus}",
+        f"--model_dir={model_dir}",
+        "--model=vgg",
+        "--epochs=1",
+        "--params_override=model.vgg.preset=tiny",
+    )
     return model_dir

@@ -58,17 +58,20 @@ def test_readme_request_in_a_fresh_process_matches_keras(export_dir, tiny_studen
         "out = tf.saved_model.load(sys.argv[1]).signatures['serving_default'](features=x)\n"
         "print(json.dumps({k: v.numpy().tolist() for k, v in out.items()}))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code, export_dir, str(REQUEST)],
-                            capture_output=True, text=True, timeout=300, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code, export_dir, str(REQUEST)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     served = json.loads(result.stdout.strip().splitlines()[-1])
     windows = np.array([i["features"] for i in body["instances"]], np.float32)
     expected = _keras_log_posteriors(tiny_student, windows)
     np.testing.assert_allclose(served["log_posteriors"], expected, atol=1e-4)
     np.testing.assert_allclose(np.sum(served["posteriors"], axis=1), 1.0, atol=1e-4)
     priors = np.array(read_export_metadata(export_dir)["log_priors"])
-    np.testing.assert_allclose(
-        np.array(served["log_likelihoods"]), expected - priors, atol=1e-3
-    )
+    np.testing.assert_allclose(np.array(served["log_likelihoods"]), expected - priors, atol=1e-3)
 
 
 def test_readme_saved_model_cli_command(export_dir, tiny_student, tmp_path):
@@ -80,12 +83,14 @@ def test_readme_saved_model_cli_command(export_dir, tiny_student, tmp_path):
     command = command.replace("savedmodels/example_request.json", str(REQUEST))
     bin_dir = os.path.dirname(sys.executable)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    subprocess.run(["bash", "-c", command], check=True, capture_output=True, timeout=300,
-                   env=env)
+    subprocess.run(["bash", "-c", command], check=True, capture_output=True, timeout=300, env=env)
     body = json.loads(REQUEST.read_text())
     windows = np.array([i["features"] for i in body["instances"]], np.float32)
-    np.testing.assert_allclose(np.load(tmp_path / "log_posteriors.npy"),
-                               _keras_log_posteriors(tiny_student, windows), atol=1e-4)
+    np.testing.assert_allclose(
+        np.load(tmp_path / "log_posteriors.npy"),
+        _keras_log_posteriors(tiny_student, windows),
+        atol=1e-4,
+    )
 
 
 def test_utterance_signature_splices_in_the_graph(export_dir, tiny_corpus):
@@ -112,17 +117,17 @@ def test_priors_are_counted_on_training_alignments(export_dir, tiny_corpus):
 def test_input_names_do_not_depend_on_build_history(tiny_student, tmp_path):
     for _ in range(2):  # building models (and layers) in the same process shifts Keras names
         load_model_dir(tiny_student)
-    run_script("export.py", f"--model_dir={tiny_student}", f"--export_base={tmp_path}",
-               "--name=again")
+    run_script(
+        "export.py", f"--model_dir={tiny_student}", f"--export_base={tmp_path}", "--name=again"
+    )
     loaded = tf.saved_model.load(str(tmp_path / "again" / "1"))
-    assert list(loaded.signatures["serving_default"].structured_input_signature[1]) == [
-        "features"
-    ]
+    assert list(loaded.signatures["serving_default"].structured_input_signature[1]) == ["features"]
 
 
 def test_sequence_export_takes_features_and_lengths(tiny_teacher, tmp_path, tiny_corpus):
-    run_script("export.py", f"--model_dir={tiny_teacher}", f"--export_base={tmp_path}",
-               "--name=teacher")
+    run_script(
+        "export.py", f"--model_dir={tiny_teacher}", f"--export_base={tmp_path}", "--name=teacher"
+    )
     loaded = tf.saved_model.load(str(tmp_path / "teacher" / "1"))
     signature = loaded.signatures["serving_default"]
     assert sorted(signature.structured_input_signature[1]) == ["features", "lengths"]

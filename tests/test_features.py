@@ -37,8 +37,9 @@ def chirp_signal(num_samples=24000, sample_rate=16000, seed=0):
 def espeak_speech():
     """int16 waveform at its sample rate, from the corpus module's espeak-ng synthesis."""
     espeak = pytest.importorskip("tfblend.corpus.espeak")
-    synthesis = espeak.synthesize("the quick brown fox jumps over the lazy dog", "en-us",
-                                  rate=160, pitch=50)
+    synthesis = espeak.synthesize(
+        "the quick brown fox jumps over the lazy dog", "en-us", rate=160, pitch=50
+    )
     return synthesis.waveform, synthesis.sample_rate
 
 
@@ -60,15 +61,16 @@ def reference_log_mel(waveform, config):
     num_frames = 1 + (len(waveform) - win) // hop
     n = np.arange(win)
     hann = 0.5 - 0.5 * np.cos(2 * np.pi * n / win)  # periodic, as tf.signal.hann_window
-    frames = np.stack([waveform[i * hop:i * hop + win] for i in range(num_frames)]) * hann
+    frames = np.stack([waveform[i * hop : i * hop + win] for i in range(num_frames)]) * hann
     magnitude = np.abs(np.fft.rfft(frames.astype(np.float64), n=config.fft_length))
-    bin_mel = htk_mel(np.arange(config.fft_length // 2 + 1) * config.sample_rate
-                      / config.fft_length)[:, None]
-    edges = np.linspace(htk_mel(config.lower_hz), htk_mel(config.upper_hz),
-                        config.num_mel_bins + 2)
+    bin_mel = htk_mel(
+        np.arange(config.fft_length // 2 + 1) * config.sample_rate / config.fft_length
+    )[:, None]
+    edges = np.linspace(htk_mel(config.lower_hz), htk_mel(config.upper_hz), config.num_mel_bins + 2)
     left, centre, right = edges[:-2], edges[1:-1], edges[2:]
-    weights = np.maximum(0.0, np.minimum((bin_mel - left) / (centre - left),
-                                         (right - bin_mel) / (right - centre)))
+    weights = np.maximum(
+        0.0, np.minimum((bin_mel - left) / (centre - left), (right - bin_mel) / (right - centre))
+    )
     mel = magnitude @ weights
     db = 10.0 * np.log10(np.maximum(mel**2, 1e-10))
     return np.maximum(db, db.max() - config.top_db)
@@ -95,8 +97,9 @@ def test_frame_count_rule(num_samples):
     assert features.shape == (expected, 40)
     # Each frame covers [160 i, 160 i + 400): the last frame equals a frame computed from its own
     # samples alone (with the same dB floor).
-    last = log_mel(waveform[160 * (expected - 1):160 * (expected - 1) + 400],
-                   FeatureConfig(top_db=None))
+    last = log_mel(
+        waveform[160 * (expected - 1) : 160 * (expected - 1) + 400], FeatureConfig(top_db=None)
+    )
     unclipped = log_mel(waveform, FeatureConfig(top_db=None))
     np.testing.assert_allclose(unclipped[-1], last[0], atol=1e-3)
 
@@ -117,14 +120,16 @@ def test_num_frames_pads_to_pocketsphinx_count(num_samples):
     zero_padded = np.pad(waveform, (0, 160 * (target - 1) + 400 - num_samples))
     np.testing.assert_allclose(padded, log_mel(zero_padded, config), atol=1e-4)
     # Fewer frames than the waveform holds: the leading ones, unchanged.
-    np.testing.assert_allclose(log_mel(waveform, config, num_frames=5),
-                               log_mel(waveform, config)[:5], atol=1e-4)
+    np.testing.assert_allclose(
+        log_mel(waveform, config, num_frames=5), log_mel(waveform, config)[:5], atol=1e-4
+    )
 
 
 def test_log_mel_in_graph_and_tf_data():
     config = FeatureConfig(delta_order=1)
-    serving = tf.function(lambda w: log_mel(w, config),
-                          input_signature=[tf.TensorSpec([None], tf.float32)])
+    serving = tf.function(
+        lambda w: log_mel(w, config), input_signature=[tf.TensorSpec([None], tf.float32)]
+    )
     waveform = chirp_signal(8000)
     eager = log_mel(waveform, config).numpy()
     assert eager.shape == (num_frames_for(8000, config), 80)
@@ -154,11 +159,15 @@ def kaldi_delta_delta(x, window=2):
         for k, wk in zip(range(-window, window + 1), base, strict=True):
             scales[j + k + 2 * window] += wj * wk
     num_frames = len(x)
-    return np.stack([
-        sum(scales[j + 2 * window] * x[min(max(t + j, 0), num_frames - 1)]
-            for j in range(-2 * window, 2 * window + 1))
-        for t in range(num_frames)
-    ])
+    return np.stack(
+        [
+            sum(
+                scales[j + 2 * window] * x[min(max(t + j, 0), num_frames - 1)]
+                for j in range(-2 * window, 2 * window + 1)
+            )
+            for t in range(num_frames)
+        ]
+    )
 
 
 def test_deltas_match_numpy_reference():
@@ -169,12 +178,10 @@ def test_deltas_match_numpy_reference():
     np.testing.assert_allclose(out[:, 40:80], reference_delta(x), atol=1e-3)
     np.testing.assert_allclose(out[:, 80:], kaldi_delta_delta(x), atol=1e-3)
     # Away from the edges, delta-delta is the delta of the delta.
-    np.testing.assert_allclose(out[4:-4, 80:], reference_delta(reference_delta(x))[4:-4],
-                               atol=1e-3)
+    np.testing.assert_allclose(out[4:-4, 80:], reference_delta(reference_delta(x))[4:-4], atol=1e-3)
     # A linear ramp has delta = slope away from the edges.
     ramp = np.outer(np.arange(20.0), [1.0, -2.0])
-    np.testing.assert_allclose(add_deltas(ramp, 1).numpy()[2:-2, 2:], [[1.0, -2.0]] * 16,
-                               atol=1e-5)
+    np.testing.assert_allclose(add_deltas(ramp, 1).numpy()[2:-2, 2:], [[1.0, -2.0]] * 16, atol=1e-5)
     assert add_deltas(x, 0).shape == x.shape
 
 

@@ -38,7 +38,7 @@ def write_targets(data_dir, out_dir, *, edit=None, manifest_edits=None, shard_co
     num_shards = len(manifest["shards"])
     for i, shard in enumerate(manifest["shards"]):
         rows = []
-        for utt in utterances[start:start + shard["num_utterances"]]:
+        for utt in utterances[start : start + shard["num_utterances"]]:
             frames = utt.features.shape[0]
             ids = np.stack([utt.labels, np.full(frames, index), np.arange(frames)], axis=1)
             probs = np.tile([0.5, 0.25, 0.125], (frames, 1))
@@ -50,15 +50,26 @@ def write_targets(data_dir, out_dir, *, edit=None, manifest_edits=None, shard_co
         name = target_shard_name(i, num_shards)
         with tf.io.TFRecordWriter(os.path.join(out_dir, name)) as writer:
             for utt_id, ids, probs, mass in rows:
-                writer.write(serialize_targets(utt_id, ids, probs, mass, id_dtype="int32",
-                                               value_encoding="float16"))
-        shards.append({"file": name, "num_utterances": len(rows)} if shard_counts
-                      else {"file": name})
+                writer.write(
+                    serialize_targets(
+                        utt_id, ids, probs, mass, id_dtype="int32", value_encoding="float16"
+                    )
+                )
+        shards.append(
+            {"file": name, "num_utterances": len(rows)} if shard_counts else {"file": name}
+        )
     target_manifest = {
-        "format": TARGET_FORMAT, "format_version": FORMAT_VERSION,
-        "num_utterances": manifest["num_utterances"], "num_classes": manifest["num_classes"],
-        "k": K, "id_dtype": "int32", "value_encoding": "float16", "log_step": None,
-        "has_mass": True, "features_digest": manifest["content_digest"], "shards": shards,
+        "format": TARGET_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "num_utterances": manifest["num_utterances"],
+        "num_classes": manifest["num_classes"],
+        "k": K,
+        "id_dtype": "int32",
+        "value_encoding": "float16",
+        "log_step": None,
+        "has_mass": True,
+        "features_digest": manifest["content_digest"],
+        "shards": shards,
     }
     target_manifest.update(manifest_edits or {})
     write_manifest(out_dir, target_manifest)
@@ -82,19 +93,22 @@ def train_targets(tmp_path_factory, train):
 
 def reference_windows(features, context):
     num_frames = features.shape[0]
-    index = np.clip(np.arange(num_frames)[:, None] + np.arange(-context, context + 1), 0,
-                    num_frames - 1)
+    index = np.clip(
+        np.arange(num_frames)[:, None] + np.arange(-context, context + 1), 0, num_frames - 1
+    )
     return features[index]
 
 
 def test_canonical_frames_and_window_contents(train):
     directory, manifest, utterances, normalised = train
-    dataset = frame_dataset(directory, context=4, batch_size=64, shuffle=False,
-                            drop_remainder=False)
+    dataset = frame_dataset(
+        directory, context=4, batch_size=64, shuffle=False, drop_remainder=False
+    )
     total = manifest["num_frames"]
     assert dataset.cardinality() == -(-total // 64)
-    windows, labels = (np.concatenate(parts) for parts in zip(*dataset.as_numpy_iterator(),
-                                                               strict=True))
+    windows, labels = (
+        np.concatenate(parts) for parts in zip(*dataset.as_numpy_iterator(), strict=True)
+    )
     assert windows.shape == (total, 9, manifest["feature_dim"]) and windows.dtype == np.float32
     assert labels.dtype == np.int32
     np.testing.assert_array_equal(labels, np.concatenate([u.labels for u in utterances]))
@@ -120,8 +134,15 @@ def collect_identities(dataset):
 
 def test_shuffled_frames_cover_the_epoch_once(train, train_targets):
     directory, manifest, utterances, normalised = train
-    dataset = frame_dataset(directory, context=3, batch_size=100, targets_dir=train_targets,
-                            drop_remainder=False, shuffle_buffer=1000, seed=5)
+    dataset = frame_dataset(
+        directory,
+        context=3,
+        batch_size=100,
+        targets_dir=train_targets,
+        drop_remainder=False,
+        shuffle_buffer=1000,
+        seed=5,
+    )
     assert dataset.element_spec[2]["probs"].shape.as_list() == [None, K]
     rows = collect_identities(dataset)
     identities = np.concatenate([ids for ids, _ in rows])
@@ -148,8 +169,14 @@ def test_determinism_and_epochs(train, train_targets):
     directory, manifest = train[0], train[1]
 
     def build(**kwargs):
-        return frame_dataset(directory, batch_size=128, targets_dir=train_targets,
-                             shuffle_buffer=2000, deterministic=True, **kwargs)
+        return frame_dataset(
+            directory,
+            batch_size=128,
+            targets_dir=train_targets,
+            shuffle_buffer=2000,
+            deterministic=True,
+            **kwargs,
+        )
 
     steps = manifest["num_frames"] // 128
     epoch0 = identity_batches(build(seed=1))
@@ -181,8 +208,9 @@ def test_epoch_seeds_work_under_a_global_seed_of_zero(train):
 def test_cmvn_modes(train, mode):
     directory, manifest, utterances, _ = train
     speakers = manifest["cmvn"]["speakers"]
-    for record, utt in zip(eval_utterances(directory, cmvn=mode).as_numpy_iterator(),
-                           utterances, strict=True):
+    for record, utt in zip(
+        eval_utterances(directory, cmvn=mode).as_numpy_iterator(), utterances, strict=True
+    ):
         assert record["utt_id"].decode() == utt.utt_id
         x = utt.features.astype(np.float64)
         if mode == "global":
@@ -201,8 +229,9 @@ def test_cmvn_statistics_from_another_set(tiny_corpus):
     dev = eval_utterances(tiny_corpus / "dev", cmvn="global", cmvn_stats=tiny_corpus / "train")
     stats = CmvnStats.from_dict(read_manifest(tiny_corpus / "train")["cmvn"]["global"])
     utt = next(iterate_utterances(tiny_corpus / "dev"))
-    np.testing.assert_allclose(next(iter(dev))["features"],
-                               (utt.features - stats.mean()) / stats.std(), atol=2e-4)
+    np.testing.assert_allclose(
+        next(iter(dev))["features"], (utt.features - stats.mean()) / stats.std(), atol=2e-4
+    )
     same = eval_utterances(tiny_corpus / "dev", cmvn_stats=stats)
     np.testing.assert_allclose(next(iter(same))["features"], next(iter(dev))["features"])
     with pytest.raises(DataError, match="no CMVN statistics for speakers"):
@@ -215,8 +244,14 @@ def test_utterance_batches(train, train_targets):
     directory, manifest, utterances, normalised = train
     lengths = {u.utt_id: u.features.shape[0] for u in utterances}
     boundaries = sorted({int(np.percentile(list(lengths.values()), q)) for q in (30, 70)})
-    dataset = utterance_dataset(directory, batch_size=4, targets_dir=train_targets,
-                                bucket_boundaries=boundaries, deterministic=True, seed=3)
+    dataset = utterance_dataset(
+        directory,
+        batch_size=4,
+        targets_dir=train_targets,
+        bucket_boundaries=boundaries,
+        deterministic=True,
+        seed=3,
+    )
     batches = list(dataset.as_numpy_iterator())
     per_bucket = np.bincount(np.searchsorted(boundaries, list(lengths.values()), side="right"))
     assert len(batches) == dataset.cardinality() == sum(-(-n // 4) for n in per_bucket)
@@ -235,17 +270,23 @@ def test_utterance_batches(train, train_targets):
             frames = int(mask[row].sum())
             assert frames == utterances[u].features.shape[0]
             np.testing.assert_array_equal(labels[row, :frames], utterances[u].labels)
-            np.testing.assert_allclose(inputs["features"][row, :frames], normalised[u],
-                                       atol=1e-4)
+            np.testing.assert_allclose(inputs["features"][row, :frames], normalised[u], atol=1e-4)
     assert sorted(seen) == list(range(manifest["num_utterances"]))
-    again = utterance_dataset(directory, batch_size=4, targets_dir=train_targets,
-                              bucket_boundaries=boundaries, deterministic=True, seed=3)
+    again = utterance_dataset(
+        directory,
+        batch_size=4,
+        targets_dir=train_targets,
+        bucket_boundaries=boundaries,
+        deterministic=True,
+        seed=3,
+    )
     np.testing.assert_array_equal(
-        np.concatenate([s["ids"][:, 0, 1] for *_, s in again.as_numpy_iterator()]), seen)
+        np.concatenate([s["ids"][:, 0, 1] for *_, s in again.as_numpy_iterator()]), seen
+    )
     plain = utterance_dataset(directory, batch_size=5, shuffle=False, label_key="phones")
     inputs, phones, _ = next(iter(plain))
     assert plain.cardinality() == -(-manifest["num_utterances"] // 5)
-    np.testing.assert_array_equal(phones[0, :lengths[utterances[0].utt_id]], utterances[0].phones)
+    np.testing.assert_array_equal(phones[0, : lengths[utterances[0].utt_id]], utterances[0].phones)
 
 
 def test_eval_utterances_with_targets(train, train_targets):
@@ -263,7 +304,8 @@ def test_eval_utterances_with_targets(train, train_targets):
     first_of_last = manifest["num_utterances"] - manifest["shards"][last]["num_utterances"]
     assert subset.cardinality() == manifest["shards"][last]["num_utterances"]
     assert [r["utt_id"].decode() for r in subset.as_numpy_iterator()] == [
-        u.utt_id for u in utterances[first_of_last:]]
+        u.utt_id for u in utterances[first_of_last:]
+    ]
     with pytest.raises(DataError, match="shard indices"):
         eval_utterances(directory, shards=[last + 1])
 
@@ -293,18 +335,23 @@ def one_frame_more(shard_index, rows):
     if shard_index != 1:
         return rows
     utt_id, ids, probs, mass = rows[0]
-    return [(utt_id, np.vstack([ids, ids[-1:]]), np.vstack([probs, probs[-1:]]),
-             np.append(mass, 1.0)), *rows[1:]]
+    return [
+        (utt_id, np.vstack([ids, ids[-1:]]), np.vstack([probs, probs[-1:]]), np.append(mass, 1.0)),
+        *rows[1:],
+    ]
 
 
 @pytest.mark.parametrize("edit", [swap_first_two, one_frame_more])
 def test_join_pair_checks_name_the_utterance(tmp_path, train, edit):
     directory, manifest, utterances, _ = train
     targets = write_targets(directory, tmp_path / "targets", edit=edit)
-    first_of_shard = utterances[0 if edit is swap_first_two
-                                else manifest["shards"][0]["num_utterances"]].utt_id
-    for dataset in (frame_dataset(directory, targets_dir=targets, batch_size=32),
-                    eval_utterances(directory, targets_dir=targets)):
+    first_of_shard = utterances[
+        0 if edit is swap_first_two else manifest["shards"][0]["num_utterances"]
+    ].utt_id
+    for dataset in (
+        frame_dataset(directory, targets_dir=targets, batch_size=32),
+        eval_utterances(directory, targets_dir=targets),
+    ):
         with pytest.raises(tf.errors.InvalidArgumentError, match="target join mismatch") as info:
             for _ in dataset:
                 pass
@@ -322,8 +369,7 @@ def test_target_shard_with_a_record_missing(tmp_path, train):
     with pytest.raises(DataError, match="shard 1 has num_utterances"):
         eval_utterances(directory, targets_dir=counted)
     # Without per-shard counts in the manifest, the reader still notices.
-    uncounted = write_targets(directory, tmp_path / "uncounted", edit=drop_last,
-                              shard_counts=False)
+    uncounted = write_targets(directory, tmp_path / "uncounted", edit=drop_last, shard_counts=False)
     dataset = frame_dataset(directory, targets_dir=uncounted, shuffle=False)
     with pytest.raises(tf.errors.InvalidArgumentError, match="different numbers of records"):
         for _ in dataset:

@@ -42,8 +42,12 @@ def train_manifest(tiny_corpus):
 
 def rewrite(directory, utterances, manifest, num_shards=3, **kwargs):
     return write_utterance_shards(
-        directory, iter(utterances), num_shards=num_shards,
-        num_classes=manifest["num_classes"], num_phones=manifest["num_phones"], **kwargs,
+        directory,
+        iter(utterances),
+        num_shards=num_shards,
+        num_classes=manifest["num_classes"],
+        num_phones=manifest["num_phones"],
+        **kwargs,
     )
 
 
@@ -55,7 +59,8 @@ def test_corpus_manifest_is_consistent(tiny_corpus, train_manifest, train_uttera
         assert len(utterances) == manifest["num_utterances"]
         assert sum(u.features.shape[0] for u in utterances) == manifest["num_frames"]
         assert manifest["content_digest"] == content_digest(
-            (u.utt_id, u.features.shape[0]) for u in utterances)
+            (u.utt_id, u.features.shape[0]) for u in utterances
+        )
     first = train_utterances[0]
     assert first.features.dtype == np.float32
     assert first.features.shape[1] == train_manifest["feature_dim"]
@@ -63,11 +68,18 @@ def test_corpus_manifest_is_consistent(tiny_corpus, train_manifest, train_uttera
 
 
 def test_write_round_trip(tmp_path, train_manifest, train_utterances):
-    manifest = rewrite(tmp_path / "set", train_utterances, train_manifest, num_shards=3,
-                       metadata={"note": "rewritten"})
+    manifest = rewrite(
+        tmp_path / "set",
+        train_utterances,
+        train_manifest,
+        num_shards=3,
+        metadata={"note": "rewritten"},
+    )
     assert read_manifest(tmp_path / "set") == manifest
     assert sorted(os.listdir(tmp_path / "set")) == [
-        MANIFEST_NAME, *[f"utts-{i:05d}-of-00003.tfrecord" for i in range(3)]]
+        MANIFEST_NAME,
+        *[f"utts-{i:05d}-of-00003.tfrecord" for i in range(3)],
+    ]
     assert manifest["metadata"] == {"note": "rewritten"}
     assert manifest["num_utterances"] == len(train_utterances)
     assert manifest["num_frames"] == sum(u.features.shape[0] for u in train_utterances)
@@ -79,7 +91,8 @@ def test_write_round_trip(tmp_path, train_manifest, train_utterances):
         data = (tmp_path / "set" / shard["file"]).read_bytes()
         assert shard["sha256"] == hashlib.sha256(data).hexdigest()
     assert manifest["content_digest"] == content_digest(
-        (u.utt_id, u.features.shape[0]) for u in canonical)
+        (u.utt_id, u.features.shape[0]) for u in canonical
+    )
     back = list(iterate_utterances(tmp_path / "set"))
     assert [u.utt_id for u in back] == [u.utt_id for u in canonical]
     for got, want in zip(back, canonical, strict=True):
@@ -96,15 +109,21 @@ def test_write_round_trip(tmp_path, train_manifest, train_utterances):
     speakers = sorted({u.speaker for u in train_utterances})
     assert manifest["speakers"] == speakers == sorted(manifest["cmvn"]["speakers"])
     own = np.concatenate([u.features for u in train_utterances if u.speaker == speakers[0]])
-    np.testing.assert_allclose(manifest["cmvn"]["speakers"][speakers[0]]["sum"],
-                               own.astype(np.float64).sum(axis=0), rtol=1e-9)
+    np.testing.assert_allclose(
+        manifest["cmvn"]["speakers"][speakers[0]]["sum"],
+        own.astype(np.float64).sum(axis=0),
+        rtol=1e-9,
+    )
 
 
 def test_rewrite_replaces_an_earlier_set(tmp_path, train_manifest, train_utterances):
     rewrite(tmp_path / "set", train_utterances, train_manifest, num_shards=4)
     manifest = rewrite(tmp_path / "set", train_utterances[:5], train_manifest, num_shards=2)
     assert sorted(os.listdir(tmp_path / "set")) == [
-        MANIFEST_NAME, "utts-00000-of-00002.tfrecord", "utts-00001-of-00002.tfrecord"]
+        MANIFEST_NAME,
+        "utts-00000-of-00002.tfrecord",
+        "utts-00001-of-00002.tfrecord",
+    ]
     assert manifest["num_utterances"] == 5
     assert len(list(iterate_utterances(tmp_path / "set"))) == 5
 
@@ -112,7 +131,7 @@ def test_rewrite_replaces_an_earlier_set(tmp_path, train_manifest, train_utteran
 def poisoned(utterances, index, value):
     bad = dataclasses.replace(utterances[index], features=utterances[index].features.copy())
     bad.features[3, 1] = value
-    return [*utterances[:index], bad, *utterances[index + 1:]]
+    return [*utterances[:index], bad, *utterances[index + 1 :]]
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
@@ -137,8 +156,10 @@ def test_bad_utterances_are_refused(tmp_path, train_manifest, train_utterances):
     cases = {
         "duplicate": [first, first],
         "outside": [dataclasses.replace(first, labels=first.labels + 10**6)],
-        "feature dim": [first, dataclasses.replace(train_utterances[1],
-                                                   features=train_utterances[1].features[:, :3])],
+        "feature dim": [
+            first,
+            dataclasses.replace(train_utterances[1], features=train_utterances[1].features[:, :3]),
+        ],
         "present in some": [first, dataclasses.replace(train_utterances[1], labels=None)],
         "must be integers": [dataclasses.replace(first, labels=first.labels[:-1])],
     }
@@ -182,8 +203,9 @@ def test_truncated_shard_names_the_shard(copied_set):
     for shard in manifest["shards"]:
         del shard["bytes"]
     write_manifest(copied_set, manifest)
-    with pytest.raises(DataError,
-                       match=re.escape(os.path.basename(path)) + ".*corrupt or truncated"):
+    with pytest.raises(
+        DataError, match=re.escape(os.path.basename(path)) + ".*corrupt or truncated"
+    ):
         list(iterate_utterances(copied_set))
 
 
@@ -226,7 +248,8 @@ def test_parser_checks_num_frames(train_manifest):
     example.context.feature["num_frames"].int64_list.value.append(3)
     for _ in range(2):
         example.feature_lists.feature_list["features"].feature.add().float_list.value.extend(
-            [0.0] * 4)
+            [0.0] * 4
+        )
     parse = utterance_parser(4, has_labels=False, has_phones=False)
     with pytest.raises(tf.errors.InvalidArgumentError, match="liar"):
         parse(example.SerializeToString())
@@ -244,10 +267,16 @@ def test_target_records_round_trip(id_dtype, encoding):
     top = np.sort(probs, axis=1)[:, ::-1][:, :k]
     top[0, -1] = 0.0
     mass = top.sum(axis=1)
-    record = serialize_targets("utt-1", ids, top, mass, id_dtype=id_dtype,
-                               value_encoding=encoding, log_step=step)
-    manifest = {"k": k, "id_dtype": id_dtype, "value_encoding": encoding, "log_step": step,
-                "has_mass": True}
+    record = serialize_targets(
+        "utt-1", ids, top, mass, id_dtype=id_dtype, value_encoding=encoding, log_step=step
+    )
+    manifest = {
+        "k": k,
+        "id_dtype": id_dtype,
+        "value_encoding": encoding,
+        "log_step": step,
+        "has_mass": True,
+    }
     parsed = target_parser(manifest)(tf.constant(record))
     assert parsed["utt_id"] == b"utt-1" and int(parsed["num_frames"]) == frames
     assert parsed["ids"].dtype == tf.int32 and parsed["probs"].dtype == tf.float32
@@ -272,7 +301,12 @@ def test_target_records_refuse_bad_input():
     with pytest.raises(DataError, match="u3.*mass"):
         serialize_targets("u3", [[1], [2]], [[1.0], [1.0]], mass=[1.0])
     record = serialize_targets("u4", [[1, 2]], [[0.5, 0.5]])
-    wrong_k = {"k": 3, "id_dtype": "int16", "value_encoding": "float16", "log_step": None,
-               "has_mass": False}
+    wrong_k = {
+        "k": 3,
+        "id_dtype": "int16",
+        "value_encoding": "float16",
+        "log_step": None,
+        "has_mass": False,
+    }
     with pytest.raises(tf.errors.InvalidArgumentError, match="u4"):
         target_parser(wrong_k)(tf.constant(record))

@@ -28,28 +28,40 @@ def _one_line_error(result, *fragments):
 
 def test_missing_data_dir(tmp_path):
     missing = tmp_path / "nowhere"
-    result = run_script("train_student.py", f"--data_dir={missing}",
-                        f"--model_dir={tmp_path / 'm'}", check=False)
+    result = run_script(
+        "train_student.py", f"--data_dir={missing}", f"--model_dir={tmp_path / 'm'}", check=False
+    )
     _one_line_error(result, "error:", str(missing / "train"))
 
 
 def test_unknown_config_key(tiny_corpus, tmp_path):
-    result = run_script("blend.py", f"--data_dir={tiny_corpus}", f"--model_dir={tmp_path / 'm'}",
-                        f"--targets_dir={tmp_path}", "--params_override=distill.alpah=0.3",
-                        check=False)
+    result = run_script(
+        "blend.py",
+        f"--data_dir={tiny_corpus}",
+        f"--model_dir={tmp_path / 'm'}",
+        f"--targets_dir={tmp_path}",
+        "--params_override=distill.alpah=0.3",
+        check=False,
+    )
     _one_line_error(result, "error:", "alpah")
 
 
 def test_model_dir_of_the_wrong_type(tiny_corpus, tiny_student, tmp_path):
-    result = run_script("dump_targets.py", f"--data_dir={tiny_corpus}",
-                        f"--teacher_dir={tiny_student}", f"--output_dir={tmp_path / 't'}",
-                        "--k=5", check=False)
+    result = run_script(
+        "dump_targets.py",
+        f"--data_dir={tiny_corpus}",
+        f"--teacher_dir={tiny_student}",
+        f"--output_dir={tmp_path / 't'}",
+        "--k=5",
+        check=False,
+    )
     _one_line_error(result, "error:", tiny_student, "not a teacher")
 
 
 def test_export_fed_the_wrong_shape(tiny_student, tmp_path, tiny_corpus):
-    run_script("export.py", f"--model_dir={tiny_student}", f"--export_base={tmp_path}",
-               "--name=cnn")
+    run_script(
+        "export.py", f"--model_dir={tiny_student}", f"--export_base={tmp_path}", "--name=cnn"
+    )
     wrong = tmp_path / "wrong"
     (wrong / "test").mkdir(parents=True)
     # An utterance set whose feature dim differs from the export's (40): copy and edit manifest.
@@ -61,15 +73,20 @@ def test_export_fed_the_wrong_shape(tiny_student, tmp_path, tiny_corpus):
     manifest = json.loads((wrong / "test" / "manifest.json").read_text())
     manifest["feature_dim"] = 13
     (wrong / "test" / "manifest.json").write_text(json.dumps(manifest))
-    result = run_script("score_utterance.py", f"--export_dir={tmp_path / 'cnn' / '1'}",
-                        f"--data_dir={wrong}", check=False)
+    result = run_script(
+        "score_utterance.py",
+        f"--export_dir={tmp_path / 'cnn' / '1'}",
+        f"--data_dir={wrong}",
+        check=False,
+    )
     _one_line_error(result, "error:", "13", "40")
 
 
 def test_scripts_start_quietly(tiny_student, tmp_path):
     """TensorFlow's start-up noise (cuDNN/cuBLAS factories, oneDNN notices) stays hidden."""
-    result = run_script("export.py", f"--model_dir={tiny_student}",
-                        f"--export_base={tmp_path}", "--name=quiet")
+    result = run_script(
+        "export.py", f"--model_dir={tiny_student}", f"--export_base={tmp_path}", "--name=quiet"
+    )
     noise = ("cuDNN", "cuBLAS", "cuFFT", "oneDNN", "TF-TRT", "cpu_feature_guard")
     assert not any(word in result.stderr for word in noise), result.stderr[-2000:]
 

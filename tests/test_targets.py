@@ -79,8 +79,9 @@ def test_killed_dump_resumes_skipping_complete_shards(tmp_path, train_dir, tiny_
     first_mtime = os.stat(first).st_mtime_ns
     # What a SIGKILL in the middle of shard 1 leaves: a partial temporary, no entry, no manifest.
     partial = os.path.join(out, "." + _shard_files(top5)[1] + ".tmp-99999")
-    with open(os.path.join(top5, _shard_files(top5)[1]), "rb") as stream:
-        open(partial, "wb").write(stream.read()[:100])
+    shard = os.path.join(top5, _shard_files(top5)[1])
+    with open(shard, "rb") as source, open(partial, "wb") as stream:
+        stream.write(source.read()[:100])
     lines = []
     manifest = dump_targets(train_dir, tiny_teacher, out, k=5, progress=lines.append)
     assert manifest is not None

@@ -29,18 +29,28 @@ def _max_difference(a, b):
 
 
 def _student_args(corpus, model_dir, *extra):
-    return [sys.executable, str(ROOT / "scripts" / "train_student.py"), f"--data_dir={corpus}",
-            f"--model_dir={model_dir}", "--model=dnn", "--epochs=2", "--batch_size=64",
-            f"--params_override={DNN}", *extra]
+    return [
+        sys.executable,
+        str(ROOT / "scripts" / "train_student.py"),
+        f"--data_dir={corpus}",
+        f"--model_dir={model_dir}",
+        "--model=dnn",
+        "--epochs=2",
+        "--batch_size=64",
+        f"--params_override={DNN}",
+        *extra,
+    ]
 
 
 def test_killed_run_resumes_to_the_same_weights(tiny_corpus, tmp_path):
     straight = tmp_path / "straight"
-    subprocess.run(_student_args(tiny_corpus, straight), check=True, capture_output=True,
-                   timeout=600)
+    subprocess.run(
+        _student_args(tiny_corpus, straight), check=True, capture_output=True, timeout=600
+    )
     killed = tmp_path / "killed"
-    process = subprocess.Popen(_student_args(tiny_corpus, killed), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        _student_args(tiny_corpus, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     state = killed / "resume" / "state.json"
     deadline = time.time() + 300
     position = None
@@ -56,8 +66,9 @@ def test_killed_run_resumes_to_the_same_weights(tiny_corpus, tmp_path):
         process.wait()
     assert position is not None and position["step"] > 0, "never saw a mid-epoch checkpoint"
     assert not (killed / "model.json").exists(), "the run finished before it was killed"
-    resumed = subprocess.run(_student_args(tiny_corpus, killed), capture_output=True, text=True,
-                             timeout=600)
+    resumed = subprocess.run(
+        _student_args(tiny_corpus, killed), capture_output=True, text=True, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     # Same batches in the same order, same optimizer state and seeds: the same weights.
     assert _max_difference(_weights(straight), _weights(killed)) < 1e-6
@@ -77,9 +88,15 @@ def _free_ports(count):
 @pytest.fixture(scope="module")
 def one_process(tiny_corpus, tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("one") / "dnn"
-    run_script("train_student.py", f"--data_dir={tiny_corpus}", f"--model_dir={model_dir}",
-               "--model=dnn", "--epochs=1", "--batch_size=64",
-               f"--params_override={DNN},data.auto_shard=data")
+    run_script(
+        "train_student.py",
+        f"--data_dir={tiny_corpus}",
+        f"--model_dir={model_dir}",
+        "--model=dnn",
+        "--epochs=1",
+        "--batch_size=64",
+        f"--params_override={DNN},data.auto_shard=data",
+    )
     return model_dir
 
 
@@ -90,15 +107,31 @@ def test_two_workers_equal_one_process(tiny_corpus, tmp_path, one_process):
     model_dir = tmp_path / "dnn"
     processes = []
     for index in range(2):
-        env = {**os.environ, "TF_CONFIG": json.dumps(
-            {"cluster": cluster, "task": {"type": "worker", "index": index}})}
-        processes.append(subprocess.Popen(
-            [sys.executable, str(ROOT / "scripts" / "train_student.py"),
-             f"--data_dir={tiny_corpus}", f"--model_dir={model_dir}", "--model=dnn",
-             "--epochs=1", "--batch_size=64", "--strategy=multi_worker",
-             f"--params_override={DNN},data.auto_shard=data"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        ))
+        env = {
+            **os.environ,
+            "TF_CONFIG": json.dumps(
+                {"cluster": cluster, "task": {"type": "worker", "index": index}}
+            ),
+        }
+        processes.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(ROOT / "scripts" / "train_student.py"),
+                    f"--data_dir={tiny_corpus}",
+                    f"--model_dir={model_dir}",
+                    "--model=dnn",
+                    "--epochs=1",
+                    "--batch_size=64",
+                    "--strategy=multi_worker",
+                    f"--params_override={DNN},data.auto_shard=data",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     try:
         errors = [p.communicate(timeout=400)[1] for p in processes]
     finally:

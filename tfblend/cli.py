@@ -84,8 +84,10 @@ def split_dir(data_dir: str, split: str) -> str:
     """``<data_dir>/<split>``, checked to hold an utterance set."""
     path = os.path.join(data_dir, split)
     if not os.path.exists(os.path.join(path, "manifest.json")):
-        raise DataError(f"{path} holds no utterance set (no manifest.json); is --data_dir a "
-                        "corpus root made by make_corpus.py or import_kaldi.py?")
+        raise DataError(
+            f"{path} holds no utterance set (no manifest.json); is --data_dir a "
+            "corpus root made by make_corpus.py or import_kaldi.py?"
+        )
     return path
 
 
@@ -98,10 +100,14 @@ def experiment_from_flags(default_config: str, **overrides):
     values = flags.FLAGS
     config_file = values["config_file"].value if "config_file" in values else None
     parts = [values["params_override"].value] if "params_override" in values else []
-    for flag, key in (("epochs", "train.epochs"), ("batch_size", "data.batch_size"),
-                      ("seed", "train.seed")):
+    for flag, key in (
+        ("epochs", "train.epochs"),
+        ("batch_size", "data.batch_size"),
+        ("seed", "train.seed"),
+    ):
         if flag in values and values[flag].value is not None:
             parts.append(f"{key}={values[flag].value}")
     parts += [f"{key.replace('__', '.')}={value}" for key, value in overrides.items()]
-    return load_experiment(config_file or shipped_config(default_config),
-                           ",".join(p for p in parts if p))
+    return load_experiment(
+        config_file or shipped_config(default_config), ",".join(p for p in parts if p)
+    )

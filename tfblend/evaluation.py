@@ -187,7 +187,7 @@ def summarize_seeds(runs: list[dict]) -> dict:
 
 
 def compare(a: dict, b: dict, key: str = "accuracy") -> str:
-    """"better", "worse" or "tie": a tie when the gap is within the larger seed spread."""
+    """ "better", "worse" or "tie": a tie when the gap is within the larger seed spread."""
     gap = a[key]["mean"] - b[key]["mean"]
     spread = max(a[key]["std"], b[key]["std"])
     if abs(gap) <= spread:
@@ -268,12 +268,20 @@ def plot_accuracy_vs_k(points: list[dict], num_classes: int, path: str, baseline
     figure, axis = plt.subplots(figsize=(6.5, 4))
     axis.plot(x, y, marker="o", label="blended CNN")
     for name, value in baselines.items():
-        axis.axhline(mean(value) * 100, linestyle="--", linewidth=1, label=name,
-                     color=f"C{1 + list(baselines).index(name)}")
+        axis.axhline(
+            mean(value) * 100,
+            linestyle="--",
+            linewidth=1,
+            label=name,
+            color=f"C{1 + list(baselines).index(name)}",
+        )
     axis.axvline(1.0, color="grey", linewidth=0.8, linestyle=":")
     axis.set_xscale("log")
-    axis.set(xlabel="k, % of the classes (log scale)", ylabel="test frame accuracy, %",
-             title="Dark knowledge: accuracy against the teacher targets kept")
+    axis.set(
+        xlabel="k, % of the classes (log scale)",
+        ylabel="test frame accuracy, %",
+        title="Dark knowledge: accuracy against the teacher targets kept",
+    )
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     figure.tight_layout()
@@ -373,14 +381,23 @@ def evaluate_models(
                 scorers[name] = sequence_scorer(model)
             results[name]["info"].append(info)
         if len(cmvn_modes) > 1:
-            raise DataError(f"the models use different CMVN modes {sorted(cmvn_modes)}; "
-                            "evaluate them separately")
+            raise DataError(
+                f"the models use different CMVN modes {sorted(cmvn_modes)}; "
+                "evaluate them separately"
+            )
         present = {n: m for n, m in ensembles.items() if all(x in scorers for x in m)}
         if progress:
-            progress(f"scoring {split} with {', '.join([*scorers, *present])} (run {run + 1}/{runs})")
+            progress(
+                f"scoring {split} with {', '.join([*scorers, *present])} (run {run + 1}/{runs})"
+            )
         metrics = evaluate(
-            test_dir, scorers, cmvn=next(iter(cmvn_modes)), cmvn_stats=os.path.join(data_root, "train"),
-            ensembles=present, senone_to_phone=senone_to_phone, silence_phones=silence,
+            test_dir,
+            scorers,
+            cmvn=next(iter(cmvn_modes)),
+            cmvn_stats=os.path.join(data_root, "train"),
+            ensembles=present,
+            senone_to_phone=senone_to_phone,
+            silence_phones=silence,
         )
         for name, values in metrics.items():
             results[name]["runs"].append(values)

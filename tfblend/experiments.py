@@ -111,15 +111,23 @@ def train_teacher(
     common = {"cmvn": data.cmvn, "cmvn_stats": train_dir, "bucket_boundaries": TEACHER_BUCKETS}
 
     def make_dataset(epoch, repeat):
-        dataset = utterance_dataset(train_dir, batch_size=data.batch_size, seed=seed,
-                                    deterministic=True, epoch=epoch, repeat=repeat, **common)
+        dataset = utterance_dataset(
+            train_dir,
+            batch_size=data.batch_size,
+            seed=seed,
+            deterministic=True,
+            epoch=epoch,
+            repeat=repeat,
+            **common,
+        )
         return shard_policy(dataset, len(manifest["shards"]), strategy, data.auto_shard)
 
     steps = int(make_dataset(0, False).cardinality())
     dev = utterance_dataset(dev_dir, batch_size=data.batch_size, shuffle=False, **common)
     with strategy.scope():
-        teacher = get_model("lstm", num_classes=manifest["num_classes"],
-                            **model_kwargs(experiment.model))
+        teacher = get_model(
+            "lstm", num_classes=manifest["num_classes"], **model_kwargs(experiment.model)
+        )
         teacher.compile(
             optimizer=make_optimizer(experiment.optimizer, steps * experiment.train.epochs),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -133,8 +141,13 @@ def train_teacher(
         return [*teacher.variables, *teacher.optimizer.variables]
 
     _fit(teacher, make_dataset, steps, experiment, model_dir, strategy, variables_fn, dev, verbose)
-    return _finish(teacher, model_dir, strategy, experiment,
-                   _info("teacher", experiment, manifest, train_dir, "sequence", started))
+    return _finish(
+        teacher,
+        model_dir,
+        strategy,
+        experiment,
+        _info("teacher", experiment, manifest, train_dir, "sequence", started),
+    )
 
 
 class LabelSmoothingDistiller(Distiller):
@@ -162,8 +175,10 @@ def _soft_loss(targets_manifest: dict, experiment: ExperimentConfig):
     if targets_manifest["method"] == "sampled":
         return losses.SampledSoftCrossEntropy()
     if distill.tail == "ghost" and not targets_manifest["has_mass"]:
-        raise DataError("distill.tail=ghost needs the kept teacher mass, which these targets do "
-                        "not store; dump them with --tail=ghost")
+        raise DataError(
+            "distill.tail=ghost needs the kept teacher mass, which these targets do "
+            "not store; dump them with --tail=ghost"
+        )
     return losses.SparseSoftCrossEntropy(tail=distill.tail)
 
 
@@ -207,31 +222,46 @@ def train_window_model(
     if stored:
         targets_manifest = read_manifest(targets_dir, expected_format=TARGET_FORMAT)
         soft_loss = _soft_loss(targets_manifest, experiment)
-        extra["targets"] = {key: targets_manifest.get(key) for key in (
-            "method", "k", "top_fraction", "value_encoding", "teacher")}
+        extra["targets"] = {
+            key: targets_manifest.get(key)
+            for key in ("method", "k", "top_fraction", "value_encoding", "teacher")
+        }
         extra["targets"]["dir"] = os.path.abspath(targets_dir)
     common = {"context": data.context, "cmvn": data.cmvn, "cmvn_stats": train_dir}
 
     def make_dataset(epoch, repeat):
-        dataset = frame_dataset(train_dir, batch_size=data.batch_size,
-                                targets_dir=targets_dir if stored else None,
-                                shuffle_buffer=data.shuffle_buffer, seed=seed,
-                                deterministic=True, epoch=epoch, repeat=repeat, **common)
+        dataset = frame_dataset(
+            train_dir,
+            batch_size=data.batch_size,
+            targets_dir=targets_dir if stored else None,
+            shuffle_buffer=data.shuffle_buffer,
+            seed=seed,
+            deterministic=True,
+            epoch=epoch,
+            repeat=repeat,
+            **common,
+        )
         return shard_policy(dataset, len(manifest["shards"]), strategy, data.auto_shard)
 
     steps = manifest["num_frames"] // data.batch_size
     dev = frame_dataset(dev_dir, batch_size=1024, shuffle=False, drop_remainder=False, **common)
     width = 2 * data.context + 1
     with strategy.scope():
-        student = get_model(experiment.model.type, num_classes=manifest["num_classes"],
-                            **model_kwargs(experiment.model))
+        student = get_model(
+            experiment.model.type,
+            num_classes=manifest["num_classes"],
+            **model_kwargs(experiment.model),
+        )
         teacher = None
         if role == "blend" and teacher_dir:
             teacher, teacher_info = load_model_dir(teacher_dir, role="teacher")
             extra["online_teacher"] = os.path.abspath(teacher_dir)
         if role == "blend":
             distiller = Distiller(
-                student, teacher, alpha=distill.alpha, temperature=distill.temperature,
+                student,
+                teacher,
+                alpha=distill.alpha,
+                temperature=distill.temperature,
                 soft_loss=soft_loss if stored else losses.DenseSoftCrossEntropy(),
                 target_k=targets_manifest["k"] if stored else None,
             )
@@ -248,10 +278,16 @@ def train_window_model(
     def variables_fn():
         return [*student.variables, *distiller.optimizer.variables]
 
-    _fit(distiller, make_dataset, steps, experiment, model_dir, strategy, variables_fn, dev,
-         verbose)
-    return _finish(student, model_dir, strategy, experiment,
-                   _info(role, experiment, manifest, train_dir, "window", started, **extra))
+    _fit(
+        distiller, make_dataset, steps, experiment, model_dir, strategy, variables_fn, dev, verbose
+    )
+    return _finish(
+        student,
+        model_dir,
+        strategy,
+        experiment,
+        _info(role, experiment, manifest, train_dir, "window", started, **extra),
+    )
 
 
 def _finish(model, model_dir, strategy, experiment, info) -> dict:

@@ -138,9 +138,9 @@ def log_mel(waveform, config: FeatureConfig, num_frames=None) -> tf.Tensor:
         frames = tf.cast(num_frames, tf.int32)
         needed = hop * (frames - 1) + window
         waveform = tf.pad(waveform, [[0, tf.maximum(0, needed - num_samples)]])
-    spectrum = tfio.audio.spectrogram(
-        waveform, nfft=config.fft_length, window=window, stride=hop
-    )[:frames]
+    spectrum = tfio.audio.spectrogram(waveform, nfft=config.fft_length, window=window, stride=hop)[
+        :frames
+    ]
     mel = tfio.audio.melscale(
         spectrum,
         rate=config.sample_rate,

@@ -91,8 +91,17 @@ class _Source:
             ended = tf.equal(utterance, b"")
             check = tf.debugging.Assert(
                 tf.equal(ended, tf.equal(target, b"")),
-                [tf.strings.join(["target join mismatch: ", utterance_path, " and ", target_path,
-                                  " hold different numbers of records"])],
+                [
+                    tf.strings.join(
+                        [
+                            "target join mismatch: ",
+                            utterance_path,
+                            " and ",
+                            target_path,
+                            " hold different numbers of records",
+                        ]
+                    )
+                ],
             )
             with tf.control_dependencies([check]):
                 return tf.logical_not(ended)
@@ -109,12 +118,22 @@ class _Source:
             tf.equal(utterance["utt_id"], target["utt_id"]),
             tf.equal(utterance["num_frames"], target["num_frames"]),
         )
-        message = tf.strings.join([
-            "target join mismatch: utterance ", utterance["utt_id"], " (",
-            tf.strings.as_string(utterance["num_frames"]), " frames) in ", self.data_dir,
-            " is paired with target record ", target["utt_id"], " (",
-            tf.strings.as_string(target["num_frames"]), " frames) in ", self.targets_dir,
-        ])
+        message = tf.strings.join(
+            [
+                "target join mismatch: utterance ",
+                utterance["utt_id"],
+                " (",
+                tf.strings.as_string(utterance["num_frames"]),
+                " frames) in ",
+                self.data_dir,
+                " is paired with target record ",
+                target["utt_id"],
+                " (",
+                tf.strings.as_string(target["num_frames"]),
+                " frames) in ",
+                self.targets_dir,
+            ]
+        )
         check = tf.debugging.Assert(agree, [message])
         with tf.control_dependencies([check]):
             utterance["soft"] = {
@@ -134,8 +153,11 @@ class _Source:
             order = stateless_permutation(tf.size(indices), _seed_pair(seed, -1))
             shards = tf.data.Dataset.from_tensor_slices(tf.gather(indices, order))
             records = shards.interleave(
-                self.records, cycle_length=min(self.num_shards, _MAX_PARALLEL_SHARDS),
-                block_length=1, num_parallel_calls=_AUTOTUNE, deterministic=deterministic,
+                self.records,
+                cycle_length=min(self.num_shards, _MAX_PARALLEL_SHARDS),
+                block_length=1,
+                num_parallel_calls=_AUTOTUNE,
+                deterministic=deterministic,
             )
             # Utterances are mixed across the interleaved shards before parsing (records are
             # scalars, so a block of them batches whatever the utterance lengths).
@@ -143,16 +165,18 @@ class _Source:
         else:
             shards = tf.data.Dataset.from_tensor_slices(indices)
             records, deterministic = shards.flat_map(self.records), True
-        return records.map(self.parse_record, num_parallel_calls=_AUTOTUNE,
-                           deterministic=deterministic)
+        return records.map(
+            self.parse_record, num_parallel_calls=_AUTOTUNE, deterministic=deterministic
+        )
 
 
 def _open(data_dir, targets_dir) -> _Source:
     data_dir = os.fspath(data_dir)
     manifest = read_manifest(data_dir)
     paths = check_shard_files(data_dir, manifest)
-    parse = utterance_parser(manifest["feature_dim"], manifest["has_labels"],
-                             manifest["has_phones"])
+    parse = utterance_parser(
+        manifest["feature_dim"], manifest["has_labels"], manifest["has_phones"]
+    )
     source = _Source(data_dir, manifest, paths, parse)
     if targets_dir is None:
         return source
@@ -169,8 +193,10 @@ def _open(data_dir, targets_dir) -> _Source:
         if target_manifest[key] != manifest[key]:
             raise DataError(f"{both}: {key} {manifest[key]} != {target_manifest[key]}")
     if len(target_manifest["shards"]) != len(manifest["shards"]):
-        raise DataError(f"{both}: {len(manifest['shards'])} utterance shards but "
-                        f"{len(target_manifest['shards'])} target shards")
+        raise DataError(
+            f"{both}: {len(manifest['shards'])} utterance shards but "
+            f"{len(target_manifest['shards'])} target shards"
+        )
     for i, (ushard, tshard) in enumerate(
         zip(manifest["shards"], target_manifest["shards"], strict=True)
     ):
@@ -199,9 +225,11 @@ def _normaliser(source: _Source, cmvn: str, cmvn_stats) -> Callable:
     if cmvn == "none":
         return lambda features, speaker: features
     if cmvn == "utterance":
+
         def per_utterance(features, speaker):
             mean, variance = tf.nn.moments(features, axes=[0], keepdims=True)
             return (features - mean) / tf.maximum(tf.sqrt(variance), _STD_FLOOR)
+
         return per_utterance
     stats = _stats_source(source.manifest, cmvn_stats)
     dim = source.manifest["feature_dim"]
@@ -214,13 +242,16 @@ def _normaliser(source: _Source, cmvn: str, cmvn_stats) -> Callable:
         scale = tf.constant(1.0 / stats.std(_STD_FLOOR), tf.float32)
         return lambda features, speaker: (features - mean) * scale
     if isinstance(stats, CmvnStats):
-        raise DataError(f"{source.data_dir}: cmvn='speaker' needs per-speaker statistics, "
-                        "got one CmvnStats")
+        raise DataError(
+            f"{source.data_dir}: cmvn='speaker' needs per-speaker statistics, " "got one CmvnStats"
+        )
     table = stats["speakers"]
     missing = sorted(set(source.manifest["speakers"]) - set(table))
     if missing:
-        raise DataError(f"{source.data_dir}: no CMVN statistics for speakers {missing[:5]}"
-                        f"{' ...' if len(missing) > 5 else ''}")
+        raise DataError(
+            f"{source.data_dir}: no CMVN statistics for speakers {missing[:5]}"
+            f"{' ...' if len(missing) > 5 else ''}"
+        )
     names = sorted(table)
     per_speaker = [CmvnStats.from_dict(table[name]) for name in names]
     means = tf.constant(np.stack([s.mean() for s in per_speaker]), tf.float32)
@@ -323,8 +354,9 @@ def frame_dataset(
       context: W, frames on each side of the centre frame.
       batch_size: frames per batch.
       targets_dir: optional target set to join (module docstring).
-      shuffle: shuffle shard order, utterances and frames (frames in blocks of ``shuffle_buffer``, memory about
-        ``shuffle_buffer * (2W+1) * D * 4`` bytes); False gives canonical order.
+      shuffle: shuffle shard order, utterances and frames (frames in blocks of
+        ``shuffle_buffer``, memory about ``shuffle_buffer * (2W+1) * D * 4`` bytes); False gives
+        canonical order.
       seed, epoch, repeat, deterministic: module docstring "Epochs and seeds".
       cmvn, cmvn_stats: module docstring "CMVN".
       drop_remainder: drop the last partial batch of each epoch.
@@ -349,9 +381,13 @@ def frame_dataset(
 
     def build_epoch(index):
         epoch_seed = seed + index
-        frames = source.read(epoch_seed, shuffle, deterministic).map(
-            to_frames, num_parallel_calls=_AUTOTUNE, deterministic=deterministic or not shuffle
-        ).unbatch()
+        frames = (
+            source.read(epoch_seed, shuffle, deterministic)
+            .map(
+                to_frames, num_parallel_calls=_AUTOTUNE, deterministic=deterministic or not shuffle
+            )
+            .unbatch()
+        )
         if shuffle:
             frames = shuffle_blocks(frames, shuffle_buffer, epoch_seed)
         return frames.batch(batch_size, drop_remainder=drop_remainder)
@@ -445,8 +481,10 @@ def utterance_dataset(
         if any(b <= a for a, b in itertools.pairwise(boundaries)) or (
             boundaries and boundaries[0] <= 0
         ):
-            raise DataError(f"{source.data_dir}: bucket_boundaries must be positive and "
-                            f"increasing, got {boundaries}")
+            raise DataError(
+                f"{source.data_dir}: bucket_boundaries must be positive and "
+                f"increasing, got {boundaries}"
+            )
         buckets = np.searchsorted(boundaries, _utterance_lengths(source), side="right")
         batches = int(sum(math.ceil(n / batch_size) for n in np.bincount(buckets) if n))
     dataset = _epochs(build_epoch, epoch, repeat)

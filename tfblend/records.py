@@ -40,12 +40,29 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 
 _UTTERANCE_KEYS = (
-    "num_utterances", "num_frames", "feature_dim", "num_classes", "num_phones", "has_labels",
-    "has_phones", "shards", "content_digest", "cmvn", "speakers", "metadata",
+    "num_utterances",
+    "num_frames",
+    "feature_dim",
+    "num_classes",
+    "num_phones",
+    "has_labels",
+    "has_phones",
+    "shards",
+    "content_digest",
+    "cmvn",
+    "speakers",
+    "metadata",
 )
 _TARGET_KEYS = (
-    "num_utterances", "num_classes", "k", "id_dtype", "value_encoding", "log_step", "has_mass",
-    "features_digest", "shards",
+    "num_utterances",
+    "num_classes",
+    "k",
+    "id_dtype",
+    "value_encoding",
+    "log_step",
+    "has_mass",
+    "features_digest",
+    "shards",
 )
 _REQUIRED_KEYS = {UTTERANCE_FORMAT: _UTTERANCE_KEYS, TARGET_FORMAT: _TARGET_KEYS}
 _ID_DTYPES = {"int16": (np.dtype("<i2"), tf.int16), "int32": (np.dtype("<i4"), tf.int32)}
@@ -179,8 +196,7 @@ def verify_shards(directory, manifest: dict) -> None:
     Raises:
       DataError naming the first bad shard.
     """
-    for path, shard in zip(check_shard_files(directory, manifest), manifest["shards"],
-                           strict=True):
+    for path, shard in zip(check_shard_files(directory, manifest), manifest["shards"], strict=True):
         if _sha256_file(path) != shard["sha256"]:
             raise DataError(f"{path}: sha256 mismatch with the manifest (corrupt shard)")
 
@@ -233,8 +249,9 @@ class _UtteranceChecker:
     def __call__(self, utt: Utterance) -> tuple[Utterance, np.ndarray]:
         """Returns the utterance with int64 ids, and its float32 features."""
         if not isinstance(utt.utt_id, str) or not utt.utt_id or re.search(r"[\t\n\r]", utt.utt_id):
-            raise DataError(f"utterance id {utt.utt_id!r}: must be a non-empty str without tabs "
-                            "or newlines")
+            raise DataError(
+                f"utterance id {utt.utt_id!r}: must be a non-empty str without tabs " "or newlines"
+            )
         if not isinstance(utt.speaker, str) or not utt.speaker:
             raise DataError(f"utterance {utt.utt_id!r}: speaker must be a non-empty str")
         if utt.utt_id in self.seen:
@@ -242,8 +259,9 @@ class _UtteranceChecker:
         self.seen.add(utt.utt_id)
         features = np.asarray(utt.features, dtype=np.float32)
         if features.ndim != 2 or features.shape[0] == 0:
-            raise DataError(f"utterance {utt.utt_id!r}: features must be [T >= 1, D], "
-                            f"got {features.shape}")
+            raise DataError(
+                f"utterance {utt.utt_id!r}: features must be [T >= 1, D], " f"got {features.shape}"
+            )
         if not np.isfinite(features).all():
             bad = int(np.count_nonzero(~np.isfinite(features)))
             raise DataError(f"utterance {utt.utt_id!r}: features contain {bad} NaN/Inf values")
@@ -252,13 +270,19 @@ class _UtteranceChecker:
             self.has_labels = utt.labels is not None
             self.has_phones = utt.phones is not None
         if features.shape[1] != self.feature_dim:
-            raise DataError(f"utterance {utt.utt_id!r}: feature dim {features.shape[1]}, "
-                            f"earlier utterances have {self.feature_dim}")
-        for name, values, expected in (("labels", utt.labels, self.has_labels),
-                                       ("phones", utt.phones, self.has_phones)):
+            raise DataError(
+                f"utterance {utt.utt_id!r}: feature dim {features.shape[1]}, "
+                f"earlier utterances have {self.feature_dim}"
+            )
+        for name, values, expected in (
+            ("labels", utt.labels, self.has_labels),
+            ("phones", utt.phones, self.has_phones),
+        ):
             if (values is not None) != expected:
-                raise DataError(f"utterance {utt.utt_id!r}: {name} present in some utterances "
-                                "and absent in others")
+                raise DataError(
+                    f"utterance {utt.utt_id!r}: {name} present in some utterances "
+                    "and absent in others"
+                )
         num_frames = features.shape[0]
         labels = phones = None
         if utt.labels is not None:
@@ -399,8 +423,9 @@ def utterance_parser(
         "num_frames": tf.io.FixedLenFeature([], tf.int64),
     }
     sequence_spec = {"features": tf.io.FixedLenSequenceFeature([feature_dim], tf.float32)}
-    id_names = [name for name, present in (("labels", has_labels), ("phones", has_phones))
-                if present]
+    id_names = [
+        name for name, present in (("labels", has_labels), ("phones", has_phones)) if present
+    ]
     for name in id_names:
         sequence_spec[name] = tf.io.FixedLenSequenceFeature([], tf.int64)
 
@@ -414,8 +439,14 @@ def utterance_parser(
         consistent = tf.reduce_all(tf.equal(tf.stack(lengths), context["num_frames"]))
         check = tf.debugging.Assert(
             consistent,
-            ["utterance", context["utt_id"], "num_frames", context["num_frames"],
-             "disagrees with its feature/label list lengths", tf.stack(lengths)],
+            [
+                "utterance",
+                context["utt_id"],
+                "num_frames",
+                context["num_frames"],
+                "disagrees with its feature/label list lengths",
+                tf.stack(lengths),
+            ],
         )
         with tf.control_dependencies([check]):
             out["features"] = tf.identity(sequences["features"])
@@ -437,8 +468,9 @@ def iterate_utterances(directory) -> Iterator[Utterance]:
     """
     directory = os.fspath(directory)
     manifest = read_manifest(directory)
-    parse = utterance_parser(manifest["feature_dim"], manifest["has_labels"],
-                             manifest["has_phones"])
+    parse = utterance_parser(
+        manifest["feature_dim"], manifest["has_labels"], manifest["has_phones"]
+    )
     paths = check_shard_files(directory, manifest)
     for path, shard in zip(paths, manifest["shards"], strict=True):
         count = frames = 0
@@ -492,13 +524,17 @@ def serialize_targets(
     if id_dtype not in _ID_DTYPES:
         raise DataError(f"utterance {utt_id!r}: id_dtype {id_dtype!r} not in {list(_ID_DTYPES)}")
     if value_encoding not in _VALUE_ENCODINGS:
-        raise DataError(f"utterance {utt_id!r}: value_encoding {value_encoding!r} not in "
-                        f"{list(_VALUE_ENCODINGS)}")
+        raise DataError(
+            f"utterance {utt_id!r}: value_encoding {value_encoding!r} not in "
+            f"{list(_VALUE_ENCODINGS)}"
+        )
     ids = np.asarray(ids)
     probs = np.asarray(probs, np.float64)
     if ids.ndim != 2 or ids.shape != probs.shape or not np.issubdtype(ids.dtype, np.integer):
-        raise DataError(f"utterance {utt_id!r}: ids (integers) and probs must both be [T, k], "
-                        f"got {ids.dtype} {ids.shape} and {probs.shape}")
+        raise DataError(
+            f"utterance {utt_id!r}: ids (integers) and probs must both be [T, k], "
+            f"got {ids.dtype} {ids.shape} and {probs.shape}"
+        )
     np_dtype = _ID_DTYPES[id_dtype][0]
     info = np.iinfo(np_dtype)
     if ids.size and (ids.min() < 0 or ids.max() > info.max):
@@ -514,16 +550,18 @@ def serialize_targets(
     feature = {
         "utt_id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[utt_id.encode()])),
         "num_frames": tf.train.Feature(int64_list=tf.train.Int64List(value=[ids.shape[0]])),
-        "ids": tf.train.Feature(bytes_list=tf.train.BytesList(
-            value=[ids.astype(np_dtype).tobytes()])),
+        "ids": tf.train.Feature(
+            bytes_list=tf.train.BytesList(value=[ids.astype(np_dtype).tobytes()])
+        ),
         "probs": tf.train.Feature(bytes_list=tf.train.BytesList(value=[value_bytes])),
     }
     if mass is not None:
         mass = np.asarray(mass, np.float32)
         if mass.shape != (ids.shape[0],) or not np.isfinite(mass).all():
             raise DataError(f"utterance {utt_id!r}: mass must be finite float [{ids.shape[0]}]")
-        feature["mass"] = tf.train.Feature(bytes_list=tf.train.BytesList(
-            value=[mass.astype("<f4").tobytes()]))
+        feature["mass"] = tf.train.Feature(
+            bytes_list=tf.train.BytesList(value=[mass.astype("<f4").tobytes()])
+        )
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
@@ -544,8 +582,9 @@ def target_parser(target_manifest: dict) -> Callable[[tf.Tensor], dict[str, tf.T
     id_dtype = target_manifest["id_dtype"]
     encoding = target_manifest["value_encoding"]
     if id_dtype not in _ID_DTYPES or encoding not in _VALUE_ENCODINGS:
-        raise DataError(f"target manifest: unsupported id_dtype {id_dtype!r} or value_encoding "
-                        f"{encoding!r}")
+        raise DataError(
+            f"target manifest: unsupported id_dtype {id_dtype!r} or value_encoding " f"{encoding!r}"
+        )
     tf_id_dtype = _ID_DTYPES[id_dtype][1]
     log_step = float(target_manifest.get("log_step") or 0.0)
     has_mass = bool(target_manifest["has_mass"])
@@ -563,8 +602,9 @@ def target_parser(target_manifest: dict) -> Callable[[tf.Tensor], dict[str, tf.T
         frames = record["num_frames"]
         ids = tf.io.decode_raw(record["ids"], tf_id_dtype, little_endian=True)
         if encoding == "float16":
-            probs = tf.cast(tf.io.decode_raw(record["probs"], tf.float16, little_endian=True),
-                            tf.float32)
+            probs = tf.cast(
+                tf.io.decode_raw(record["probs"], tf.float16, little_endian=True), tf.float32
+            )
         else:
             steps = tf.cast(tf.io.decode_raw(record["probs"], tf.uint8), tf.float32)
             probs = tf.where(steps >= 255.0, 0.0, tf.exp(-steps * log_step))
@@ -577,8 +617,18 @@ def target_parser(target_manifest: dict) -> Callable[[tf.Tensor], dict[str, tf.T
             expected.append(frames)
         check = tf.debugging.Assert(
             tf.reduce_all(tf.equal(tf.stack(sizes), tf.stack(expected))),
-            ["target record of utterance", record["utt_id"], "has sizes", tf.stack(sizes),
-             "expected", tf.stack(expected), "for num_frames", frames, "and k =", k],
+            [
+                "target record of utterance",
+                record["utt_id"],
+                "has sizes",
+                tf.stack(sizes),
+                "expected",
+                tf.stack(expected),
+                "for num_frames",
+                frames,
+                "and k =",
+                k,
+            ],
         )
         with tf.control_dependencies([check]):
             out["ids"] = tf.reshape(tf.cast(ids, tf.int32), [-1, k])

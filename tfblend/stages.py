@@ -1,0 +1,70 @@
+"""Running the pipeline's scripts as stages: skip what is complete, time what runs.
+
+The recipe and the k sweep chain the scripts of ``scripts/``, each in its own process (as a
+user would run them, and so that every stage starts with fresh TensorFlow state). A stage whose
+outputs are complete is skipped; a partial one is run again and continues by itself (training
+resumes from its checkpoint, a target dump from its last complete shard). Wall times are kept in
+``<report_dir>/stages.json`` across reruns.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from tfblend.cli import say
+from tfblend.errors import DataError
+from tfblend.modeldir import INFO_FILE
+
+SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
+
+
+def model_done(model_dir: str) -> bool:
+    """True when a model directory is complete (its model.json is written last)."""
+    return os.path.exists(os.path.join(model_dir, INFO_FILE))
+
+
+def set_done(directory: str) -> bool:
+    """True when an utterance or target set is complete (its manifest.json is written last)."""
+    return os.path.exists(os.path.join(directory, "manifest.json"))
+
+
+class StageRunner:
+    """Runs ``scripts/<script>`` with flags unless the stage is complete; records wall times.
+
+    Args:
+      report_dir: where ``stages.json`` (stage name -> seconds) is kept.
+    """
+
+    def __init__(self, report_dir: str):
+        os.makedirs(report_dir, exist_ok=True)
+        self.times_path = os.path.join(report_dir, "stages.json")
+        self.times: dict[str, float] = {}
+        if os.path.exists(self.times_path):
+            with open(self.times_path) as stream:
+                self.times = json.load(stream)
+
+    def stage(self, label: str, complete: bool, script: str, **flag_values) -> None:
+        """Runs one stage; list values become repeated flags. Raises DataError on failure."""
+        if complete:
+            say(f"stage {label}: complete, skipped")
+            return
+        command = [sys.executable, os.path.join(SCRIPTS, script)]
+        for key, value in flag_values.items():
+            for item in value if isinstance(value, list) else [value]:
+                command.append(f"--{key}={item}")
+        say(f"stage {label}: {' '.join(command[1:])}")
+        started = time.time()
+        result = subprocess.run(command)
+        if result.returncode != 0:
+            raise DataError(
+                f"stage {label} failed (exit {result.returncode}); run the same "
+                "command again to continue from where it stopped"
+            )
+        self.times[label] = time.time() - started
+        temporary = f"{self.times_path}.tmp"
+        with open(temporary, "w") as stream:
+            json.dump(self.times, stream, indent=1)
+        os.replace(temporary, self.times_path)
+        say(f"stage {label}: done in {self.times[label]:.0f} s")
