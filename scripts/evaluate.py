@@ -30,6 +30,7 @@ cli.define_flags(
 )
 flags.DEFINE_multi_string("model", [], "NAME=DIR[,DIR...]: a model (several dirs: seeds).")
 flags.DEFINE_multi_string("ensemble", [], "NAME=A+B: average the posteriors of models A and B.")
+flags.DEFINE_string("focus", None, "A model to compare with every other (ties within seed spread).")
 FLAGS = flags.FLAGS
 
 
@@ -50,8 +51,23 @@ def main(_):
     ensembles = _pairs(FLAGS.ensemble, "+")
     results = evaluate_models(FLAGS.data_dir, FLAGS.split, models, ensembles, progress=cli.say)
     os.makedirs(FLAGS.output_dir, exist_ok=True)
-    table = write_report(results, FLAGS.output_dir)
-    print(table)
+    print(write_report(results, FLAGS.output_dir, focus=FLAGS.focus, facts=_facts()))
+
+
+def _facts():
+    """Data sizes of the corpus, for the report."""
+    from tfblend.records import read_manifest
+
+    lines = []
+    for split in ("train", "dev", "test"):
+        path = os.path.join(FLAGS.data_dir, split)
+        if os.path.exists(os.path.join(path, "manifest.json")):
+            manifest = read_manifest(path)
+            lines.append(
+                f"- {split}: {manifest['num_utterances']:,} utterances, "
+                f"{manifest['num_frames']:,} frames, {len(manifest['speakers'])} voices"
+            )
+    return lines
 
 
 if __name__ == "__main__":

@@ -196,6 +196,7 @@ def main(_):
         output_dir=report_dir,
         model=models,
         ensemble=["ensemble teacher+CNN=teacher (BLSTM)+CNN baseline"],
+        focus="blended CNN",
     )
 
     export_root = os.path.join(FLAGS.export_base, FLAGS.export_name)
@@ -220,14 +221,17 @@ def main(_):
         split="test",
     )
 
-    with open(os.path.join(report_dir, "results.md")) as stream:
-        print("\n" + stream.read())
     total = sum(recipe.times.values())
-    print(
+    times = (
         "Stage wall times (s): "
         + ", ".join(f"{k} {v:.0f}" for k, v in recipe.times.items())
         + f"; total {total:.0f}"
     )
+    results_md = os.path.join(report_dir, "results.md")
+    with open(results_md, "a") as stream:
+        stream.write(f"\n{times}\n")
+    with open(results_md) as stream:
+        print("\n" + stream.read())
     print(f"Report: {report_dir}/results.md, results.json, training_curves.png")
     print(f"SavedModel: {os.path.join(export_root, str(version))}")
 

@@ -319,6 +319,20 @@ def write_json(value, path: str) -> None:
     os.replace(temporary, path)
 
 
+def _sequence_flops(model, shapes) -> float:
+    """Forward FLOPs of an utterance model on one fixed-length input (loops unrolled by count)."""
+    from tfblend.models.flops import graph_flops
+
+    frames = shapes["features"][1]
+    spec = {
+        "features": tf.TensorSpec(shapes["features"], tf.float32),
+        "mask": tf.TensorSpec(shapes["mask"], tf.bool),
+    }
+    function = tf.function(lambda inputs: model(inputs, training=False))
+    graph = function.get_concrete_function(spec).graph
+    return graph_flops(graph, loop_trips=frames)
+
+
 def _senone_map(train_manifest: dict):
     """(senone -> phone map or None, silence/filler phone ids) for a corpus.
 
@@ -379,6 +393,9 @@ def evaluate_models(
                 info["flops_per_frame"] = forward_flops(model, shape)
             else:
                 scorers[name] = sequence_scorer(model)
+                frames = 100  # FLOPs of an LSTM grow linearly with length: count 1 s, divide
+                shape = {"features": [1, frames, info["feature_dim"]], "mask": [1, frames]}
+                info["flops_per_frame"] = _sequence_flops(model, shape) / frames
             results[name]["info"].append(info)
         if len(cmvn_modes) > 1:
             raise DataError(
@@ -432,14 +449,46 @@ def report_rows(results: dict) -> list[dict]:
     return rows
 
 
-def write_report(results: dict, output_dir: str) -> str:
-    """Writes results.json, results.md and training_curves.png; returns the Markdown table."""
-    table = markdown_table(report_rows(results), REPORT_COLUMNS)
+def comparison_lines(results: dict, focus: str, key: str = "accuracy") -> list[str]:
+    """One line per other model: ``focus`` better / worse / tie, with the gap in points."""
+    models = results["models"]
+    if focus not in models:
+        raise DataError(f"--focus {focus!r} is not one of the evaluated models {list(models)}")
+    mine = models[focus]["summary"]
+    lines = []
+    for name, entry in models.items():
+        if name == focus:
+            continue
+        verdict = compare(mine, entry["summary"], key)
+        gap = (mine[key]["mean"] - entry["summary"][key]["mean"]) * 100
+        spread = max(mine[key]["std"], entry["summary"][key]["std"]) * 100
+        lines.append(
+            f"- {focus} vs {name}: {verdict} ({gap:+.2f} points of {key}; "
+            f"seed spread {spread:.2f})"
+        )
+    return lines
+
+
+def write_report(results: dict, output_dir: str, focus: str | None = None, facts=()) -> str:
+    """Writes results.json, results.md and training_curves.png; returns the Markdown text.
+
+    Args:
+      results: from :func:`evaluate_models`.
+      output_dir: the report directory.
+      focus: a model compared with every other (gaps within the seed spread are ties).
+      facts: extra lines for the report (data size, wall times).
+    """
+    text = [f"Held-out split `{results['split']}`: {results['frames']:,} frames.", ""]
+    text.append(markdown_table(report_rows(results), REPORT_COLUMNS))
+    if focus:
+        text += ["", *comparison_lines(results, focus)]
+    if facts:
+        text += ["", *facts]
+    markdown = "\n".join(text) + "\n"
     write_json(results, os.path.join(output_dir, "results.json"))
     temporary = os.path.join(output_dir, f".results.md.tmp-{os.getpid()}")
     with open(temporary, "w") as stream:
-        stream.write(f"Held-out split `{results['split']}`: {results['frames']:,} frames.\n\n")
-        stream.write(table + "\n")
+        stream.write(markdown)
     os.replace(temporary, os.path.join(output_dir, "results.md"))
     histories = {}
     for name, entry in results["models"].items():
@@ -449,4 +498,4 @@ def write_report(results: dict, output_dir: str) -> str:
                 histories[f"{name} #{run + 1}" if len(entry["info"]) > 1 else name] = history
     if histories:
         plot_training_curves(histories, os.path.join(output_dir, "training_curves.png"))
-    return table
+    return markdown
