@@ -15,11 +15,13 @@ Example:
 
 import itertools
 
+import tfblend  # noqa: F401  (quiets TensorFlow before it loads)
+
+# isort: split
 import numpy as np
 import tensorflow as tf
 from absl import flags
 
-import tfblend  # noqa: F401  (quiets TensorFlow before it loads)
 from tfblend import cli
 from tfblend.errors import DataError
 from tfblend.export import read_export_metadata
