@@ -12,6 +12,13 @@ from tfblend.losses import (
 )
 
 
+def _multi_worker(strategy) -> bool:
+    """True under a MultiWorkerMirroredStrategy that spans several workers."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
+        strategy.extended._in_multi_worker_mode()
+    )
+
+
 class _Frozen:
     """Holds the teacher out of sight of Keras' and TensorFlow's object tracking, so that the
     Distiller's weights, checkpoints and `.keras` files hold the student (and optimizer) only."""
@@ -152,6 +159,25 @@ class Distiller(keras.Model):
         """The student's forward pass: `inputs` -> logits float32 `[B, classes]`."""
         return self.student(inputs, training=training)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Keras 3.15 (TF backend) reduces the first distributed batch with
+        `strategy.reduce("MEAN", batch)` before it checks whether anything needs building; under
+        `MultiWorkerMirroredStrategy` that fails on a nested batch ("Attempt to convert a value
+        (PerReplica...) to a Tensor"). One replica's share of the batch has the same shapes, so
+        it is handed over instead."""
+        strategy = self._distribute_strategy
+        if iterator is not None and strategy is not None:
+            for _, _, batches in iterator:
+                data_batch = tf.nest.map_structure(
+                    lambda value: strategy.experimental_local_results(value)[0]
+                    if isinstance(value, tf.distribute.DistributedValues)
+                    else value,
+                    next(batches),
+                )
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     def build(self, input_shape):
         if not self.student.built:
             self.student.build(input_shape)
@@ -253,7 +279,12 @@ class Distiller(keras.Model):
             self.agreement_tracker.update_state(tf.cast(tf.equal(predicted, top1), tf.float32))
         # Updates compiled metrics and returns every metric's result; Keras then averages the
         # replicas' results, which equals the global mean for equal replica batches.
-        return self.compute_metrics(data[0], labels, logits)
+        logs = self.compute_metrics(data[0], labels, logits)
+        if _multi_worker(self.distribute_strategy):
+            # Keras 3.15 reduces logs across workers with strategy.reduce(MEAN, axis=0), which
+            # needs an axis: give each scalar one (the mean of [1]-vectors is the scalar mean).
+            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+        return logs
 
     def train_step(self, data):
         """One step on `(inputs, hard_labels[, soft_targets])`: gradients for the student only.

@@ -104,6 +104,12 @@ def train_teacher(
     """
     if experiment.model.type != "lstm":
         raise DataError(f"the teacher must be a sequence model (lstm), not {experiment.model.type}")
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        raise DataError(
+            "the teacher trains with --strategy=default or mirrored: Keras 3.15 cannot fit a "
+            "plain model under MultiWorkerMirroredStrategy (its symbolic build reduces the "
+            "nested first batch); the Distiller-trained students and blends work multi-worker"
+        )
     started = time.time()
     train_dir, dev_dir, manifest = _sets(data_root)
     data, seed = experiment.data, experiment.train.seed
@@ -245,6 +251,7 @@ def train_window_model(
 
     steps = manifest["num_frames"] // data.batch_size
     dev = frame_dataset(dev_dir, batch_size=1024, shuffle=False, drop_remainder=False, **common)
+    dev = shard_policy(dev, 1, strategy, "data")  # every worker scores its part of each batch
     width = 2 * data.context + 1
     with strategy.scope():
         student = get_model(
