@@ -462,10 +462,9 @@ def comparison_lines(results: dict, focus: str, key: str = "accuracy") -> list[s
         verdict = compare(mine, entry["summary"], key)
         gap = (mine[key]["mean"] - entry["summary"][key]["mean"]) * 100
         spread = max(mine[key]["std"], entry["summary"][key]["std"]) * 100
-        lines.append(
-            f"- {focus} vs {name}: {verdict} ({gap:+.2f} points of {key}; "
-            f"seed spread {spread:.2f})"
-        )
+        runs = min(len(mine[key]["values"]), len(entry["summary"][key]["values"]))
+        spread_text = f"seed spread {spread:.2f}" if runs > 1 else "one seed: spread not measured"
+        lines.append(f"- {focus} vs {name}: {verdict} ({gap:+.2f} points of {key}; {spread_text})")
     return lines
 
 
