@@ -135,6 +135,18 @@ def test_ghost_tail_stores_the_kept_mass(tmp_path, train_dir, tiny_teacher):
         np.testing.assert_allclose(record["mass"], record["probs"].sum(axis=1), atol=5e-3)
 
 
+def test_sampled_and_top_p_dumps(tmp_path, train_dir, tiny_teacher):
+    sampled = dump_targets(train_dir, tiny_teacher, str(tmp_path / "s"), method="sampled", k=8)
+    _, records = _records(str(tmp_path / "s"))
+    assert sampled["method"] == "sampled"
+    for record in records.values():
+        np.testing.assert_allclose(record["probs"].sum(axis=1), 1.0, atol=1e-2)
+    again = dump_targets(train_dir, tiny_teacher, str(tmp_path / "s2"), method="sampled", k=8)
+    assert [s["sha256"] for s in again["shards"]] == [s["sha256"] for s in sampled["shards"]]
+    top_p = dump_targets(train_dir, tiny_teacher, str(tmp_path / "p"), method="topp", k=8, p=0.5)
+    assert top_p["method"] == "topp" and top_p["k"] == 8
+
+
 def test_top_p_and_sampled_sparsifiers():
     logits = tf.random.stateless_normal([64, 300], seed=[1, 2]) * 3.0
     log_probs = tf.nn.log_softmax(logits)

@@ -152,7 +152,7 @@ class _Sparsifier:
             return top_p_targets(log_probs, self.p, self.width)
         shape = tf.shape(log_probs)
         flat = tf.reshape(log_probs, [-1, shape[-1]])
-        seed = tf.constant([self.seed, batch_index], tf.int32)
+        seed = tf.stack([tf.constant(self.seed, tf.int32), tf.cast(batch_index, tf.int32)])
         ids, weights, mass = sampled_targets(flat, self.width, seed)
         frames = shape[:-1]
         return (
