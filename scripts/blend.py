@@ -22,18 +22,7 @@ from tfblend.experiments import train_window_model
 from tfblend.training import make_strategy
 
 cli.define_flags(
-    "data_dir",
-    "model_dir",
-    "targets_dir",
-    "teacher_dir",
-    "config_file",
-    "params_override",
-    "epochs",
-    "batch_size",
-    "seed",
-    "strategy",
-    "num_replicas",
-    required=("data_dir", "model_dir"),
+    *cli.TRAINING_FLAGS, "targets_dir", "teacher_dir", required=("data_dir", "model_dir")
 )
 flags.DEFINE_float("alpha", None, "Weight of the hard-label loss (distill.alpha).")
 flags.DEFINE_float("temperature", None, "Softening temperature T (distill.temperature).")

@@ -28,9 +28,8 @@ from tfblend.evaluation import (
     markdown_table,
     plot_accuracy_vs_k,
     report_rows,
-    write_json,
 )
-from tfblend.records import read_manifest
+from tfblend.records import read_manifest, write_json
 from tfblend.stages import StageRunner, model_done, set_done
 
 cli.define_flags(
@@ -130,7 +129,7 @@ def main(_):
             f"Held-out voices, {results['frames']:,} frames; {num_classes} classes.\n\n"
             f"{table}\n"
         )
-    write_json({"rows": rows, "results": results}, os.path.join(report, "sweep.json"))
+    write_json(os.path.join(report, "sweep.json"), {"rows": rows, "results": results})
     baselines = {
         name: results["models"][name]["summary"]["accuracy"]
         for name in ("teacher", "CNN baseline")

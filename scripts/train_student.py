@@ -19,18 +19,7 @@ from tfblend import cli
 from tfblend.experiments import train_window_model
 from tfblend.training import make_strategy
 
-cli.define_flags(
-    "data_dir",
-    "model_dir",
-    "config_file",
-    "params_override",
-    "epochs",
-    "batch_size",
-    "seed",
-    "strategy",
-    "num_replicas",
-    required=("data_dir", "model_dir"),
-)
+cli.define_flags(*cli.TRAINING_FLAGS, required=("data_dir", "model_dir"))
 flags.DEFINE_enum("model", "vgg", ["vgg", "dnn"], "The window model: the CNN or the DNN.")
 flags.DEFINE_float("label_smoothing", None, "Epsilon of label smoothing (train.label_smoothing).")
 FLAGS = flags.FLAGS

@@ -17,18 +17,7 @@ from tfblend import cli
 from tfblend.experiments import train_teacher
 from tfblend.training import make_strategy
 
-cli.define_flags(
-    "data_dir",
-    "model_dir",
-    "config_file",
-    "params_override",
-    "epochs",
-    "batch_size",
-    "seed",
-    "strategy",
-    "num_replicas",
-    required=("data_dir", "model_dir"),
-)
+cli.define_flags(*cli.TRAINING_FLAGS, required=("data_dir", "model_dir"))
 FLAGS = flags.FLAGS
 
 

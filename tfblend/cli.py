@@ -33,6 +33,18 @@ _COMMON = {
     "strategy": ("enum", "default", "tf.distribute strategy: default, mirrored, multi_worker."),
     "num_replicas": ("integer", 0, "Replicas for --strategy=mirrored (logical CPUs without GPUs)."),
 }
+#: The flags every training script takes (and the recipe passes on).
+TRAINING_FLAGS = (
+    "data_dir",
+    "model_dir",
+    "config_file",
+    "params_override",
+    "epochs",
+    "batch_size",
+    "seed",
+    "strategy",
+    "num_replicas",
+)
 _ENUMS = {"strategy": ["default", "mirrored", "multi_worker"]}
 
 

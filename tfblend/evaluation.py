@@ -16,7 +16,6 @@ the posteriors (not the log-posteriors) of its members, as in the paper.
 """
 
 import dataclasses
-import json
 import math
 import os
 
@@ -25,6 +24,7 @@ import tensorflow as tf
 
 from tfblend.errors import DataError
 from tfblend.pipeline import eval_utterances, splice
+from tfblend.records import write_json
 
 TOP_N = 5
 _WINDOW_CHUNK = 2048
@@ -311,14 +311,6 @@ def read_history(model_dir: str) -> dict:
     }
 
 
-def write_json(value, path: str) -> None:
-    """JSON, atomically."""
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w") as stream:
-        json.dump(value, stream, indent=1, sort_keys=False)
-    os.replace(temporary, path)
-
-
 def _sequence_flops(model, shapes) -> float:
     """Forward FLOPs of an utterance model on one fixed-length input (loops unrolled by count)."""
     from tfblend.models.flops import graph_flops
@@ -484,7 +476,7 @@ def write_report(results: dict, output_dir: str, focus: str | None = None, facts
     if facts:
         text += ["", *facts]
     markdown = "\n".join(text) + "\n"
-    write_json(results, os.path.join(output_dir, "results.json"))
+    write_json(os.path.join(output_dir, "results.json"), results)
     temporary = os.path.join(output_dir, f".results.md.tmp-{os.getpid()}")
     with open(temporary, "w") as stream:
         stream.write(markdown)

@@ -14,25 +14,16 @@
 A model directory is complete when ``model.json`` exists: it is written last, atomically.
 """
 
-import hashlib
 import json
 import os
 
 import keras
 
 from tfblend.errors import DataError
+from tfblend.records import file_sha256, write_json
 
 MODEL_FILE = "model.keras"
 INFO_FILE = "model.json"
-
-
-def file_sha256(path: str) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_model_dir(model: keras.Model, model_dir: str, info: dict) -> dict:
@@ -55,10 +46,7 @@ def save_model_dir(model: keras.Model, model_dir: str, info: dict) -> dict:
     model.save(temporary)
     os.replace(temporary, path)
     info = {**info, "num_params": int(model.count_params()), "sha256": file_sha256(path)}
-    temporary = f"{info_path}.tmp-{os.getpid()}"
-    with open(temporary, "w") as stream:
-        json.dump(info, stream, indent=1)
-    os.replace(temporary, info_path)
+    write_json(info_path, info)
     return info
 
 

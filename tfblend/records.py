@@ -107,7 +107,8 @@ def content_digest(pairs: Iterable[tuple[str, int]]) -> str:
     return digest.hexdigest()
 
 
-def _sha256_file(path: str) -> str:
+def file_sha256(path: str) -> str:
+    """Hex sha256 of a file's bytes (shard checksums, model digests)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -115,13 +116,15 @@ def _sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
-def write_manifest(directory, manifest: dict) -> None:
-    """Write ``manifest.json`` in ``directory`` atomically (temporary file, fsync, rename)."""
-    path = os.path.join(directory, MANIFEST_NAME)
-    tmp_path = os.path.join(directory, f".{MANIFEST_NAME}.tmp-{os.getpid()}")
+def write_json(path, value, *, sort_keys: bool = False) -> None:
+    """Write ``value`` as JSON to ``path`` atomically (temporary file, fsync, rename): readers
+    see the old file or the complete new one, never a half-written one."""
+    path = os.fspath(path)
+    directory, name = os.path.split(path)
+    tmp_path = os.path.join(directory, f".{name}.tmp-{os.getpid()}")
     try:
         with open(tmp_path, "w") as handle:
-            json.dump(manifest, handle, indent=1, sort_keys=True)
+            json.dump(value, handle, indent=1, sort_keys=sort_keys)
             handle.write("\n")
             handle.flush()
             os.fsync(handle.fileno())
@@ -129,6 +132,11 @@ def write_manifest(directory, manifest: dict) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp_path)
+
+
+def write_manifest(directory, manifest: dict) -> None:
+    """Write ``manifest.json`` in ``directory`` atomically (keys sorted)."""
+    write_json(os.path.join(directory, MANIFEST_NAME), manifest, sort_keys=True)
 
 
 def read_manifest(directory, expected_format: str = UTTERANCE_FORMAT) -> dict:
@@ -197,7 +205,7 @@ def verify_shards(directory, manifest: dict) -> None:
       DataError naming the first bad shard.
     """
     for path, shard in zip(check_shard_files(directory, manifest), manifest["shards"], strict=True):
-        if _sha256_file(path) != shard["sha256"]:
+        if file_sha256(path) != shard["sha256"]:
             raise DataError(f"{path}: sha256 mismatch with the manifest (corrupt shard)")
 
 
@@ -358,7 +366,7 @@ def write_utterance_shards(
                 "file": name,
                 "num_utterances": len(pairs),
                 "num_frames": sum(n for _, n in pairs),
-                "sha256": _sha256_file(tmp),
+                "sha256": file_sha256(tmp),
                 "bytes": os.path.getsize(tmp),
             }
             for name, pairs, tmp in zip(names, shard_pairs, tmp_paths, strict=True)

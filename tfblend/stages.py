@@ -16,6 +16,7 @@ import time
 from tfblend.cli import say
 from tfblend.errors import DataError
 from tfblend.modeldir import INFO_FILE
+from tfblend.records import write_json
 
 SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
 
@@ -63,8 +64,5 @@ class StageRunner:
                 "command again to continue from where it stopped"
             )
         self.times[label] = time.time() - started
-        temporary = f"{self.times_path}.tmp"
-        with open(temporary, "w") as stream:
-            json.dump(self.times, stream, indent=1)
-        os.replace(temporary, self.times_path)
+        write_json(self.times_path, self.times)
         say(f"stage {label}: done in {self.times[label]:.0f} s")

@@ -39,16 +39,18 @@ import numpy as np
 import tensorflow as tf
 
 from tfblend.errors import DataError
-from tfblend.modeldir import file_sha256, load_model_dir
+from tfblend.modeldir import load_model_dir
 from tfblend.pipeline import eval_utterances
 from tfblend.records import (
     FORMAT_VERSION,
     MANIFEST_NAME,
     TARGET_FORMAT,
+    file_sha256,
     read_manifest,
     serialize_targets,
     target_parser,
     target_shard_name,
+    write_json,
     write_manifest,
 )
 
@@ -129,13 +131,6 @@ def _entry_path(output_dir: str, index: int, num_shards: int) -> str:
     return os.path.join(
         output_dir, target_shard_name(index, num_shards)[: -len(".tfrecord")] + ".json"
     )
-
-
-def _write_json(path: str, value: dict) -> None:
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w") as stream:
-        json.dump(value, stream, indent=1)
-    os.replace(temporary, path)
 
 
 class _Sparsifier:
@@ -262,7 +257,7 @@ def dump_targets(
             settings,
             batch_size,
         )
-        _write_json(entry_path, entry)
+        write_json(entry_path, entry)
         if progress:
             progress(
                 f"shard {index + 1}/{total}: {entry['num_utterances']} utterances, "
@@ -285,7 +280,7 @@ def _check_settings(output_dir: str, settings: dict) -> None:
                 "use a new --output_dir"
             )
     else:
-        _write_json(path, settings)
+        write_json(path, settings)
 
 
 def _remove_stale_temporaries(output_dir: str, name: str) -> None:
@@ -418,7 +413,7 @@ def derive_targets(from_dir: str, output_dir: str, k: int) -> dict:
         )
     }
     settings.update(k=k, derived_from={"dir": os.path.abspath(from_dir), "k": source["k"]})
-    _write_json(os.path.join(output_dir, "settings.json"), settings)
+    write_json(os.path.join(output_dir, "settings.json"), settings)
     total = len(source["shards"])
     for index, shard in enumerate(source["shards"]):
         name = shard["file"]
@@ -446,7 +441,7 @@ def derive_targets(from_dir: str, output_dir: str, k: int) -> dict:
                 os.remove(temporary)
             raise
         entry = {**shard, "bytes": os.path.getsize(final), "sha256": file_sha256(final)}
-        _write_json(_entry_path(output_dir, index, total), entry)
+        write_json(_entry_path(output_dir, index, total), entry)
     pseudo = {"num_classes": source["num_classes"], "shards": source["shards"]}
     manifest = finalize(output_dir, pseudo)
     assert manifest is not None

@@ -37,6 +37,7 @@ from official.modeling.optimization import lr_schedule
 
 from tfblend.config import OptimizerConfig
 from tfblend.errors import DataError
+from tfblend.records import write_json
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
@@ -226,11 +227,9 @@ def save_state(directory: str, variables, epoch: int, step: int) -> None:
     with open(temporary, "wb") as stream:
         np.savez(stream, *[np.asarray(keras.ops.convert_to_numpy(v)) for v in variables])
     os.replace(temporary, os.path.join(directory, name))
-    state = {"epoch": epoch, "step": step, "variables": name}
-    temporary = os.path.join(directory, ".state.json.tmp")
-    with open(temporary, "w") as stream:
-        json.dump(state, stream)
-    os.replace(temporary, os.path.join(directory, "state.json"))
+    write_json(
+        os.path.join(directory, "state.json"), {"epoch": epoch, "step": step, "variables": name}
+    )
     for stale in os.listdir(directory):
         if stale.startswith("variables-") and stale != name:
             os.remove(os.path.join(directory, stale))
