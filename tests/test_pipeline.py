@@ -1,5 +1,7 @@
-"""tfblend.pipeline: windows, CMVN, order and determinism, cardinality, the checked target join."""
+"""tfblend.pipeline: windows, chunks, CMVN, order and determinism, cardinality, the checked target
+join."""
 
+import itertools
 import os
 import re
 import shutil
@@ -10,7 +12,14 @@ import tensorflow as tf
 
 from tfblend.errors import DataError
 from tfblend.features import CmvnStats
-from tfblend.pipeline import eval_utterances, frame_dataset, utterance_dataset
+from tfblend.pipeline import (
+    PAD_LABEL,
+    chunk_dataset,
+    eval_utterances,
+    frame_dataset,
+    num_chunks,
+    utterance_dataset,
+)
 from tfblend.records import (
     FORMAT_VERSION,
     TARGET_FORMAT,
@@ -322,9 +331,10 @@ def test_eval_utterances_with_targets(train, train_targets):
 def test_join_manifest_checks(tmp_path, train, edits, message):
     directory = train[0]
     targets = write_targets(directory, tmp_path / "targets", manifest_edits=edits)
-    with pytest.raises(DataError, match=message) as caught:
-        frame_dataset(directory, targets_dir=targets)
-    assert str(directory) in str(caught.value) and str(targets) in str(caught.value)
+    for view in (frame_dataset, chunk_dataset):
+        with pytest.raises(DataError, match=message) as caught:
+            view(directory, targets_dir=targets)
+        assert str(directory) in str(caught.value) and str(targets) in str(caught.value)
 
 
 def swap_first_two(shard_index, rows):
@@ -350,6 +360,7 @@ def test_join_pair_checks_name_the_utterance(tmp_path, train, edit):
     ].utt_id
     for dataset in (
         frame_dataset(directory, targets_dir=targets, batch_size=32),
+        chunk_dataset(directory, targets_dir=targets, chunk_frames=8, batch_size=32),
         eval_utterances(directory, targets_dir=targets),
     ):
         with pytest.raises(tf.errors.InvalidArgumentError, match="target join mismatch") as info:
@@ -370,10 +381,13 @@ def test_target_shard_with_a_record_missing(tmp_path, train):
         eval_utterances(directory, targets_dir=counted)
     # Without per-shard counts in the manifest, the reader still notices.
     uncounted = write_targets(directory, tmp_path / "uncounted", edit=drop_last, shard_counts=False)
-    dataset = frame_dataset(directory, targets_dir=uncounted, shuffle=False)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="different numbers of records"):
-        for _ in dataset:
-            pass
+    for dataset in (
+        frame_dataset(directory, targets_dir=uncounted, shuffle=False),
+        chunk_dataset(directory, targets_dir=uncounted, shuffle=False),
+    ):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="different numbers of records"):
+            for _ in dataset:
+                pass
 
 
 def test_missing_and_truncated_shards(tmp_path, train):
@@ -392,3 +406,139 @@ def test_missing_and_truncated_shards(tmp_path, train):
 def test_label_key_must_exist(train):
     with pytest.raises(DataError, match="label_key"):
         frame_dataset(train[0], label_key="senones")
+
+
+# ------------------------------------------------------------------------------------------
+# Chunks.
+
+
+def chunk_windows(chunks, context):
+    """The 2W+1-frame windows inside chunks: [N, L+2W, D] -> [N, L, 2W+1, D]."""
+    view = np.lib.stride_tricks.sliding_window_view(chunks, 2 * context + 1, axis=1)
+    return np.moveaxis(view, -1, 2)
+
+
+@pytest.mark.parametrize("mode", ["global", "speaker", "utterance", "none"])
+def test_canonical_chunks_hold_every_window_once(train, mode):
+    """In canonical order, the chunks' real frames are frame_dataset's frames, in order, and
+    each output frame's 2W+1 rows of its chunk are frame_dataset's window of that frame."""
+    directory, manifest, utterances, _ = train
+    W, L = 3, 16
+    chunks = chunk_dataset(
+        directory,
+        context=W,
+        chunk_frames=L,
+        batch_size=4 * L,
+        shuffle=False,
+        drop_remainder=False,
+        cmvn=mode,
+    )
+    lengths = [u.features.shape[0] for u in utterances]
+    assert num_chunks(lengths, L) == sum(-(-t // L) for t in lengths)
+    assert chunks.cardinality() == -(-num_chunks(lengths, L) // 4)
+    assert chunks.element_spec[0].shape.as_list() == [None, L + 2 * W, manifest["feature_dim"]]
+    features, labels = (np.concatenate(p) for p in zip(*chunks.as_numpy_iterator(), strict=True))
+    assert features.dtype == np.float32 and labels.dtype == np.int32
+    assert labels.shape == (num_chunks(lengths, L), L)
+    mask = labels >= 0
+    assert mask.sum() == manifest["num_frames"]
+    assert set(np.unique(labels[~mask])) <= {PAD_LABEL}
+    # Only the last chunk of each utterance has padding, and its padding is a suffix.
+    assert (~mask).sum() == sum(-(-t // L) * L - t for t in lengths)
+    frames = frame_dataset(
+        directory, context=W, batch_size=512, shuffle=False, drop_remainder=False, cmvn=mode
+    )
+    windows, frame_labels = (
+        np.concatenate(p) for p in zip(*frames.as_numpy_iterator(), strict=True)
+    )
+    np.testing.assert_array_equal(labels[mask], frame_labels)
+    np.testing.assert_allclose(chunk_windows(features, W)[mask], windows, atol=1e-5)
+
+
+def test_shuffled_chunks_join_targets_and_mask_the_tail(train, train_targets):
+    directory, manifest, utterances, normalised = train
+    W, L = 2, 8
+    dataset = chunk_dataset(
+        directory,
+        context=W,
+        chunk_frames=L,
+        batch_size=5 * L,
+        targets_dir=train_targets,
+        shuffle_buffer=40 * L,
+        drop_remainder=False,
+        seed=5,
+    )
+    spec = dataset.element_spec[2]
+    assert spec["ids"].shape.as_list() == [None, L, K] and spec["mass"].shape.as_list() == [None, L]
+    order, identities = [], []
+    for features, labels, soft in dataset.as_numpy_iterator():
+        mask = labels >= 0
+        ids = soft["ids"]
+        np.testing.assert_array_equal(ids[..., 0][mask], labels[mask])
+        assert not ids[~mask].any() and not soft["probs"][~mask].any()
+        assert not soft["mass"][~mask].any() and (soft["mass"][mask] > 0).all()
+        identities.append(ids[..., 1:][mask])
+        for chunk, chunk_ids, chunk_mask in zip(features, ids, mask, strict=True):
+            u, first = chunk_ids[0, 1], chunk_ids[0, 2]
+            real = int(chunk_mask.sum())
+            assert first % L == 0 and chunk_mask[:real].all()  # padding only at the end
+            np.testing.assert_array_equal(chunk_ids[:real, 2], first + np.arange(real))
+            np.testing.assert_array_equal(chunk_ids[:real, 1], u)
+            order.append((u, first))
+            if len(order) <= 12:
+                expected = reference_windows(normalised[u], W)[first : first + real]
+                got = chunk_windows(chunk[None], W)[0, :real]
+                np.testing.assert_allclose(got, expected, atol=1e-4)
+    identities = np.concatenate(identities)
+    assert len(identities) == manifest["num_frames"]
+    assert len({tuple(pair) for pair in identities}) == manifest["num_frames"]
+    # Chunks are shuffled: in canonical order each chunk follows its predecessor.
+    follows = [a[0] == b[0] and b[1] == a[1] + L for a, b in itertools.pairwise(order)]
+    assert np.mean(follows) < 0.2
+
+
+def chunk_identity_batches(dataset, count=None):
+    batches = dataset.take(count) if count else dataset
+    return [
+        np.where(labels[..., None] >= 0, soft["ids"][..., 1:], -1)
+        for _, labels, soft in batches.as_numpy_iterator()
+    ]
+
+
+def test_chunk_determinism_epochs_and_resume(train, train_targets):
+    directory = train[0]
+
+    def build(**kwargs):
+        return chunk_dataset(
+            directory,
+            context=2,
+            chunk_frames=16,
+            batch_size=64,
+            targets_dir=train_targets,
+            shuffle_buffer=1024,
+            deterministic=True,
+            **kwargs,
+        )
+
+    epoch0 = chunk_identity_batches(build(seed=1))
+    steps = len(epoch0)
+    assert steps == build(seed=1).cardinality() > 3
+    np.testing.assert_array_equal(epoch0, chunk_identity_batches(build(seed=1)))
+    assert not np.array_equal(epoch0, chunk_identity_batches(build(seed=2)))
+    epoch1 = chunk_identity_batches(build(seed=1, epoch=1))
+    assert not np.array_equal(epoch0, epoch1)
+    np.testing.assert_array_equal(epoch1, chunk_identity_batches(build(seed=0, epoch=2)))
+    repeated = build(seed=1, repeat=True)
+    assert repeated.cardinality() == tf.data.INFINITE_CARDINALITY
+    np.testing.assert_array_equal(chunk_identity_batches(repeated, 2 * steps), epoch0 + epoch1)
+    # Resume after a kill at step 3 (what fit_resumable does): the rest of the same epoch.
+    np.testing.assert_array_equal(chunk_identity_batches(build(seed=1).skip(3)), epoch0[3:])
+
+
+def test_chunk_arguments_are_checked(train):
+    with pytest.raises(DataError, match="batch_size 100 .* multiple of chunk_frames 64"):
+        chunk_dataset(train[0], batch_size=100)
+    with pytest.raises(DataError, match="chunk_frames >= 1"):
+        chunk_dataset(train[0], chunk_frames=0)
+    with pytest.raises(DataError, match="label_key"):
+        chunk_dataset(train[0], label_key="senones")

@@ -1,37 +1,14 @@
-"""tf.data input pipelines over utterance sets: CMVN, the checked join with targets, windows.
+"""The shared machinery of the pipelines: an opened (and joined) utterance set, CMVN, label
+keys, splicing, stateless shuffling and the epoch/cardinality plumbing.
 
-Three views of a set written by ``tfblend.records.write_utterance_shards``:
-
-- ``frame_dataset``: shuffled batches of spliced context windows (the CNN/DNN student's input);
-- ``utterance_dataset``: padded (optionally length-bucketed) batches of whole utterances (the LSTM
-  teacher's input);
-- ``eval_utterances``: single utterances in canonical order, ids kept (evaluation, target dumps).
-
-**CMVN** (``cmvn`` argument): "global" (mean/variance normalisation with one set of statistics),
-"speaker" (statistics of the utterance's speaker), "utterance" (the utterance's own statistics,
-computed in the map) or "none". The statistics come from ``cmvn_stats``: None (the manifest of
-``data_dir``), a dataset directory (its manifest, e.g. the training set's when reading dev/test),
-a ``CmvnStats`` (global only) or a manifest's ``cmvn`` dict ``{"global": ..., "speakers": ...}``.
-
-**Epochs and seeds.** One call builds one epoch (``repeat=False``; every iteration of the returned
-dataset yields the same order), or all epochs from ``epoch`` on (``repeat=True``; infinite, epochs
-never share a batch, so pass ``steps_per_epoch = num_frames // batch_size`` to Keras). Epoch ``e``
-shuffles shards and frames with seed ``seed + e`` and is recomputable: with ``deterministic=True``
-the same (seed, epoch) gives the same order on every run; to resume training at epoch ``e`` pass
-``epoch=e``. ``shuffle=False`` reads the set in canonical order (shards in order, frames in order).
-
-**The join with targets** (``targets_dir``): before building, the target manifest must record the
-utterance set's ``content_digest`` as its ``features_digest`` and agree on the number of
-utterances, shards (and per-shard counts where recorded) and classes (DataError naming both
-directories); while reading, shard i of the utterances is zipped with shard i of the targets and
-each pair must agree on ``utt_id`` and ``num_frames`` (a tf assertion naming the utterance and both
-directories fails the iteration otherwise).
+Every view in :mod:`tfblend.pipeline` (frames, chunks, utterances) reads its set through
+``_Source`` (shards, the checked target join) and builds its epochs with ``_row_epochs`` and
+``_finish``; the package docstring describes the behaviour they share.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -330,76 +307,6 @@ def _epochs(build_epoch: Callable, epoch: int, repeat: bool) -> tf.data.Dataset:
     return tf.data.Dataset.range(epoch, epoch + 1).flat_map(build_epoch)
 
 
-def frame_dataset(
-    data_dir,
-    *,
-    context: int = 10,
-    batch_size: int = 256,
-    targets_dir=None,
-    shuffle: bool = True,
-    seed: int = 0,
-    cmvn: str = "global",
-    cmvn_stats=None,
-    shuffle_buffer: int = 65536,
-    deterministic: bool = False,
-    drop_remainder: bool = True,
-    label_key: str = "labels",
-    repeat: bool = False,
-    epoch: int = 0,
-) -> tf.data.Dataset:
-    """Batches of spliced context windows with frame labels (and joined soft targets).
-
-    Args:
-      data_dir: utterance set directory.
-      context: W, frames on each side of the centre frame.
-      batch_size: frames per batch.
-      targets_dir: optional target set to join (module docstring).
-      shuffle: shuffle shard order, utterances and frames (frames in blocks of
-        ``shuffle_buffer``, memory about ``shuffle_buffer * (2W+1) * D * 4`` bytes); False gives
-        canonical order.
-      seed, epoch, repeat, deterministic: module docstring "Epochs and seeds".
-      cmvn, cmvn_stats: module docstring "CMVN".
-      drop_remainder: drop the last partial batch of each epoch.
-      label_key: "labels" (senones) or "phones".
-
-    Returns:
-      dataset of ``(windows float32 [B, 2W+1, D], labels int32 [B])``, or with ``targets_dir``
-      ``(windows, labels, soft)`` where soft is ``{"ids": int32 [B, k], "probs": float32 [B, k]}``
-      plus ``"mass": float32 [B]`` when the targets have mass. Cardinality (when not repeating)
-      is ``num_frames // batch_size`` (rounded up without drop_remainder).
-    """
-    source = _open(data_dir, targets_dir)
-    key = _label_key(source, label_key)
-    normalise = _normaliser(source, cmvn, cmvn_stats)
-    joined = targets_dir is not None
-
-    def to_frames(utterance):
-        windows = splice(normalise(utterance["features"], utterance["speaker"]), context)
-        if joined:
-            return windows, utterance[key], utterance["soft"]
-        return windows, utterance[key]
-
-    def build_epoch(index):
-        epoch_seed = seed + index
-        frames = (
-            source.read(epoch_seed, shuffle, deterministic)
-            .map(
-                to_frames, num_parallel_calls=_AUTOTUNE, deterministic=deterministic or not shuffle
-            )
-            .unbatch()
-        )
-        if shuffle:
-            frames = shuffle_blocks(frames, shuffle_buffer, epoch_seed)
-        return frames.batch(batch_size, drop_remainder=drop_remainder)
-
-    dataset = _epochs(build_epoch, epoch, repeat)
-    if not repeat:
-        total = source.manifest["num_frames"]
-        batches = total // batch_size if drop_remainder else math.ceil(total / batch_size)
-        dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
-    return dataset.prefetch(_AUTOTUNE)
-
-
 def _utterance_lengths(source: _Source) -> np.ndarray:
     """int64 [num_utterances] frame counts in canonical order (reads the context only)."""
     spec = {"num_frames": tf.io.FixedLenFeature([], tf.int64)}
@@ -412,117 +319,49 @@ def _utterance_lengths(source: _Source) -> np.ndarray:
     return np.concatenate(list(lengths.batch(4096).as_numpy_iterator()))
 
 
-def utterance_dataset(
-    data_dir,
-    *,
-    batch_size: int = 8,
-    targets_dir=None,
-    shuffle: bool = True,
-    seed: int = 0,
-    cmvn: str = "global",
-    cmvn_stats=None,
-    bucket_boundaries=None,
-    deterministic: bool = False,
-    label_key: str = "labels",
-    repeat: bool = False,
-    epoch: int = 0,
-) -> tf.data.Dataset:
-    """Padded batches of whole utterances (optionally bucketed by length).
-
-    Args:
-      data_dir: utterance set directory.
-      batch_size: utterances per batch (every bucket).
-      targets_dir: optional target set to join.
-      shuffle: shuffle shard order and utterances (in blocks of 256 utterances); False gives
-        canonical order.
-      bucket_boundaries: None (one bucket), or increasing frame counts: an utterance of T frames
-        goes to bucket i with ``boundaries[i-1] <= T < boundaries[i]``.
-      seed, epoch, repeat, deterministic, cmvn, cmvn_stats, label_key: as ``frame_dataset``.
-
-    Returns:
-      dataset of ``({"features": float32 [B, T, D], "mask": bool [B, T]}, labels int32 [B, T],
-      weights float32 [B, T])``, T the longest utterance of the batch; padding has mask False,
-      label 0 and weight 0. With ``targets_dir`` a fourth element ``soft``: ``{"ids": int32
-      [B, T, k], "probs": float32 [B, T, k]}`` (+ ``"mass": float32 [B, T]``), padded with 0.
-      The last batch of a bucket may be smaller. Cardinality is known when not repeating.
-    """
+def _prepare(data_dir, targets_dir, label_key, cmvn, cmvn_stats):
+    """(source, label key, normaliser) of a view: the set opened and joined, all checks done."""
     source = _open(data_dir, targets_dir)
-    key = _label_key(source, label_key)
-    normalise = _normaliser(source, cmvn, cmvn_stats)
-    joined = targets_dir is not None
+    return source, _label_key(source, label_key), _normaliser(source, cmvn, cmvn_stats)
 
-    def to_example(utterance):
-        features = normalise(utterance["features"], utterance["speaker"])
-        num_frames = tf.shape(features)[0]
-        inputs = {"features": features, "mask": tf.ones([num_frames], tf.bool)}
-        weights = tf.ones([num_frames], tf.float32)
-        if joined:
-            return inputs, utterance[key], weights, utterance["soft"]
-        return inputs, utterance[key], weights
+
+def _row_epochs(
+    source: _Source,
+    to_rows: Callable,
+    *,
+    seed: int,
+    epoch: int,
+    repeat: bool,
+    shuffle: bool,
+    deterministic: bool,
+    block: int,
+    batch_size: int,
+    drop_remainder: bool,
+) -> tf.data.Dataset:
+    """Batches of rows: each utterance mapped by ``to_rows`` to a structure whose tensors share
+    a leading row axis (frames, chunks), unbatched, shuffled in blocks of ``block`` rows with
+    the epoch's seed when ``shuffle``, and batched ``batch_size`` rows at a time."""
 
     def build_epoch(index):
         epoch_seed = seed + index
-        examples = source.read(epoch_seed, shuffle, deterministic).map(
-            to_example, num_parallel_calls=_AUTOTUNE, deterministic=deterministic or not shuffle
+        rows = (
+            source.read(epoch_seed, shuffle, deterministic)
+            .map(to_rows, num_parallel_calls=_AUTOTUNE, deterministic=deterministic or not shuffle)
+            .unbatch()
         )
-        if bucket_boundaries is None:
-            return examples.padded_batch(batch_size)
-        return examples.bucket_by_sequence_length(
-            lambda inputs, *rest: tf.shape(inputs["features"])[0],
-            bucket_boundaries=list(bucket_boundaries),
-            bucket_batch_sizes=[batch_size] * (len(bucket_boundaries) + 1),
-        )
+        if shuffle:
+            rows = shuffle_blocks(rows, block, epoch_seed)
+        return rows.batch(batch_size, drop_remainder=drop_remainder)
 
-    num_utterances = source.manifest["num_utterances"]
-    if bucket_boundaries is None:
-        batches = math.ceil(num_utterances / batch_size)
-    else:
-        boundaries = list(bucket_boundaries)
-        if any(b <= a for a, b in itertools.pairwise(boundaries)) or (
-            boundaries and boundaries[0] <= 0
-        ):
-            raise DataError(
-                f"{source.data_dir}: bucket_boundaries must be positive and "
-                f"increasing, got {boundaries}"
-            )
-        buckets = np.searchsorted(boundaries, _utterance_lengths(source), side="right")
-        batches = int(sum(math.ceil(n / batch_size) for n in np.bincount(buckets) if n))
-    dataset = _epochs(build_epoch, epoch, repeat)
+    return _epochs(build_epoch, epoch, repeat)
+
+
+def _finish(dataset: tf.data.Dataset, batches: int, repeat: bool) -> tf.data.Dataset:
+    """The dataset with its known cardinality (``batches`` per epoch, when not repeating)."""
     if not repeat:
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
     return dataset.prefetch(_AUTOTUNE)
 
 
-def eval_utterances(
-    data_dir, *, targets_dir=None, cmvn: str = "global", cmvn_stats=None, shards=None
-) -> tf.data.Dataset:
-    """Single utterances in canonical order, unshuffled and unbatched, ids kept.
-
-    Args:
-      data_dir, targets_dir, cmvn, cmvn_stats: as ``frame_dataset``.
-      shards: None (every shard), or the indices of the shards to read, in that order (e.g.
-        ``[i]`` for a worker that dumps the targets of shard i).
-
-    Returns:
-      dataset of dicts: ``utt_id`` string [], ``speaker`` string [], ``num_frames`` int64 [],
-      ``features`` float32 [T, D] (normalised), ``labels`` int32 [T] / ``phones`` int32 [T] when
-      the set has them, and ``soft`` (``ids`` int32 [T, k], ``probs`` float32 [T, k], ``mass``
-      float32 [T]) with ``targets_dir``. Cardinality: the utterances of the shards read.
-    """
-    source = _open(data_dir, targets_dir)
-    normalise = _normaliser(source, cmvn, cmvn_stats)
-
-    def normalised(utterance):
-        utterance["features"] = normalise(utterance["features"], utterance["speaker"])
-        return utterance
-
-    indices = range(source.num_shards) if shards is None else [int(i) for i in shards]
-    bad = [i for i in indices if not 0 <= i < source.num_shards]
-    if bad:
-        raise DataError(f"{source.data_dir}: shard indices {bad} outside [0, {source.num_shards})")
-    dataset = source.read(0, shuffle=False, deterministic=True, shards=indices).map(
-        normalised, num_parallel_calls=_AUTOTUNE, deterministic=True
-    )
-    count = sum(source.manifest["shards"][i]["num_utterances"] for i in indices)
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(count))
-    return dataset.prefetch(_AUTOTUNE)
+def _num_batches(rows: int, batch_size: int, drop_remainder: bool) -> int:
+    return rows // batch_size if drop_remainder else math.ceil(rows / batch_size)

@@ -1,0 +1,51 @@
+"""tf.data input pipelines over utterance sets: CMVN, the checked join with targets, windows.
+
+Four views of a set written by ``tfblend.records.write_utterance_shards``:
+
+- ``frame_dataset``: shuffled batches of spliced context windows (the CNN/DNN student's input);
+- ``chunk_dataset``: shuffled batches of utterance chunks, L output frames plus 2W frames of
+  context with a frame mask (``labels >= 0``), for students computed densely over time;
+- ``utterance_dataset``: padded (optionally length-bucketed) batches of whole utterances (the LSTM
+  teacher's input);
+- ``eval_utterances``: single utterances in canonical order, ids kept (evaluation, target dumps).
+
+**CMVN** (``cmvn`` argument): "global" (mean/variance normalisation with one set of statistics),
+"speaker" (statistics of the utterance's speaker), "utterance" (the utterance's own statistics,
+computed in the map) or "none". The statistics come from ``cmvn_stats``: None (the manifest of
+``data_dir``), a dataset directory (its manifest, e.g. the training set's when reading dev/test),
+a ``CmvnStats`` (global only) or a manifest's ``cmvn`` dict ``{"global": ..., "speakers": ...}``.
+
+**Epochs and seeds.** One call builds one epoch (``repeat=False``; every iteration of the returned
+dataset yields the same order), or all epochs from ``epoch`` on (``repeat=True``; infinite, epochs
+never share a batch, so pass the one-epoch dataset's cardinality as ``steps_per_epoch`` to
+Keras). Epoch ``e`` shuffles shards and frames (chunks) with seed ``seed + e`` and is
+recomputable: with ``deterministic=True`` the same (seed, epoch) gives the same order on every
+run; to resume training at epoch ``e`` pass ``epoch=e``, and to resume mid-epoch skip the batches
+taken (``dataset.skip(step)``, as :func:`tfblend.training.fit_resumable` does).
+``shuffle=False`` reads the set in canonical order (shards in order, frames in order).
+
+**The join with targets** (``targets_dir``): before building, the target manifest must record the
+utterance set's ``content_digest`` as its ``features_digest`` and agree on the number of
+utterances, shards (and per-shard counts where recorded) and classes (DataError naming both
+directories); while reading, shard i of the utterances is zipped with shard i of the targets and
+each pair must agree on ``utt_id`` and ``num_frames`` (a tf assertion naming the utterance and both
+directories fails the iteration otherwise).
+"""
+
+from tfblend.pipeline.chunks import PAD_LABEL, chunk_dataset, num_chunks, to_chunks
+from tfblend.pipeline.frames import eval_utterances, frame_dataset, utterance_dataset
+from tfblend.pipeline.source import CMVN_MODES, shuffle_blocks, splice, stateless_permutation
+
+__all__ = [
+    "CMVN_MODES",
+    "PAD_LABEL",
+    "chunk_dataset",
+    "eval_utterances",
+    "frame_dataset",
+    "num_chunks",
+    "shuffle_blocks",
+    "splice",
+    "stateless_permutation",
+    "to_chunks",
+    "utterance_dataset",
+]
