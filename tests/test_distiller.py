@@ -1,5 +1,6 @@
 """tfblend.distiller: the blended loss and its metrics, hooks, online teachers, bad input,
-saving, replica invariance, and blending on the tiny corpus with dumped targets."""
+saving, replica invariance (windows and chunks), chunk batches and their frame mask, and blending
+on the tiny corpus with dumped targets."""
 
 import json
 import os
@@ -18,7 +19,7 @@ from tfblend.errors import DataError
 from tfblend.losses import DenseSoftCrossEntropy, SampledSoftCrossEntropy, SparseSoftCrossEntropy
 from tfblend.modeldir import save_model_dir
 from tfblend.models import DNNBaseline, LSTMTeacher, VGGStudent
-from tfblend.pipeline import frame_dataset
+from tfblend.pipeline import frame_dataset, splice, to_chunks
 from tfblend.records import read_manifest
 from tfblend.targets import dump_targets
 
@@ -57,6 +58,96 @@ def teacher(seed=1):
     model = LSTMTeacher(C, num_layers=1, units=8)
     model.build((None, None, D))
     return model
+
+
+class DenseStandIn(keras.Model):
+    """A student that computes densely over time, following the VGG student's contract (a
+    stand-in, so that these tests do not depend on the CNN): `context` valid-in-time Conv1D
+    layers of width 3 and a per-frame classifier. `[B, T, D]` -> `[B, K]` for T = 2W+1 and
+    `[B, T - 2W, K]` for T > 2W+1."""
+
+    def __init__(self, num_classes, context, units=16, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes, self.context = num_classes, context
+        self.receptive_field = 2 * context + 1
+        self.convs = [
+            keras.layers.Conv1D(units, 3, padding="valid", activation="relu")
+            for _ in range(context)
+        ]
+        self.classifier = keras.layers.Dense(num_classes)
+
+    def call(self, x, training=False):
+        frames = x.shape[1]
+        if frames is not None and frames < self.receptive_field:
+            raise ValueError(f"{frames} frames < receptive field {self.receptive_field}")
+        for conv in self.convs:
+            x = conv(x)
+        logits = self.classifier(x)
+        return logits[:, 0] if frames == self.receptive_field else logits
+
+
+def dense_student(seed=0, context=W):
+    keras.utils.set_random_seed(seed)
+    model = DenseStandIn(C, context)
+    model(np.zeros((1, 2 * context + 1, D), np.float32))  # builds the layers
+    return model
+
+
+def make_chunks(lengths, chunk_frames, seed=0):
+    """Utterances of `lengths` frames as chunk batches (tfblend.pipeline.to_chunks) and the same
+    frames as windows (splice), with stored top-K targets: (chunks, windows)."""
+    rng = np.random.default_rng(seed)
+    chunk_parts, window_parts = [], []
+    for t in lengths:
+        features = rng.normal(size=(t, D)).astype(np.float32)
+        labels = rng.integers(0, C, t).astype(np.int32)
+        features[:, :C] += 2.0 * np.eye(C, dtype=np.float32)[labels]
+        ids = np.stack([rng.permutation(C)[:K] for _ in range(t)]).astype(np.int32)
+        ids[:, 0] = labels
+        probs = np.sort(rng.dirichlet(np.ones(K), t), axis=1)[:, ::-1].astype(np.float32)
+        soft = {"ids": ids, "probs": probs, "mass": np.full(t, 0.9, np.float32)}
+        chunk_parts.append(to_chunks(features, labels, soft, context=W, chunk_frames=chunk_frames))
+        window_parts.append((splice(features, W), labels, soft))
+
+    def stack(parts):
+        return tf.nest.map_structure(lambda *t: np.concatenate(t), *parts)
+
+    return stack(chunk_parts), stack(window_parts)
+
+
+def test_chunk_batch_is_the_window_batch_of_its_real_frames():
+    """One SGD step and the metrics on a chunk batch equal those on one window batch of the same
+    real frames; what the masked frames hold (here: invalid targets) changes nothing."""
+    (chunks, labels, soft), windows = make_chunks([13, 11, 20, 5], chunk_frames=8)
+    assert labels.shape == (2 + 2 + 3 + 1, 8) and (labels < 0).sum() == 64 - 49
+    soft["probs"][labels < 0] = np.nan  # validation would stop on these if it saw them
+    soft["ids"][labels < 0] = C + 7
+    results = []
+    for model, batch in ((dense_student(), (chunks, labels, soft)), (dense_student(), windows)):
+        distiller = Distiller(model, alpha=0.3, temperature=2.0, target_k=K)
+        distiller.compile(keras.optimizers.SGD(0.5))
+        before = distiller.evaluate(dataset(batch, 64), verbose=0, return_dict=True)
+        distiller.fit(dataset(batch, 64), epochs=1, verbose=0)
+        results.append((before, [w.numpy() for w in model.weights]))
+    (chunk_logs, chunk_weights), (window_logs, window_weights) = results
+    for name, value in window_logs.items():
+        assert chunk_logs[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
+    initial = dense_student().weights
+    assert len(chunk_weights) == len(window_weights) == len(initial)
+    assert max(np.abs(a - b).max() for a, b in zip(chunk_weights, window_weights)) < 1e-6  # noqa: B905
+    moved = max(np.abs(a - b.numpy()).max() for a, b in zip(chunk_weights, initial))  # noqa: B905
+    assert moved > 1e-2
+
+
+def test_chunks_with_an_online_sequence_teacher_use_its_central_frames():
+    (chunks, labels, _), _ = make_chunks([13, 11], chunk_frames=8)
+    frozen = teacher()
+    distiller = Distiller(dense_student(), frozen, alpha=0.5)
+    targets = distiller.soft_targets((tf.constant(chunks), tf.constant(labels)))
+    np.testing.assert_allclose(targets["logits"], frozen(chunks)[:, W : W + 8], atol=1e-6)
+    distiller.compile(keras.optimizers.Adam(1e-2))
+    history = distiller.fit(dataset((chunks, labels), 2), epochs=3, verbose=0).history
+    assert history["loss"][-1] < history["loss"][0]
 
 
 def test_stored_targets_train_and_metrics_are_the_blend():
@@ -246,6 +337,8 @@ REPLICA_SCRIPT = textwrap.dedent("""
     import numpy as np
     from tfblend.distiller import Distiller
     from tfblend.models import LSTMTeacher, VGGStudent
+    sys.path.insert(0, sys.argv[1])
+    from test_distiller import D as CHUNK_D, DenseStandIn, make_chunks
 
     W, D, C, K, B = 3, 12, 16, 4, 32
     rng = np.random.default_rng(0)
@@ -254,15 +347,30 @@ REPLICA_SCRIPT = textwrap.dedent("""
     ids = np.stack([rng.permutation(C)[:K] for _ in range(2 * B)]).astype(np.int32)
     probs = rng.dirichlet(np.ones(K), 2 * B).astype(np.float32)
 
+    # Chunk batches of 8 chunks (4 per replica): "chunks" has 24 real frames in each half of
+    # every batch, "chunks_uneven" 32 and 18 (then only the weights must agree: Keras averages
+    # the replicas' metric results, which is the global mean for equal counts only).
+    equal, _ = make_chunks([13, 11] * 4, chunk_frames=8)
+    uneven, _ = make_chunks([16, 16, 9, 9] * 2, chunk_frames=8)
+    assert equal[1].shape[0] == uneven[1].shape[0] == 16
+
     def build(mode):
+        if "chunks" in mode:
+            student = DenseStandIn(C, W)
+            student(np.zeros((1, 2 * W + 1, CHUNK_D), np.float32))
+            student.build((None, 2 * W + 1, CHUNK_D))
+            return student, teacher_for(mode, CHUNK_D)
         student = VGGStudent(C, conv_blocks=((4,), (8,)), pool_sizes=((1, 2), (2, 2)),
                              dense_units=(16,), synchronized_bn=True)
         student.build((None, 2 * W + 1, D))
-        teacher = None
-        if mode == "online":
-            teacher = LSTMTeacher(C, num_layers=1, units=8)
-            teacher.build((None, None, D))
-        return student, teacher
+        return student, teacher_for(mode, D)
+
+    def teacher_for(mode, dim):
+        if not mode.startswith("online"):
+            return None
+        teacher = LSTMTeacher(C, num_layers=1, units=8)
+        teacher.build((None, None, dim))
+        return teacher
 
     def run(mode, devices, init):
         strategy = (tf.distribute.MirroredStrategy(devices) if devices
@@ -274,14 +382,19 @@ REPLICA_SCRIPT = textwrap.dedent("""
                 teacher.set_weights(init[1])
             distiller = Distiller(student, teacher, alpha=0.3, temperature=2.0)
             distiller.compile(keras.optimizers.SGD(0.5, momentum=0.5))
-        data = (windows, labels) if mode == "online" else (
-            windows, labels, {"ids": ids, "probs": probs})
-        logs = distiller.fit(tf.data.Dataset.from_tensor_slices(data).batch(B), epochs=1,
+        if mode == "online":
+            data, batch = (windows, labels), B
+        elif mode == "stored":
+            data, batch = (windows, labels, {"ids": ids, "probs": probs}), B
+        else:
+            data, batch = (uneven if mode == "chunks_uneven" else equal), 8
+            data = data[:2] if mode == "online_chunks" else data
+        logs = distiller.fit(tf.data.Dataset.from_tensor_slices(data).batch(batch), epochs=1,
                              verbose=0).history
         return [w.numpy() for w in student.weights], {k: v[-1] for k, v in logs.items()}
 
     out = {}
-    for mode in ("stored", "online"):
+    for mode in sys.argv[2].split(","):
         student, teacher = build(mode)
         init = ([w.numpy() for w in student.weights],
                 None if teacher is None else [w.numpy() for w in teacher.weights])
@@ -296,15 +409,22 @@ REPLICA_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_one_and_two_replicas_give_the_same_update(tmp_path):
+@pytest.mark.parametrize(
+    "modes", ["stored,online", "chunks,chunks_uneven,online_chunks"], ids=["windows", "chunks"]
+)
+def test_one_and_two_replicas_give_the_same_update(tmp_path, modes):
     """Two steps (SGD with momentum) on a 32-example global batch: the default strategy and
     MirroredStrategy over 2 logical CPUs (16 examples each) end with the same weights and
-    report the same metrics, for stored and for online targets."""
+    report the same metrics, for stored and for online targets; and the same for two steps on
+    chunk batches of 8 chunks (4 per replica, stored and online targets), also when the
+    replicas hold different numbers of real frames (weights only). Window and chunk modes run
+    in separate processes: a second MirroredStrategy in a process reuses the first one's
+    collective instance keys, which fails when the models' variables differ in shape."""
     script = tmp_path / "replicas.py"
     script.write_text(REPLICA_SCRIPT)
     env = {**os.environ, "PYTHONPATH": REPO, "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run(
-        [sys.executable, str(script)],
+        [sys.executable, str(script), os.path.dirname(os.path.abspath(__file__)), modes],
         capture_output=True,
         text=True,
         env=env,
@@ -313,9 +433,13 @@ def test_one_and_two_replicas_give_the_same_update(tmp_path):
     )
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, done.stdout + done.stderr
-    for mode, result in json.loads(lines[0][len("RESULT ") :]).items():
+    results = json.loads(lines[0][len("RESULT ") :])
+    assert sorted(results) == sorted(modes.split(","))
+    for mode, result in results.items():
         assert result["moved"] > 1e-2, mode  # a wrong loss scale would show
         assert result["weight_diff"] < 1e-5, (mode, result)
+        if mode == "chunks_uneven":
+            continue
         for name, value in result["logs1"].items():
             assert result["logs2"][name] == pytest.approx(value, rel=1e-5, abs=1e-6), (mode, name)
 

@@ -54,9 +54,25 @@ class Distiller(keras.Model):
     `blend(hard, soft)`. `train_step` and `test_step` call them, so a subclass changes one
     without copying the steps.
 
-    Distribution: per-example losses are summed and divided by the global batch size (the sum
-    of the replicas' batch sizes), so under `tf.distribute.MirroredStrategy` the summed replica
-    gradients equal the single-replica gradient of the same global batch. The Distiller, the
+    Window and chunk batches: a window batch has inputs `[B, 2W+1, D]`, labels int `[B]` and
+    targets `[B, ...]`, and the student returns logits `[B, classes]`. A chunk batch
+    (`tfblend.pipeline.chunk_dataset`) has inputs `[B, L+2W, D]`, labels int `[B, L]` and
+    targets `[B, L, ...]`, and a student that computes densely over time returns logits
+    `[B, L, classes]`; the frame mask is `labels >= 0` (label -1 marks the padded tail of an
+    utterance's last chunk). Before any hook sees a chunk batch, logits, labels and targets are
+    flattened to frames and the masked frames are dropped (`frames`): the hooks, the target
+    validation and every metric see the real frames only, `[N, ...]`, exactly as they see the N
+    frames of a window batch (a window batch is the L = 1 case without a mask). Masked frames
+    contribute nothing to the loss, the gradients or the metrics.
+
+    Distribution: per-frame losses are summed and divided by the global number of real frames
+    (the sum over replicas of each replica's real frames; for window batches the global batch
+    size), so under `tf.distribute.MirroredStrategy` the summed replica gradients equal the
+    single-replica gradient of the same global batch, and every real frame has the same weight
+    whatever the padding of the batch it came in (dividing by B*L instead would weight the
+    frames of a padded batch less and would not be the mean over frames). Metrics are averaged
+    over each replica's real frames, then over replicas (exact when the replicas hold equally
+    many real frames). The Distiller, the
     student, the teacher and the optimizer must be created under the strategy's scope.
 
     Saving: the teacher is frozen (`trainable = False`) and not tracked: `save_weights`,
@@ -156,7 +172,8 @@ class Distiller(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def call(self, inputs, training=False):
-        """The student's forward pass: `inputs` -> logits float32 `[B, classes]`."""
+        """The student's forward pass: `inputs` -> logits float32 `[B, classes]` (windows) or
+        `[B, L, classes]` (chunks)."""
         return self.student(inputs, training=training)
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
@@ -192,28 +209,40 @@ class Distiller(keras.Model):
         Args:
             data: the batch, `(inputs, hard_labels)` or `(inputs, hard_labels, soft_targets)`.
         Returns:
-            stored mode: the batch's target dict (`ids`/`probs` `[B, k]`, ...); online mode:
-            `{"logits": float32 [B, classes]}` from `teacher_logits`; None when the batch has
-            no targets and there is no teacher (training then needs alpha == 1; evaluation
-            scores hard labels only, see `test_step`).
+            stored mode: the batch's target dict (`ids`/`probs` `[B, k]`, or `[B, L, k]` for
+            chunks, ...); online mode: `{"logits": float32 [B, classes]}` (chunks:
+            `[B, L, classes]`) from `teacher_logits`; None when the batch has no targets and
+            there is no teacher (training then needs alpha == 1; evaluation scores hard labels
+            only, see `test_step`).
         """
         if self.teacher is not None:
+            labels = data[1]
+            if labels.shape.rank == 2:  # a chunk batch: the teacher's L output frames
+                return {"logits": self.teacher_logits(data[0], tf.shape(labels)[1])}
             return {"logits": self.teacher_logits(data[0])}
         return data[2] if len(data) > 2 else None
 
-    def teacher_logits(self, inputs):
+    def teacher_logits(self, inputs, num_frames=None):
         """Online mode: the teacher's logits for the student's inputs.
 
         Args:
-            inputs: the student's batch inputs, e.g. windows float32 `[B, 2W+1, D]`.
+            inputs: the student's batch inputs, windows float32 `[B, 2W+1, D]` or chunks
+                `[B, L+2W, D]`.
+            num_frames: None for windows; L for chunks.
         Returns:
-            float32 `[B, classes]`, no gradient. A teacher output `[B, T, classes]` (a sequence
-            model run on the window as a T = 2W+1 frame utterance) is reduced to its centre
-            frame `[:, T // 2]`, the frame the window's label belongs to.
+            windows: float32 `[B, classes]`, no gradient. A teacher output `[B, T, classes]`
+            (a sequence model run on the window as a T = 2W+1 frame utterance) is reduced to
+            its centre frame `[:, T // 2]`, the frame the window's label belongs to.
+            chunks: float32 `[B, L, classes]`, the central L frames `[:, W : W + L]` of the
+            teacher's output on the chunk as a T = L+2W frame utterance.
         """
         logits = self.teacher(inputs, training=False)
         if logits.shape.rank == 3:
-            logits = logits[:, logits.shape[1] // 2]
+            if num_frames is None:
+                logits = logits[:, logits.shape[1] // 2]
+            else:
+                start = (tf.shape(logits)[1] - num_frames) // 2
+                logits = logits[:, start : start + num_frames]
         return tf.stop_gradient(logits)
 
     def hard_loss(self, labels, logits):
@@ -241,9 +270,33 @@ class Distiller(keras.Model):
     # ----------------------------------------------------------------------------------------
     # Steps.
 
-    def _per_example_losses(self, data, logits, targets, training):
-        """(hard [B], soft [B] or None, total [B]) for a batch and the student's logits."""
-        labels = data[1]
+    def frames(self, labels, logits, targets):
+        """The real frames of a batch: `(labels [N], logits [N, classes], targets [N, ...])`.
+
+        A window batch (logits `[B, classes]`) is returned as it is (N = B). A chunk batch
+        (labels `[B, L]`, logits `[B, L, classes]`, targets `[B, L, ...]`; per-chunk values
+        `[B]` such as `utt_id` are repeated per frame) is flattened to its B*L frames and the
+        frames with label < 0 (the mask) are dropped, so N counts the real frames.
+        """
+        if logits.shape.rank != 3:
+            return labels, logits, targets
+        labels = tf.reshape(labels, [-1])
+        keep = tf.where(labels >= 0)[:, 0]
+        per_chunk = tf.size(labels) // tf.shape(logits)[0]
+
+        def real(value):
+            if value.shape.rank == 1:
+                value = tf.repeat(value, per_chunk)
+            else:
+                inner = [tf.shape(value)[i] if d is None else d for i, d in enumerate(value.shape)]
+                value = tf.reshape(value, [-1, *inner[2:]])
+            return tf.gather(value, keep)
+
+        flat = None if targets is None else {name: real(v) for name, v in targets.items()}
+        return tf.gather(labels, keep), real(logits), flat
+
+    def _per_example_losses(self, labels, logits, targets, training):
+        """(hard [N], soft [N] or None, total [N]) for a batch's real frames and their logits."""
         num_classes = logits.shape[-1]
         if targets is None:
             if training and self.alpha < 1.0:
@@ -260,15 +313,16 @@ class Distiller(keras.Model):
         return hard, soft, self.blend(hard, soft)
 
     def _global_batch_size(self, per_example):
-        """Sum of the replicas' batch sizes (exact also for uneven last batches)."""
+        """Sum of the replicas' real frames (window batches: batch sizes; exact also for uneven
+        last batches)."""
         local = tf.cast(tf.shape(per_example)[0], tf.float32)
         replica = tf.distribute.get_replica_context()
         if replica is None or replica.num_replicas_in_sync == 1:
             return local
         return replica.all_reduce(tf.distribute.ReduceOp.SUM, local)
 
-    def _update_metrics(self, data, logits, targets, hard, soft, total):
-        labels = tf.cast(data[1], tf.int32)
+    def _update_metrics(self, inputs, labels, logits, targets, hard, soft, total):
+        labels = tf.cast(labels, tf.int32)
         predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
         self._loss_tracker.update_state(total)
         self.hard_ce_tracker.update_state(hard)
@@ -279,7 +333,7 @@ class Distiller(keras.Model):
             self.agreement_tracker.update_state(tf.cast(tf.equal(predicted, top1), tf.float32))
         # Updates compiled metrics and returns every metric's result; Keras then averages the
         # replicas' results, which equals the global mean for equal replica batches.
-        logs = self.compute_metrics(data[0], labels, logits)
+        logs = self.compute_metrics(inputs, labels, logits)
         if _multi_worker(self.distribute_strategy):
             # Keras 3.15 reduces logs across workers with strategy.reduce(MEAN, axis=0), which
             # needs an axis: give each scalar one (the mean of [1]-vectors is the scalar mean).
@@ -289,17 +343,18 @@ class Distiller(keras.Model):
     def train_step(self, data):
         """One step on `(inputs, hard_labels[, soft_targets])`: gradients for the student only.
 
-        inputs: the student's input (e.g. float32 `[B, 2W+1, D]`); hard_labels: int32 `[B]`.
+        inputs: the student's input (windows float32 `[B, 2W+1, D]`, or chunks `[B, L+2W, D]`);
+        hard_labels: int32 `[B]` (chunks: `[B, L]`, -1 on masked frames).
         """
         targets = self.soft_targets(data)
         with tf.GradientTape() as tape:
-            logits = self(data[0], training=True)
-            hard, soft, total = self._per_example_losses(data, logits, targets, True)
+            labels, logits, targets = self.frames(data[1], self(data[0], training=True), targets)
+            hard, soft, total = self._per_example_losses(labels, logits, targets, True)
             loss = tf.reduce_sum(total) / self._global_batch_size(total)
             loss = self.optimizer.scale_loss(loss)
         variables = self.student.trainable_variables
         self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
-        return self._update_metrics(data, logits, targets, hard, soft, total)
+        return self._update_metrics(data[0], labels, logits, targets, hard, soft, total)
 
     def test_step(self, data):
         """Metrics on `(inputs, hard_labels[, soft_targets])` without updating the student.
@@ -309,9 +364,9 @@ class Distiller(keras.Model):
         `teacher_agreement` are not updated.
         """
         targets = self.soft_targets(data)
-        logits = self(data[0], training=False)
-        hard, soft, total = self._per_example_losses(data, logits, targets, False)
-        return self._update_metrics(data, logits, targets, hard, soft, total)
+        labels, logits, targets = self.frames(data[1], self(data[0], training=False), targets)
+        hard, soft, total = self._per_example_losses(labels, logits, targets, False)
+        return self._update_metrics(data[0], labels, logits, targets, hard, soft, total)
 
     # ----------------------------------------------------------------------------------------
     # Serialisation (the teacher is not part of it).

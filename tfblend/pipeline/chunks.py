@@ -56,6 +56,7 @@ def to_chunks(features, labels, soft, *, context: int, chunk_frames: int):
       T have label ``PAD_LABEL`` and targets 0 (ids, probs and mass).
     """
     size = chunk_frames
+    features, labels = tf.convert_to_tensor(features), tf.convert_to_tensor(labels)
     num_frames = tf.shape(features)[0]
     count = (num_frames + size - 1) // size
     starts = tf.range(count) * size - context
@@ -71,7 +72,7 @@ def to_chunks(features, labels, soft, *, context: int, chunk_frames: int):
         return out
     shaped = {
         name: tf.reshape(_pad_rows(value, rows, 0), [-1, size, *value.shape[1:]])
-        for name, value in soft.items()
+        for name, value in ((n, tf.convert_to_tensor(v)) for n, v in soft.items())
     }
     return (*out, shaped)
 
