@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from tfblend.distiller import Distiller
 from tfblend.errors import DataError
+from tfblend.evaluation import window_scorer
 from tfblend.losses import DenseSoftCrossEntropy, SampledSoftCrossEntropy, SparseSoftCrossEntropy
 from tfblend.modeldir import save_model_dir
 from tfblend.models import DNNBaseline, LSTMTeacher, VGGStudent
@@ -60,6 +61,7 @@ def teacher(seed=1):
     return model
 
 
+@keras.saving.register_keras_serializable(package="tfblend_tests")
 class DenseStandIn(keras.Model):
     """A student that computes densely over time, following the VGG student's contract (a
     stand-in, so that these tests do not depend on the CNN): `context` valid-in-time Conv1D
@@ -84,6 +86,13 @@ class DenseStandIn(keras.Model):
             x = conv(x)
         logits = self.classifier(x)
         return logits[:, 0] if frames == self.receptive_field else logits
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_classes=self.num_classes, context=self.context, units=self.convs[0].filters
+        )
+        return config
 
 
 def dense_student(seed=0, context=W):
@@ -148,6 +157,20 @@ def test_chunks_with_an_online_sequence_teacher_use_its_central_frames():
     distiller.compile(keras.optimizers.Adam(1e-2))
     history = distiller.fit(dataset((chunks, labels), 2), epochs=3, verbose=0).history
     assert history["loss"][-1] < history["loss"][0]
+
+
+def test_dense_scoring_of_an_utterance_equals_its_windows():
+    """evaluation.window_scorer scores a dense model in one pass over the edge-padded
+    utterance: the same log-probabilities as on every spliced window (also for T = 1)."""
+    model = dense_student()
+    score = window_scorer(model, W)
+    rng = np.random.default_rng(3)
+    for frames in (1, 2, 37):
+        features = rng.normal(size=(frames, D)).astype(np.float32)
+        expected = tf.nn.log_softmax(model(splice(features, W))).numpy()
+        np.testing.assert_allclose(score(features), expected, atol=1e-5)
+    with pytest.raises(DataError, match="receptive field of 7 frames, the data's windows have 9"):
+        window_scorer(model, W + 1)
 
 
 def test_stored_targets_train_and_metrics_are_the_blend():

@@ -1,4 +1,5 @@
-"""Training at scale: exact resume after SIGKILL, and two workers equal one process."""
+"""Training at scale: exact resume after SIGKILL, two workers equal one process, and the dense
+(chunk) training path of students with a receptive field."""
 
 import json
 import os
@@ -11,8 +12,16 @@ import time
 import numpy as np
 import pytest
 from conftest import ROOT, run_script
+from test_distiller import DenseStandIn
 
+from tfblend import experiments, models
+from tfblend.config import load_experiment
+from tfblend.errors import DataError
+from tfblend.evaluation import window_scorer
 from tfblend.modeldir import load_model_dir
+from tfblend.pipeline import chunk_dataset, eval_utterances
+from tfblend.records import read_manifest
+from tfblend.training import make_strategy
 
 # Small and BN-free where replicas must agree bit for bit: batch norm's batch statistics are
 # per replica unless synchronised, so a BN model is not the same function on 1 and 2 replicas.
@@ -143,3 +152,67 @@ def test_two_workers_equal_one_process(tiny_corpus, tmp_path, one_process):
     # Only the chief (worker 0) wrote the model directory.
     assert (model_dir / "model.json").exists()
     assert _max_difference(_weights(one_process), _weights(model_dir)) < 1e-5
+
+
+def test_vgg_trains_on_chunks(tiny_corpus, tmp_path, monkeypatch):
+    """train_window_model with data.chunk_frames > 0: the receptive field is checked before
+    training, every step is a chunk batch (as many steps as chunk_dataset has batches), and the
+    result is a window model. A stand-in for the dense VGG (test_distiller.DenseStandIn) keeps
+    this test independent of the CNN's architecture."""
+    context, frames, batch = 2, 16, 64
+    built, checked, seen = [], [], []
+
+    def stand_in(name, num_classes, **kwargs):
+        built.append(DenseStandIn(num_classes, context))
+        original = built[-1].call
+
+        def call(x, training=False):
+            seen.append(x.shape[1])
+            return original(x, training=training)
+
+        built[-1].call = call
+        return built[-1]
+
+    fitted = []
+
+    def fit(model, make_dataset, **kwargs):
+        history = real_fit(model, make_dataset, **kwargs)
+        fitted.append((kwargs["steps_per_epoch"], int(model.optimizer.iterations)))
+        return history
+
+    real_fit = experiments.fit_resumable
+    monkeypatch.setattr(experiments, "fit_resumable", fit)
+    monkeypatch.setattr(experiments, "get_model", stand_in)
+    monkeypatch.setattr(
+        models, "check_receptive_field", lambda m, c: checked.append((m, c)), raising=False
+    )
+    override = (
+        f"data.context={context},data.chunk_frames={frames},data.batch_size={batch},"
+        "train.epochs=1,train.checkpoint_every_steps=1000,optimizer.learning_rate=0.01"
+    )
+    experiment = load_experiment(params_override=override)
+    info = experiments.train_window_model(
+        str(tiny_corpus), str(tmp_path / "cnn"), experiment, make_strategy("default"), verbose=0
+    )
+    assert checked == [(built[0], context)]
+    assert info["chunk_frames"] == frames and info["context"] == context
+    assert set(seen) >= {frames + 2 * context}  # trained (and validated) on chunks
+    steps = chunk_dataset(
+        tiny_corpus / "train", context=context, chunk_frames=frames, batch_size=batch
+    ).cardinality()
+    assert fitted == [(int(steps), int(steps))] and steps > 10
+    history = (tmp_path / "cnn" / "history.csv").read_text().splitlines()
+    assert len(history) == 2 and "val_accuracy" in history[0]
+    # The saved model is a window model, scored densely on a real dev utterance.
+    model, _ = load_model_dir(tmp_path / "cnn")
+    assert model.receptive_field == 2 * context + 1
+    utterance = next(iter(eval_utterances(tiny_corpus / "dev", cmvn_stats=tiny_corpus / "train")))
+    log_probs = window_scorer(model, context)(utterance["features"])
+    num_classes = read_manifest(tiny_corpus / "train")["num_classes"]
+    assert log_probs.shape == (int(utterance["num_frames"]), num_classes)
+
+    bad = load_experiment(params_override=override.replace(f"batch_size={batch}", "batch_size=40"))
+    with pytest.raises(DataError, match="batch_size 40 .* multiple of data.chunk_frames 16"):
+        experiments.train_window_model(
+            str(tiny_corpus), str(tmp_path / "bad"), bad, make_strategy("default"), verbose=0
+        )

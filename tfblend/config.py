@@ -27,7 +27,12 @@ class DataConfig(hyperparams.Config):
     Attributes:
       context: W, the half-width of the context window (the window has 2W + 1 frames).
       cmvn: "global" (train statistics), "speaker", "utterance" or "none".
-      batch_size: global batch size: frames for window models, utterances for the LSTM.
+      chunk_frames: L, output frames per training chunk of a student that computes densely
+        over time (the VGG student: ``tfblend.pipeline.chunk_dataset``, inputs of L + 2W
+        frames); 0 trains it on spliced windows instead. The DNN always trains on windows.
+        ``batch_size`` then still counts frames and must be a multiple of L.
+      batch_size: global batch size: frames for window models (also when they train on
+        chunks), utterances for the LSTM.
       shuffle_buffer: frames shuffled together (one block, held in memory).
       auto_shard: how a multi-worker run splits the data: "auto" (by file when every worker
         gets whole shard files, else by data), "file" or "data" (every worker reads all files
@@ -35,6 +40,7 @@ class DataConfig(hyperparams.Config):
     """
 
     context: int = 10
+    chunk_frames: int = 64
     cmvn: str = "global"
     batch_size: int = 256
     shuffle_buffer: int = 65536

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfblend.errors import DataError
-from tfblend.pipeline import eval_utterances, splice
+from tfblend.pipeline import edge_pad, eval_utterances, splice
 from tfblend.records import write_json
 
 TOP_N = 5
@@ -92,9 +92,30 @@ class FrameMetrics:
 
 
 def window_scorer(model, context: int):
-    """Scorer of a model on context windows: ``fn(features [T, D]) -> log-probs [T, K]``."""
+    """Scorer of a model of context windows: ``fn(features [T, D]) -> log-probs [T, K]``.
 
+    A model that declares a ``receptive_field`` computes densely over time (``model(x [1,
+    T+2W, D]) -> [1, T, K]``): it scores the utterance in one pass over the utterance
+    edge-padded by W frames (``tfblend.pipeline.edge_pad``), which gives the numbers of its
+    T windows without computing each frame's convolutions once per window. Other models (the
+    DNN) are run on the spliced windows, ``_WINDOW_CHUNK`` windows at a time.
+    """
     width = 2 * context + 1
+    receptive_field = getattr(model, "receptive_field", None)
+    if receptive_field is not None:
+        if receptive_field != width:
+            raise DataError(
+                f"model {model.name!r} has a receptive field of {receptive_field} frames, the "
+                f"data's windows have {width} (context {context})"
+            )
+
+        def dense(features):
+            logits = model(edge_pad(features, context)[None], training=False)
+            if logits.shape.rank == 2:  # a one-frame utterance is one window
+                logits = logits[:, None]
+            return tf.nn.log_softmax(logits[0], axis=-1).numpy()
+
+        return dense
 
     @tf.function(input_signature=[tf.TensorSpec([None, width, None], tf.float32)])
     def log_probs(windows):

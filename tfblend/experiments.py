@@ -16,13 +16,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfblend import losses
+from tfblend import losses, models
 from tfblend.config import ExperimentConfig, model_kwargs, save_experiment
 from tfblend.distiller import Distiller
 from tfblend.errors import DataError
 from tfblend.modeldir import load_model_dir, save_model_dir
 from tfblend.models import get_model
-from tfblend.pipeline import frame_dataset, utterance_dataset
+from tfblend.pipeline import chunk_dataset, frame_dataset, utterance_dataset
 from tfblend.records import TARGET_FORMAT, read_manifest
 from tfblend.training import (
     clear_resume_state,
@@ -199,13 +199,22 @@ def train_window_model(
     teacher_dir: str | None = None,
     verbose="auto",
 ) -> dict:
-    """Trains a model on context windows: hard labels only, or blended with a teacher.
+    """Trains a model of context windows: hard labels only, or blended with a teacher.
+
+    The VGG student computes densely over time: its receptive field must be the data's window
+    (``tfblend.models.check_receptive_field``, checked before training), and with
+    ``data.chunk_frames`` L > 0 it trains and is validated on chunks of L output frames
+    (``tfblend.pipeline.chunk_dataset``: the same frames, labels and targets as windows, each
+    frame's convolutions computed once instead of once per window that contains it). The DNN
+    trains on windows. Either way the result is a window model (``[B, 2W+1, D] -> [B, K]``),
+    and the checkpoint/resume machinery is the same.
 
     Args:
       data_root: corpus root with ``train/`` and ``dev/``.
       model_dir: the model directory to write (resumes an unfinished run found there).
-      experiment: the config (``model.type`` "vgg" or "dnn"; ``distill`` for blending,
-        ``train.label_smoothing`` for the smoothing control).
+      experiment: the config (``model.type`` "vgg" or "dnn"; ``data.chunk_frames`` for dense
+        training; ``distill`` for blending, ``train.label_smoothing`` for the smoothing
+        control).
       strategy: a tf.distribute strategy.
       role: "student" (hard labels) or "blend".
       targets_dir: stored teacher targets of ``train`` (blend, the default way).
@@ -234,9 +243,21 @@ def train_window_model(
         }
         extra["targets"]["dir"] = os.path.abspath(targets_dir)
     common = {"context": data.context, "cmvn": data.cmvn, "cmvn_stats": train_dir}
+    dense = experiment.model.type == "vgg" and data.chunk_frames > 0
+    if dense:
+        if data.chunk_frames < 0 or data.batch_size % data.chunk_frames:
+            raise DataError(
+                f"data.batch_size {data.batch_size} (frames) must be a multiple of "
+                f"data.chunk_frames {data.chunk_frames}"
+            )
+        common["chunk_frames"] = data.chunk_frames
+        extra["chunk_frames"] = data.chunk_frames
+    view = chunk_dataset if dense else frame_dataset
+    # Dev batches of about 1024 frames (a whole number of chunks).
+    dev_batch = data.chunk_frames * max(1, 1024 // data.chunk_frames) if dense else 1024
 
     def make_dataset(epoch, repeat):
-        dataset = frame_dataset(
+        dataset = view(
             train_dir,
             batch_size=data.batch_size,
             targets_dir=targets_dir if stored else None,
@@ -249,8 +270,8 @@ def train_window_model(
         )
         return shard_policy(dataset, len(manifest["shards"]), strategy, data.auto_shard)
 
-    steps = manifest["num_frames"] // data.batch_size
-    dev = frame_dataset(dev_dir, batch_size=1024, shuffle=False, drop_remainder=False, **common)
+    steps = int(make_dataset(0, False).cardinality())
+    dev = view(dev_dir, batch_size=dev_batch, shuffle=False, drop_remainder=False, **common)
     dev = shard_policy(dev, 1, strategy, "data")  # every worker scores its part of each batch
     width = 2 * data.context + 1
     with strategy.scope():
@@ -280,6 +301,8 @@ def train_window_model(
             optimizer=make_optimizer(experiment.optimizer, steps * experiment.train.epochs)
         )
         student(np.zeros([1, width, manifest["feature_dim"]], np.float32))
+        if experiment.model.type == "vgg":
+            models.check_receptive_field(student, data.context)
         distiller.optimizer.build(student.trainable_variables)
 
     def variables_fn():

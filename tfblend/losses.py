@@ -3,7 +3,8 @@
 Every loss returns one value per example (frame), float32 `[B]`; the caller (the Distiller)
 reduces them with the global number of frames. Losses always see frames: for chunk batches
 (`[B, L, ...]`, `tfblend.pipeline.chunk_dataset`) the Distiller flattens logits and targets to
-the real frames first (`Distiller.frames`), so `B` here is the number of real frames. Soft-loss objects are small and stateless, in the manner of
+the real frames first (`Distiller.frames`), so `B` here is the number of real frames.
+Soft-loss objects are small and stateless, in the manner of
 `keras.distillation.LogitsDistillation`, and the Distiller takes one of them:
 
 - `SparseSoftCrossEntropy(tail=...)`: stored top-k targets (`ids`, `probs`, optional `mass`).

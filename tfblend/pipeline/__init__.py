@@ -32,7 +32,7 @@ each pair must agree on ``utt_id`` and ``num_frames`` (a tf assertion naming the
 directories fails the iteration otherwise).
 """
 
-from tfblend.pipeline.chunks import PAD_LABEL, chunk_dataset, num_chunks, to_chunks
+from tfblend.pipeline.chunks import PAD_LABEL, chunk_dataset, edge_pad, num_chunks, to_chunks
 from tfblend.pipeline.frames import eval_utterances, frame_dataset, utterance_dataset
 from tfblend.pipeline.source import CMVN_MODES, shuffle_blocks, splice, stateless_permutation
 
@@ -40,6 +40,7 @@ __all__ = [
     "CMVN_MODES",
     "PAD_LABEL",
     "chunk_dataset",
+    "edge_pad",
     "eval_utterances",
     "frame_dataset",
     "num_chunks",

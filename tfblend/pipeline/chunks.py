@@ -33,6 +33,16 @@ def num_chunks(lengths, chunk_frames: int) -> int:
     return int(np.sum(-(-lengths // chunk_frames)))
 
 
+def edge_pad(features, context: int) -> tf.Tensor:
+    """An utterance padded by ``context`` frames on each side, edge frames repeated (as
+    :func:`tfblend.pipeline.splice` pads): float32 ``[T, D]`` -> ``[T + 2W, D]``; a dense
+    student maps it to the T frames' logits in one pass."""
+    features = tf.convert_to_tensor(features)
+    num_frames = tf.shape(features)[0]
+    index = tf.clip_by_value(tf.range(-context, num_frames + context), 0, num_frames - 1)
+    return tf.gather(features, index)
+
+
 def _pad_rows(values, rows, value):
     """``values`` ``[T, ...]`` padded with ``value`` to ``rows`` rows along axis 0."""
     extra = rows - tf.shape(values)[0]
