@@ -5,6 +5,9 @@ Cases (train split of the corpus, CMVN "global"):
 - ``frames_deterministic``: the same with ``deterministic=True``;
 - ``frames_joined_k{K}``: the same joined with a target set of top-K float16 targets (written
   once, untimed, into a temporary directory);
+- ``chunks``: ``chunk_dataset``, chunks of 64 output frames +-10 frames of context, 256 frames
+  (4 chunks) per batch, default shuffle buffer (frames counted without the masked tail);
+- ``chunks_joined_k{K}``: the same joined with the target set;
 - ``utterances``: ``utterance_dataset``, batch 8, padded (frames counted without padding);
 - ``eval_read``: ``eval_utterances`` with ``cmvn="none"``: read + parse only, no splicing.
 
@@ -124,6 +127,13 @@ def run(args):
                 pipeline.frame_dataset(data_dir, targets_dir=targets_dir, **frames),
                 256,
             ),
+            "chunks": (pipeline.chunk_dataset(data_dir, chunk_frames=64, **frames), "labels"),
+            f"chunks_joined_k{args.pipeline_k}": (
+                pipeline.chunk_dataset(
+                    data_dir, chunk_frames=64, targets_dir=targets_dir, **frames
+                ),
+                "labels",
+            ),
             "utterances": (pipeline.utterance_dataset(data_dir, batch_size=8, repeat=True), "mask"),
             "eval_read": (pipeline.eval_utterances(data_dir, cmvn="none").repeat(), "eval"),
         }
@@ -133,6 +143,10 @@ def run(args):
 
                 def count(batch):
                     return int(tf.reduce_sum(tf.cast(batch[0]["mask"], tf.int32)))
+            elif unit == "labels":
+
+                def count(batch):
+                    return int(tf.reduce_sum(tf.cast(batch[1] >= 0, tf.int32)))
             elif unit == "eval":
 
                 def count(record):
