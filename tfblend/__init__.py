@@ -5,8 +5,8 @@ The public API, re-exported (each documented where it is defined):
 - models: :class:`LSTMTeacher`, :class:`VGGStudent`, :class:`DNNBaseline`, :func:`get_model`;
 - blending: :class:`Distiller` and the soft losses :class:`SparseSoftCrossEntropy`,
   :class:`SampledSoftCrossEntropy`, :class:`DenseSoftCrossEntropy`;
-- data: :func:`frame_dataset`, :func:`utterance_dataset`, :func:`eval_utterances`,
-  :func:`log_mel`, :class:`FeatureConfig`;
+- data: :func:`frame_dataset`, :func:`chunk_dataset`, :func:`utterance_dataset`,
+  :func:`eval_utterances`, :func:`log_mel`, :class:`FeatureConfig`;
 - stored targets: :func:`dump_targets`, :func:`derive_targets`;
 - serving: :func:`export_model`;
 - errors: :class:`DataError`.
@@ -19,7 +19,7 @@ from tfblend.export import export_model
 from tfblend.features import FeatureConfig, log_mel
 from tfblend.losses import DenseSoftCrossEntropy, SampledSoftCrossEntropy, SparseSoftCrossEntropy
 from tfblend.models import DNNBaseline, LSTMTeacher, VGGStudent, get_model
-from tfblend.pipeline import eval_utterances, frame_dataset, utterance_dataset
+from tfblend.pipeline import chunk_dataset, eval_utterances, frame_dataset, utterance_dataset
 from tfblend.targets import derive_targets, dump_targets
 
 __version__ = "0.1.0"
@@ -34,6 +34,7 @@ __all__ = [
     "SampledSoftCrossEntropy",
     "SparseSoftCrossEntropy",
     "VGGStudent",
+    "chunk_dataset",
     "derive_targets",
     "dump_targets",
     "eval_utterances",
