@@ -211,6 +211,15 @@ def test_vgg_trains_on_chunks(tiny_corpus, tmp_path, monkeypatch):
     num_classes = read_manifest(tiny_corpus / "train")["num_classes"]
     assert log_probs.shape == (int(utterance["num_frames"]), num_classes)
 
+    def mismatch(model, context):
+        raise ValueError("model receptive field 5 frames != data context window")
+
+    monkeypatch.setattr(models, "check_receptive_field", mismatch, raising=False)
+    with pytest.raises(DataError, match="model.vgg.preset=small: model receptive field 5"):
+        experiments.train_window_model(
+            str(tiny_corpus), str(tmp_path / "bad"), experiment, make_strategy("default")
+        )
+    assert not (tmp_path / "bad").exists()
     bad = load_experiment(params_override=override.replace(f"batch_size={batch}", "batch_size=40"))
     with pytest.raises(DataError, match="batch_size 40 .* multiple of data.chunk_frames 16"):
         experiments.train_window_model(

@@ -188,6 +188,17 @@ def _soft_loss(targets_manifest: dict, experiment: ExperimentConfig):
     return losses.SparseSoftCrossEntropy(tail=distill.tail)
 
 
+def _check_receptive_field(student, experiment: ExperimentConfig) -> None:
+    """DataError (one line from the scripts) unless the VGG student's receptive field is the
+    data's window 2W+1; other window models have none to check."""
+    if experiment.model.type != "vgg":
+        return
+    try:
+        models.check_receptive_field(student, experiment.data.context)
+    except ValueError as error:
+        raise DataError(f"model.vgg.preset={experiment.model.vgg.preset}: {error}") from None
+
+
 def train_window_model(
     data_root: str,
     model_dir: str,
@@ -243,9 +254,11 @@ def train_window_model(
         }
         extra["targets"]["dir"] = os.path.abspath(targets_dir)
     common = {"context": data.context, "cmvn": data.cmvn, "cmvn_stats": train_dir}
+    if data.chunk_frames < 0:
+        raise DataError(f"data.chunk_frames must be >= 0 (0: windows), got {data.chunk_frames}")
     dense = experiment.model.type == "vgg" and data.chunk_frames > 0
     if dense:
-        if data.chunk_frames < 0 or data.batch_size % data.chunk_frames:
+        if data.batch_size % data.chunk_frames:
             raise DataError(
                 f"data.batch_size {data.batch_size} (frames) must be a multiple of "
                 f"data.chunk_frames {data.chunk_frames}"
@@ -280,6 +293,7 @@ def train_window_model(
             num_classes=manifest["num_classes"],
             **model_kwargs(experiment.model),
         )
+        _check_receptive_field(student, experiment)  # before the first call: a clear error
         teacher = None
         if role == "blend" and teacher_dir:
             teacher, teacher_info = load_model_dir(teacher_dir, role="teacher")
@@ -301,8 +315,6 @@ def train_window_model(
             optimizer=make_optimizer(experiment.optimizer, steps * experiment.train.epochs)
         )
         student(np.zeros([1, width, manifest["feature_dim"]], np.float32))
-        if experiment.model.type == "vgg":
-            models.check_receptive_field(student, data.context)
         distiller.optimizer.build(student.trainable_variables)
 
     def variables_fn():
