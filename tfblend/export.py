@@ -7,7 +7,12 @@ An export lands in TF Serving's layout, ``<base>/<name>/<version>/``, and holds:
   :func:`tfblend.features.log_mel` makes them) for a window model, or ``features`` float32
   ``[batch, time, feature_dim]`` plus ``lengths`` int32 ``[batch]`` for a sequence model;
 - ``utterance`` (window models only): input ``features`` float32 ``[time, feature_dim]``, one
-  whole utterance; the context splicing happens inside the graph;
+  whole utterance. For a model with a ``receptive_field`` (the time-valid ``VGGStudent``) the
+  graph edge-pads the utterance by W frames (first and last frame repeated, as
+  :func:`tfblend.pipeline.splice` pads) and computes all ``time`` outputs in ONE dense pass,
+  with no splicing: each frame's convolutions are computed once instead of once per window
+  that contains it. Other window models (the DNN) get the windows spliced in the graph. An
+  empty utterance (``time`` = 0) gives empty outputs ``[0, num_classes]``;
 - outputs, by name: ``posteriors`` (softmax), ``log_posteriors`` and ``log_likelihoods``
   (log-posteriors minus the log senone priors counted on the training alignments, the scaled
   likelihoods a hybrid HMM decoder wants), each float32 ``[..., num_classes]``;
@@ -16,6 +21,13 @@ An export lands in TF Serving's layout, ``<base>/<name>/<version>/``, and holds:
 The feature normalisation the model was trained with (global CMVN) is built into the graph, so a
 client sends raw log-mel features. Input names are fixed by explicit ``tf.TensorSpec`` names, so
 they do not depend on how often a model was built (tensorflow#48157).
+
+Inputs are checked in the graph. A loaded signature does not enforce its declared shape at run
+time (a ``[2, 20, 40]`` batch would be computed silently), so every signature asserts its
+input's shape with a message naming the signature, the input and the expected shape
+(``InvalidArgumentError``: "serving_default: input 'features' must be float32 [batch, 21, 40]
+..., got shape [2 20 40]"). A wrong dtype is refused before the graph runs, by the signature
+itself ("input #0 ... was expected to be a float tensor but is a double tensor").
 """
 
 import json
@@ -84,6 +96,18 @@ def _normaliser(cmvn: CmvnStats | None):
     return lambda features: (features - mean) * scale
 
 
+def _checked(features, trailing, signature, expected):
+    """``features`` after a run-time assert that its trailing dims equal ``trailing``."""
+    shape = tf.shape(features)
+    valid = tf.reduce_all(tf.equal(shape[-len(trailing) :], trailing))
+    check = tf.debugging.Assert(
+        valid,
+        [f"{signature}: input 'features' must be float32 {expected}, got shape", shape],
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(features)
+
+
 def export_model(
     model: keras.Model,
     export_dir: str,
@@ -127,13 +151,37 @@ def export_model(
 
     if kind == "window":
         width = 2 * context + 1
+        dense = getattr(model, "receptive_field", None) is not None
+        if dense and model.receptive_field != width:
+            raise ValueError(
+                f"model receptive field {model.receptive_field} != the export's window "
+                f"2W+1 = {width} (context W = {context})"
+            )
 
         def serve_windows(features):
+            features = _checked(
+                features,
+                [width, feature_dim],
+                "serving_default",
+                f"[batch, {width}, {feature_dim}]",
+            )
             return outputs(model(normalise(features), training=False))
 
+        def utterance_logits(features):
+            if not dense:
+                return model(splice(features, context), training=False)
+            frames = tf.shape(features)[0]
+            index = tf.clip_by_value(tf.range(-context, frames + context), 0, frames - 1)
+            return model(tf.gather(features, index)[None], training=False)[0]
+
         def serve_utterance(features):
-            windows = splice(normalise(features), context)
-            return outputs(model(windows, training=False))
+            features = _checked(features, [feature_dim], "utterance", f"[time, {feature_dim}]")
+            logits = tf.cond(
+                tf.shape(features)[0] > 0,
+                lambda: utterance_logits(normalise(features)),
+                lambda: tf.zeros([0, num_classes], tf.float32),
+            )
+            return outputs(logits)
 
         archive.add_endpoint(
             "serving_default",
@@ -148,6 +196,9 @@ def export_model(
     else:
 
         def serve_sequences(features, lengths):
+            features = _checked(
+                features, [feature_dim], "serving_default", f"[batch, time, {feature_dim}]"
+            )
             mask = tf.sequence_mask(lengths, tf.shape(features)[1])
             logits = model({"features": normalise(features), "mask": mask}, training=False)
             return outputs(logits)

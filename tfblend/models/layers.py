@@ -1,4 +1,4 @@
-"""Layers shared by the models."""
+"""Layers shared by the models: fused batch normalisation and per-frame normalisation."""
 
 import keras
 import tensorflow as tf
@@ -56,3 +56,47 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
                 is_training=False,
             )
         return y if len(inputs.shape) == 4 else y[:, 0, 0, :]
+
+
+@keras.saving.register_keras_serializable(package="tfblend")
+class FrameNormalization(keras.layers.Layer):
+    """Normalisation of each frame over its own features: position-local, batch-independent.
+
+    For an image `[B, T, F, C]` every (b, t) is normalised over its (F, C) values; for frames
+    `[N, U]` every row over its U values (a layer normalisation). A learned per-channel scale
+    `gamma [C]` and offset `beta [C]` (last axis) follow, as in batch normalisation.
+
+    Because the statistics of an output position depend only on that position, a model built
+    from this layer computes the same numbers on a context window and on a dense chunk, in
+    training as in inference mode, on one replica or many, and a masked (padded) frame changes
+    no other frame. Batch normalisation has none of these properties in training mode: its
+    statistics cover the whole batch, and a batch of windows repeats each frame's activations
+    up to 2W+1 times.
+
+    Args:
+        axis: the axes normalised over, counted from the end (1: the last axis; 2: the last two).
+        epsilon: added to the variance.
+    """
+
+    def __init__(self, axis=1, epsilon=1e-3, **kwargs):
+        super().__init__(**kwargs)
+        self.axis = int(axis)
+        self.epsilon = float(epsilon)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma")
+        self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
+        self.built = True
+
+    def call(self, inputs):
+        axes = list(range(len(inputs.shape) - self.axis, len(inputs.shape)))
+        mean, variance = tf.nn.moments(inputs, axes, keepdims=True)
+        scale = tf.math.rsqrt(variance + self.epsilon) * self.gamma
+        return (inputs - mean) * scale + self.beta
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis, "epsilon": self.epsilon}
