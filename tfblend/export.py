@@ -12,7 +12,8 @@ An export lands in TF Serving's layout, ``<base>/<name>/<version>/``, and holds:
   :func:`tfblend.pipeline.splice` pads) and computes all ``time`` outputs in ONE dense pass,
   with no splicing: each frame's convolutions are computed once instead of once per window
   that contains it. Other window models (the DNN) get the windows spliced in the graph. An
-  empty utterance (``time`` = 0) gives empty outputs ``[0, num_classes]``;
+  empty utterance (``time`` = 0), like an empty batch of windows, gives empty outputs
+  ``[0, num_classes]``;
 - outputs, by name: ``posteriors`` (softmax), ``log_posteriors`` and ``log_likelihoods``
   (log-posteriors minus the log senone priors counted on the training alignments, the scaled
   likelihoods a hybrid HMM decoder wants), each float32 ``[..., num_classes]``;
@@ -25,7 +26,7 @@ they do not depend on how often a model was built (tensorflow#48157).
 Inputs are checked in the graph. A loaded signature does not enforce its declared shape at run
 time (a ``[2, 20, 40]`` batch would be computed silently), so every signature asserts its
 input's shape with a message naming the signature, the input and the expected shape
-(``InvalidArgumentError``: "serving_default: input 'features' must be float32 [batch, 21, 40]
+(``InvalidArgumentError``: "serving_default: input features must be float32 [batch, 21, 40]
 ..., got shape [2 20 40]"). A wrong dtype is refused before the graph runs, by the signature
 itself ("input #0 ... was expected to be a float tensor but is a double tensor").
 """
@@ -96,16 +97,19 @@ def _normaliser(cmvn: CmvnStats | None):
     return lambda features: (features - mean) * scale
 
 
-def _checked(features, trailing, signature, expected):
-    """``features`` after a run-time assert that its trailing dims equal ``trailing``."""
+def _guarded(features, trailing, expected, compute, empty_shape):
+    """``compute()`` if ``features``' trailing dims equal ``trailing``, else an
+    InvalidArgumentError naming the input and ``expected``; the model runs only on valid input
+    (a control dependency alone would let the model's own shape error win the race)."""
     shape = tf.shape(features)
     valid = tf.reduce_all(tf.equal(shape[-len(trailing) :], trailing))
-    check = tf.debugging.Assert(
-        valid,
-        [f"{signature}: input 'features' must be float32 {expected}, got shape", shape],
-    )
-    with tf.control_dependencies([check]):
-        return tf.identity(features)
+
+    def refuse():
+        check = tf.debugging.Assert(False, [f"{expected}, got shape", shape])
+        with tf.control_dependencies([check]):
+            return tf.zeros(empty_shape, tf.float32)
+
+    return tf.cond(valid, compute, refuse)
 
 
 def export_model(
@@ -159,13 +163,18 @@ def export_model(
             )
 
         def serve_windows(features):
-            features = _checked(
+            logits = _guarded(
                 features,
                 [width, feature_dim],
-                "serving_default",
-                f"[batch, {width}, {feature_dim}]",
+                f"serving_default: input features must be float32 [batch, {width}, {feature_dim}]",
+                lambda: tf.cond(  # (TF's CPU Conv2D mis-shapes an empty batch)
+                    tf.shape(features)[0] > 0,
+                    lambda: model(normalise(features), training=False),
+                    lambda: tf.zeros([0, num_classes], tf.float32),
+                ),
+                [0, num_classes],
             )
-            return outputs(model(normalise(features), training=False))
+            return outputs(logits)
 
         def utterance_logits(features):
             if not dense:
@@ -175,11 +184,16 @@ def export_model(
             return model(tf.gather(features, index)[None], training=False)[0]
 
         def serve_utterance(features):
-            features = _checked(features, [feature_dim], "utterance", f"[time, {feature_dim}]")
-            logits = tf.cond(
-                tf.shape(features)[0] > 0,
-                lambda: utterance_logits(normalise(features)),
-                lambda: tf.zeros([0, num_classes], tf.float32),
+            logits = _guarded(
+                features,
+                [feature_dim],
+                f"utterance: input features must be float32 [time, {feature_dim}]",
+                lambda: tf.cond(
+                    tf.shape(features)[0] > 0,
+                    lambda: utterance_logits(normalise(features)),
+                    lambda: tf.zeros([0, num_classes], tf.float32),
+                ),
+                [0, num_classes],
             )
             return outputs(logits)
 
@@ -196,12 +210,14 @@ def export_model(
     else:
 
         def serve_sequences(features, lengths):
-            features = _checked(
-                features, [feature_dim], "serving_default", f"[batch, time, {feature_dim}]"
+            def logits():
+                mask = tf.sequence_mask(lengths, tf.shape(features)[1])
+                return model({"features": normalise(features), "mask": mask}, training=False)
+
+            expected = (
+                f"serving_default: input features must be float32 [batch, time, {feature_dim}]"
             )
-            mask = tf.sequence_mask(lengths, tf.shape(features)[1])
-            logits = model({"features": normalise(features), "mask": mask}, training=False)
-            return outputs(logits)
+            return outputs(_guarded(features, [feature_dim], expected, logits, [0, 0, num_classes]))
 
         archive.add_endpoint(
             "serving_default",

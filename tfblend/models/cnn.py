@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from tfblend.models.layers import FrameNormalization, FusedBatchNormalization
+from tfblend.models.layers import FrameNormalization, FusedBatchNormalization, TimeConv2D
 from tfblend.models.registry import register_model
 
 #: Architecture presets: conv blocks (filters of each 3x3 conv), the time dilation of each conv
@@ -200,15 +200,7 @@ class VGGStudent(keras.Model):
         ):
             for c, (filters, rate) in enumerate(zip(block, rates, strict=True)):
                 self.body += [
-                    keras.layers.ZeroPadding2D(((0, 0), (1, 1)), name=f"pad{b}_{c}"),
-                    keras.layers.Conv2D(
-                        filters,
-                        3,
-                        padding="valid",
-                        dilation_rate=(rate, 1),
-                        use_bias=False,
-                        name=f"conv{b}_{c}",
-                    ),
+                    TimeConv2D(filters, rate, name=f"conv{b}_{c}"),
                     norm(f"conv{b}_{c}_norm", axis=2),
                     keras.layers.ReLU(),
                 ]
@@ -260,7 +252,8 @@ class VGGStudent(keras.Model):
         for layer in self.body:
             layer.build(shape)
             shape = layer.compute_output_shape(shape)
-        shape = (None, shape[2] * shape[3])
+        self._frame_units = shape[2] * shape[3]
+        shape = (None, self._frame_units)
         for layer in [*self.head, self.classifier]:
             layer.build(shape)
             shape = layer.compute_output_shape(shape)
@@ -281,7 +274,7 @@ class VGGStudent(keras.Model):
             y = layer(y, training=training)
         # Per-frame fully connected layers on [B * T', F' * C] (plain MatMuls).
         outer = tf.shape(y)[:2]
-        y = tf.reshape(y, [-1, y.shape[2] * y.shape[3]])
+        y = tf.reshape(y, [-1, self._frame_units])
         for layer in self.head:
             y = layer(y, training=training)
         logits = self.classifier(y)

@@ -1,4 +1,4 @@
-"""Layers shared by the models: fused batch normalisation and per-frame normalisation."""
+"""Layers shared by the models: fused batch norm, per-frame normalisation, time-valid conv."""
 
 import keras
 import tensorflow as tf
@@ -100,3 +100,49 @@ class FrameNormalization(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "axis": self.axis, "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package="tfblend")
+class TimeConv2D(keras.layers.Layer):
+    """3x3 convolution VALID in time (time dilation `dilation`), SAME in frequency, no bias.
+
+    `[B, T, F, C] -> [B, T - 2 * dilation, F, filters]`: frequency is zero-padded by one bin on
+    each side; output frame t sees input frames t, t + dilation, t + 2 * dilation. A dilated
+    conv is computed as three 1x3 convs on time-shifted slices, summed: TensorFlow's CPU kernels
+    have no gradient for dilated Conv2D, and `tf.nn.convolution`'s space-to-batch rewrite
+    computes padded positions and fails on empty batches.
+
+    Args:
+        filters: output channels.
+        dilation: time dilation (>= 1).
+    """
+
+    def __init__(self, filters, dilation=1, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.dilation = int(dilation)
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(
+            shape=(3, 3, input_shape[-1], self.filters), initializer="glorot_uniform", name="kernel"
+        )
+        self.built = True
+
+    def call(self, inputs):
+        x = tf.pad(inputs, [[0, 0], [0, 0], [1, 1], [0, 0]])
+        d = self.dilation
+        if d == 1:
+            return tf.nn.conv2d(x, self.kernel, 1, "VALID")
+        span = tf.shape(x)[1] - 2 * d
+        taps = [
+            tf.nn.conv2d(x[:, i * d : i * d + span], self.kernel[i : i + 1], 1, "VALID")
+            for i in range(3)
+        ]
+        return taps[0] + taps[1] + taps[2]
+
+    def compute_output_shape(self, input_shape):
+        b, t, f, _ = input_shape
+        return (b, None if t is None else t - 2 * self.dilation, f, self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "dilation": self.dilation}
