@@ -80,8 +80,9 @@ class VGGStudent(keras.Model):
     - "frame" (default): `FrameNormalization`, each frame normalised over its own (frequency,
       channel) values in the conv stack and over its units in the fully connected layers. It is
       exact in both paths in training mode as well as inference mode, independent of the batch
-      composition, of padded (masked) frames and of the replica count. On 2 CPU cores it costs
-      about as much per step as fused batch norm (benchmarks/bench_dense.py, `norm_*` rows).
+      composition, of padded (masked) frames and of the replica count. Chosen for that
+      exactness; on 2 CPU cores a dense training step of `deep` with it takes about as long as
+      with fused batch norm (within ~6%, benchmarks/bench_dense.py, `deep_dense_batchnorm`).
     - "batch": batch normalisation (TensorFlow's fused kernel, `FusedBatchNormalization`;
       `synchronized_bn` for statistics over the global batch under a `tf.distribute` strategy).
       Its training-mode statistics cover all positions of the batch, so a window batch and a
@@ -94,15 +95,17 @@ class VGGStudent(keras.Model):
     - `tiny`: conv 8, 8 (dilations 1, 3) | pool 2 | conv 16 (dilation 6) | pool 2 | fc 32.
       For tests.
     - `small`: conv 8, 8 | pool 2 | conv 16, 16 | pool 2 | fc 256, 256; time dilations 1, 2, 3, 4.
-      The previous demo model's sizes: 1.42M weights (mostly the classifier), 6.8 MFLOP per
-      frame on windows, 3.5 dense.
+      The previous demo model's sizes: 1.43M weights (mostly the classifier), 4.2 MFLOP per
+      frame on windows, 3.1 dense (its convs are cheap; the classifier dominates).
     - `deep`: conv 16, 16 | pool 2 | conv 32, 32 | pool 2 | conv 64 x 3 | pool 2 | conv 128 x 3
       | fc 512, 512 (13 weight layers, no dilation). Our reading of the paper's deep VGG student
       at CPU scale: as deep as NOTES.md's 10-conv reference, with 512-unit rather than 1024-unit
       fully connected layers, since those and the classifier are what dense computation cannot
-      shrink. 3.35M weights, 44 MFLOP per frame on windows, 12.7 dense.
+      shrink. 3.70M weights (1.07M below the classifier), 42.8 MFLOP per frame on windows,
+      13.2 dense (chunks of 64).
     - `paper`: conv 64, 64 | pool 2 | conv 128, 128 | pool 2 | conv 256 x 3 | pool 2 |
-      fc 2048 x 3 (11 weight layers with the classifier; time dilations 1, 1, 1, 2, 1, 2, 2).
+      fc 2048 x 3 (11 weight layers with the classifier; time dilations 1, 1, 1, 2, 1, 2, 2;
+      23.3M weights, 327 MFLOP per frame on windows, 88 dense).
       The paper (Geras et al., 2016) says only that the student is "inspired by the models
       recently introduced in image recognition"; its exact architecture is not known here.
       This preset is our reading of that phrase at GPU scale: VGG-style 3x3 stacks as in
