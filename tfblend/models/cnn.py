@@ -82,7 +82,8 @@ class VGGStudent(keras.Model):
       exact in both paths in training mode as well as inference mode, independent of the batch
       composition, of padded (masked) frames and of the replica count. Chosen for that
       exactness; on 2 CPU cores a dense training step of `deep` with it takes about as long as
-      with fused batch norm (within ~6%, benchmarks/bench_dense.py, `deep_dense_batchnorm`).
+      with fused batch norm (0.97x the frames/s in one benchmarks/bench_dense.py run at load
+      ~7.5; 0.84x-1.06x in runs under varying load; the conv and matmul work dominates).
     - "batch": batch normalisation (TensorFlow's fused kernel, `FusedBatchNormalization`;
       `synchronized_bn` for statistics over the global batch under a `tf.distribute` strategy).
       Its training-mode statistics cover all positions of the batch, so a window batch and a
