@@ -383,8 +383,8 @@ REPLICA_SCRIPT = textwrap.dedent("""
             student(np.zeros((1, 2 * W + 1, CHUNK_D), np.float32))
             student.build((None, 2 * W + 1, CHUNK_D))
             return student, teacher_for(mode, CHUNK_D)
-        student = VGGStudent(C, conv_blocks=((4,), (8,)), pool_sizes=((1, 2), (2, 2)),
-                             dense_units=(16,), synchronized_bn=True)
+        student = VGGStudent(C, conv_blocks=((4,), (8, 8)), pool_sizes=(2, 2),  # 7 frames
+                             dense_units=(16,), normalization="batch", synchronized_bn=True)
         student.build((None, 2 * W + 1, D))
         return student, teacher_for(mode, D)
 
@@ -490,7 +490,7 @@ def test_blending_on_the_tiny_corpus_with_dumped_targets(tiny_corpus, tmp_path):
     targets = tmp_path / "targets"
     dump_targets(str(train), str(tmp_path / "teacher"), str(targets), k=5)
     data = frame_dataset(
-        train, context=5, batch_size=128, targets_dir=targets, seed=0, shuffle_buffer=4096
+        train, context=10, batch_size=128, targets_dir=targets, seed=0, shuffle_buffer=4096
     )
     batches = list(data.take(6))
     vgg = VGGStudent(classes, preset="tiny")

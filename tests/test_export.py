@@ -93,14 +93,45 @@ def test_readme_saved_model_cli_command(export_dir, tiny_student, tmp_path):
     )
 
 
-def test_utterance_signature_splices_in_the_graph(export_dir, tiny_corpus):
+def test_utterance_signature_is_one_dense_pass_equal_to_windows(export_dir, tiny_corpus):
+    """The dense `utterance` signature (edge-padded, one pass) gives every frame of a real
+    utterance the same three outputs as serving_default on its spliced windows."""
     loaded = tf.saved_model.load(export_dir)
     utterance = next(iter(iterate_utterances(tiny_corpus / "test")))
     whole = loaded.signatures["utterance"](features=tf.constant(utterance.features))
     windows = splice(tf.constant(utterance.features), 10)
     framed = loaded.signatures["serving_default"](features=windows)
-    np.testing.assert_allclose(whole["log_posteriors"], framed["log_posteriors"], atol=1e-5)
-    assert whole["posteriors"].shape == (len(utterance.features), 5126)
+    for name in ("posteriors", "log_posteriors", "log_likelihoods"):
+        assert whole[name].shape == (len(utterance.features), 5126)
+        np.testing.assert_allclose(whole[name], framed[name], atol=1e-4, err_msg=name)
+    assert read_export_metadata(export_dir)["context"] == 10
+
+
+def test_signatures_check_their_inputs(export_dir):
+    """A loaded signature ignores its declared shape at run time; the graph's asserts do not."""
+    signatures = tf.saved_model.load(export_dir).signatures
+    default, utterance = signatures["serving_default"], signatures["utterance"]
+    bad = {
+        "serving_default: input features must be float32 \\[batch, 21, 40\\]": [
+            (default, np.zeros((2, 20, 40), np.float32)),  # window too narrow
+            (default, np.zeros((2, 21, 39), np.float32)),  # wrong feature dim
+        ],
+        "utterance: input features must be float32 \\[time, 40\\]": [
+            (utterance, np.zeros((30, 39), np.float32)),
+        ],
+        "expected to be a float tensor but is a double tensor": [
+            (default, np.zeros((2, 21, 40), np.float64)),
+            (utterance, np.zeros((30, 40), np.float64)),
+        ],
+    }
+    for message, calls in bad.items():
+        for signature, features in calls:
+            with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+                signature(features=tf.constant(features))
+    # Zero windows and an empty utterance are well defined: empty outputs.
+    for signature, shape in ((default, (0, 21, 40)), (utterance, (0, 40))):
+        out = signature(features=tf.zeros(shape))
+        assert {k: tuple(v.shape) for k, v in out.items()} == dict.fromkeys(out, (0, 5126))
 
 
 def test_priors_are_counted_on_training_alignments(export_dir, tiny_corpus):
@@ -141,3 +172,8 @@ def test_sequence_export_takes_features_and_lengths(tiny_teacher, tmp_path, tiny
     alone = signature(features=first.features[None], lengths=lengths[:1])["log_posteriors"]
     # Padding must not leak into the real frames (the mask reaches the LSTM).
     np.testing.assert_allclose(together[0, : len(first.features)], alone[0].numpy(), atol=1e-4)
+    with pytest.raises(
+        tf.errors.InvalidArgumentError,
+        match=r"serving_default: input features must be float32 \[batch, time, 40\]",
+    ):
+        signature(features=tf.constant(batch[..., :39]), lengths=tf.constant(lengths))

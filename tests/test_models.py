@@ -11,15 +11,16 @@ from tfblend.models import (
     DNNBaseline,
     LSTMTeacher,
     VGGStudent,
+    check_receptive_field,
     get_model,
     register_model,
 )
-from tfblend.models.flops import forward_flops, train_step_flops
+from tfblend.models.flops import forward_flops, frame_flops, train_step_flops
 from tfblend.models.layers import FusedBatchNormalization
 from tfblend.pipeline import frame_dataset, utterance_dataset
 from tfblend.records import read_manifest
 
-W, D, C = 5, 40, 30
+W, D, C = 10, 40, 30
 TINY = {
     "lstm": {"num_layers": 2, "units": 8, "projection": 6},
     "vgg": {"preset": "tiny"},
@@ -78,7 +79,7 @@ def test_lstm_mask_hides_padding():
 def test_vgg_channels_stack_feature_streams():
     """channels=3 reads [static | delta | delta2] as three image channels of width D/3."""
     model = VGGStudent(C, preset="tiny", channels=3)
-    x = windows(batch=2, seed=1)[..., :39]
+    x = tf.constant(windows(batch=2, seed=1)[..., :39])
     assert model(x).shape == (2, C)
     assert model._image(x).shape == (2, 2 * W + 1, 13, 3)
     np.testing.assert_array_equal(model._image(x)[:, :, :, 1], x[:, :, 13:26])
@@ -89,14 +90,47 @@ def test_vgg_channels_stack_feature_streams():
 def test_presets():
     with pytest.raises(ValueError, match="unknown preset"):
         VGGStudent(C, preset="huge")
+    assert set(PRESETS) == {"tiny", "small", "deep", "paper"}
     tiny = VGGStudent(5126, preset="tiny")
     tiny.build((None, 21, 40))
     below_classifier = tiny.count_params() - tiny.classifier.count_params()
     assert 3_000 < below_classifier < 100_000
+    for preset in PRESETS:  # all match the default data.context = 10
+        model = VGGStudent(5126, preset=preset)
+        assert (model.receptive_field, model.context) == (21, 10), preset
+    deep = VGGStudent(5126, preset="deep")
+    assert sum(len(block) for block in deep.conv_blocks) >= 10
     paper = VGGStudent(5126, preset="paper")
     weight_layers = sum(len(block) for block in paper.conv_blocks) + len(paper.dense_units) + 1
-    assert weight_layers == 11 and set(PRESETS) == {"tiny", "small", "paper"}
+    assert weight_layers == 11
     assert "not known here" in VGGStudent.__doc__
+
+
+def test_receptive_field_is_the_architecture_and_is_checked():
+    model = VGGStudent(C, conv_blocks=((4, 4), (8,)), dilations=((1, 2), (3,)), pool_sizes=(2, 1))
+    assert (model.receptive_field, model.context) == (13, 6)
+    check_receptive_field(model, 6)
+    message = (
+        r"model receptive field 13 frames != data context window 2W\+1 = 21 \(W = 10\); "
+        r"set data.context=6 or choose"
+    )
+    with pytest.raises(ValueError, match=message):
+        check_receptive_field(model, 10)
+    check_receptive_field(DNNBaseline(C), 10)  # takes the window it is built on
+    check_receptive_field(LSTMTeacher(C), 10)  # whole utterances
+    x = np.zeros((2, 12, D), np.float32)
+    with pytest.raises(ValueError, match="12 frames, fewer than its receptive field of 13"):
+        model(x)
+    assert model(np.zeros((2, 13, D), np.float32)).shape == (2, C)
+    assert model(np.zeros((2, 20, D), np.float32)).shape == (2, 8, C)
+    with pytest.raises(ValueError, match="time is never pooled"):
+        VGGStudent(C, conv_blocks=((4,),), pool_sizes=((1, 2),))
+    with pytest.raises(ValueError, match="one frequency pool size per conv block"):
+        VGGStudent(C, conv_blocks=((4,),), pool_sizes=(2, 2))
+    with pytest.raises(ValueError, match="one entry per conv"):
+        VGGStudent(C, conv_blocks=((4, 4),), dilations=((1,),), pool_sizes=(2,))
+    with pytest.raises(ValueError, match="normalization must be one of"):
+        VGGStudent(C, normalization="group")
 
 
 @pytest.mark.parametrize("shape", [(64, 5, 6, 8), (32, 12)])
@@ -134,14 +168,21 @@ def test_flops_match_the_layer_arithmetic():
     projections = 2 * (2 * 8) * 6 * 2
     assert per_frame == layer0 + layer1 + projections + 2 * 6 * C
 
-    vgg = VGGStudent(C, conv_blocks=((4,), (8,)), pool_sizes=((1, 2), (2, 2)), dense_units=(16,))
-    conv = 2 * 9 * (11 * 40 * 1 * 4 + 11 * 20 * 4 * 8)
-    dense = 2 * (6 * 10 * 8 * 16 + 16 * C)
-    assert forward_flops(vgg, (1, 2 * W + 1, D)) == conv + dense
-    first_layer_input_grad = 2 * 9 * 11 * 40 * 1 * 4
-    assert train_step_flops(vgg, (2, 2 * W + 1, D)) == 2 * (
-        3 * (conv + dense) - first_layer_input_grad
+    vgg = VGGStudent(C, conv_blocks=((4,), (8,)), pool_sizes=(2, 2), dense_units=(16,))
+    # Time-valid: on a 5-frame window conv0 leaves 3 frames (of 40 bins), conv1 1 (of 20).
+    conv0, conv1 = 2 * 9 * 3 * 40 * 1 * 4, 2 * 9 * 1 * 20 * 4 * 8
+    dense = 2 * (10 * 8 * 16 + 16 * C)
+    assert forward_flops(vgg, (1, 5, D)) == conv0 + conv1 + dense
+    first_layer_input_grad = conv0
+    assert train_step_flops(vgg, (2, 5, D)) == 2 * (
+        3 * (conv0 + conv1 + dense) - first_layer_input_grad
     )
+    # Dense: a chunk of L outputs computes L + 2 frames of conv0 and L of conv1, once each.
+    L = 6
+    conv0_chunk = 2 * 9 * (L + 2) * 40 * 4
+    chunk = conv0_chunk + 2 * 9 * L * 20 * 4 * 8 + L * dense
+    assert frame_flops(vgg, D, chunk=L) == {"window": conv0 + conv1 + dense, "dense": chunk / L}
+    assert train_step_flops(vgg, (1, L + 4, D)) == 3 * chunk - conv0_chunk
 
 
 def loss_falls(model, dataset, steps, passes=4):

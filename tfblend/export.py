@@ -7,7 +7,13 @@ An export lands in TF Serving's layout, ``<base>/<name>/<version>/``, and holds:
   :func:`tfblend.features.log_mel` makes them) for a window model, or ``features`` float32
   ``[batch, time, feature_dim]`` plus ``lengths`` int32 ``[batch]`` for a sequence model;
 - ``utterance`` (window models only): input ``features`` float32 ``[time, feature_dim]``, one
-  whole utterance; the context splicing happens inside the graph;
+  whole utterance. For a model with a ``receptive_field`` (the time-valid ``VGGStudent``) the
+  graph edge-pads the utterance by W frames (first and last frame repeated, as
+  :func:`tfblend.pipeline.splice` pads) and computes all ``time`` outputs in ONE dense pass,
+  with no splicing: each frame's convolutions are computed once instead of once per window
+  that contains it. Other window models (the DNN) get the windows spliced in the graph. An
+  empty utterance (``time`` = 0), like an empty batch of windows, gives empty outputs
+  ``[0, num_classes]``;
 - outputs, by name: ``posteriors`` (softmax), ``log_posteriors`` and ``log_likelihoods``
   (log-posteriors minus the log senone priors counted on the training alignments, the scaled
   likelihoods a hybrid HMM decoder wants), each float32 ``[..., num_classes]``;
@@ -16,6 +22,13 @@ An export lands in TF Serving's layout, ``<base>/<name>/<version>/``, and holds:
 The feature normalisation the model was trained with (global CMVN) is built into the graph, so a
 client sends raw log-mel features. Input names are fixed by explicit ``tf.TensorSpec`` names, so
 they do not depend on how often a model was built (tensorflow#48157).
+
+Inputs are checked in the graph. A loaded signature does not enforce its declared shape at run
+time (a ``[2, 20, 40]`` batch would be computed silently), so every signature asserts its
+input's shape with a message naming the signature, the input and the expected shape
+(``InvalidArgumentError``: "serving_default: input features must be float32 [batch, 21, 40]
+..., got shape [2 20 40]"). A wrong dtype is refused before the graph runs, by the signature
+itself ("input #0 ... was expected to be a float tensor but is a double tensor").
 """
 
 import json
@@ -84,6 +97,21 @@ def _normaliser(cmvn: CmvnStats | None):
     return lambda features: (features - mean) * scale
 
 
+def _guarded(features, trailing, expected, compute, empty_shape):
+    """``compute()`` if ``features``' trailing dims equal ``trailing``, else an
+    InvalidArgumentError naming the input and ``expected``; the model runs only on valid input
+    (a control dependency alone would let the model's own shape error win the race)."""
+    shape = tf.shape(features)
+    valid = tf.reduce_all(tf.equal(shape[-len(trailing) :], trailing))
+
+    def refuse():
+        check = tf.debugging.Assert(False, [f"{expected}, got shape", shape])
+        with tf.control_dependencies([check]):
+            return tf.zeros(empty_shape, tf.float32)
+
+    return tf.cond(valid, compute, refuse)
+
+
 def export_model(
     model: keras.Model,
     export_dir: str,
@@ -127,13 +155,47 @@ def export_model(
 
     if kind == "window":
         width = 2 * context + 1
+        dense = getattr(model, "receptive_field", None) is not None
+        if dense and model.receptive_field != width:
+            raise ValueError(
+                f"model receptive field {model.receptive_field} != the export's window "
+                f"2W+1 = {width} (context W = {context})"
+            )
 
         def serve_windows(features):
-            return outputs(model(normalise(features), training=False))
+            logits = _guarded(
+                features,
+                [width, feature_dim],
+                f"serving_default: input features must be float32 [batch, {width}, {feature_dim}]",
+                lambda: tf.cond(  # (TF's CPU Conv2D mis-shapes an empty batch)
+                    tf.shape(features)[0] > 0,
+                    lambda: model(normalise(features), training=False),
+                    lambda: tf.zeros([0, num_classes], tf.float32),
+                ),
+                [0, num_classes],
+            )
+            return outputs(logits)
+
+        def utterance_logits(features):
+            if not dense:
+                return model(splice(features, context), training=False)
+            frames = tf.shape(features)[0]
+            index = tf.clip_by_value(tf.range(-context, frames + context), 0, frames - 1)
+            return model(tf.gather(features, index)[None], training=False)[0]
 
         def serve_utterance(features):
-            windows = splice(normalise(features), context)
-            return outputs(model(windows, training=False))
+            logits = _guarded(
+                features,
+                [feature_dim],
+                f"utterance: input features must be float32 [time, {feature_dim}]",
+                lambda: tf.cond(
+                    tf.shape(features)[0] > 0,
+                    lambda: utterance_logits(normalise(features)),
+                    lambda: tf.zeros([0, num_classes], tf.float32),
+                ),
+                [0, num_classes],
+            )
+            return outputs(logits)
 
         archive.add_endpoint(
             "serving_default",
@@ -148,9 +210,14 @@ def export_model(
     else:
 
         def serve_sequences(features, lengths):
-            mask = tf.sequence_mask(lengths, tf.shape(features)[1])
-            logits = model({"features": normalise(features), "mask": mask}, training=False)
-            return outputs(logits)
+            def logits():
+                mask = tf.sequence_mask(lengths, tf.shape(features)[1])
+                return model({"features": normalise(features), "mask": mask}, training=False)
+
+            expected = (
+                f"serving_default: input features must be float32 [batch, time, {feature_dim}]"
+            )
+            return outputs(_guarded(features, [feature_dim], expected, logits, [0, 0, num_classes]))
 
         archive.add_endpoint(
             "serving_default",

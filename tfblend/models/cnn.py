@@ -1,75 +1,139 @@
-"""The student: a VGG-style CNN over a context window of frames, window -> senone logits."""
+"""The student: a time-valid VGG-style CNN, context windows -> logits, or chunks -> frame logits."""
 
 import keras
 import tensorflow as tf
 
-from tfblend.models.layers import FusedBatchNormalization
+from tfblend.models.layers import FrameNormalization, FusedBatchNormalization, TimeConv2D
 from tfblend.models.registry import register_model
 
-#: Architecture presets: conv blocks (filters of each 3x3 conv in the block), the max-pooling
-#: (time, frequency) after each block, and the fully connected layers before the classifier.
+#: Architecture presets: conv blocks (filters of each 3x3 conv), the time dilation of each conv
+#: (same nesting), the frequency max-pooling factor after each block, and the fully connected
+#: layers before the classifier. Every preset's receptive field is 21 frames (W = 10, the
+#: default `data.context`).
 PRESETS = {
-    # For tests: ~60k weights below the classifier (21 x 40 windows).
-    "tiny": {"conv_blocks": ((8,), (16,)), "pool_sizes": ((1, 2), (2, 2)), "dense_units": (32,)},
-    # The demo model, sized for ~300k training frames on 2 CPU cores (see the class docstring).
+    # For tests: ~7k weights below the classifier.
+    "tiny": {
+        "conv_blocks": ((8, 8), (16,)),
+        "dilations": ((1, 3), (6,)),
+        "pool_sizes": (2, 2),
+        "dense_units": (32,),
+    },
+    # The previous demo model's sizes (4 convs of 8 and 16 channels), time-dilated to span 21.
     "small": {
         "conv_blocks": ((8, 8), (16, 16)),
-        "pool_sizes": ((1, 2), (2, 2)),
+        "dilations": ((1, 2), (3, 4)),
+        "pool_sizes": (2, 2),
         "dense_units": (256, 256),
+    },
+    # 10 convs + 2 fully connected + classifier (13 weight layers), sized for dense training on
+    # 2 CPU cores (see the class docstring).
+    "deep": {
+        "conv_blocks": ((16, 16), (32, 32), (64, 64, 64), (128, 128, 128)),
+        "dilations": ((1, 1), (1, 1), (1, 1, 1), (1, 1, 1)),
+        "pool_sizes": (2, 2, 2, 1),
+        "dense_units": (512, 512),
     },
     # Our reading of the paper's model at GPU scale (see the class docstring).
     "paper": {
         "conv_blocks": ((64, 64), (128, 128), (256, 256, 256)),
-        "pool_sizes": ((1, 2), (2, 2), (2, 2)),
+        "dilations": ((1, 1), (1, 2), (1, 2, 2)),
+        "pool_sizes": (2, 2, 2),
         "dense_units": (2048, 2048, 2048),
     },
 }
+
+NORMALIZATIONS = ("frame", "batch")
+
+
+def _ints(values, what):
+    try:
+        return tuple(int(v) for v in values)
+    except TypeError:
+        raise ValueError(f"{what} must be a sequence of integers, got {values!r}") from None
 
 
 @register_model("vgg")
 @keras.saving.register_keras_serializable(package="tfblend")
 class VGGStudent(keras.Model):
-    """VGG-style CNN acoustic model on a context window, treated as a time x frequency image.
+    """VGG-style CNN acoustic model, time-valid so that it can be computed densely.
 
-    Each conv block is a stack of [3x3 conv (same padding, no bias) -> batch norm -> ReLU] followed
-    by a max pooling; the first pooling is over frequency only (1, 2), so time resolution is kept
-    while the early layers are cheap, later ones pool (2, 2) (Sercu et al., 2015). The feature map
-    is flattened and passed through fully connected [dense -> batch norm -> ReLU -> dropout]
-    layers and a linear classifier. Channels-last throughout (the fast layout for oneDNN on CPU).
+    The input `[B, T, D]` is read as a time x frequency image `[B, T, D / channels, channels]`.
+    Each conv block is a stack of [3x3 conv, VALID in time (optionally dilated in time) and SAME
+    in frequency (zero padding of one bin on each side), no bias -> normalisation -> ReLU]
+    followed by a max pooling over frequency only. Every 3x3 conv of dilation d consumes d
+    frames on each side, so the output has `T - receptive_field + 1` frames, where
+    `receptive_field = 1 + 2 * sum(dilations)`. Each remaining frame's feature map `[F', C]` is
+    flattened and goes through fully connected [dense -> normalisation -> ReLU -> dropout] layers
+    and a linear classifier, applied per frame. Channels-last throughout (oneDNN's fast layout).
 
-    Presets (`PRESETS`; explicit `conv_blocks`, `pool_sizes`, `dense_units` override them):
-    - `tiny`: conv 8 | pool(1,2) | conv 16 | pool(2,2) | fc 32. For tests.
-    - `small`: conv 8, 8 | pool(1,2) | conv 16, 16 | pool(2,2) | fc 256, 256. The demo: with
-      21 x 40 windows and 5,126 classes it has ~1.8M weights (mostly the classifier) and ~8 MFLOP
-      per frame forward; it trains an epoch of the small corpus (~270k frames) in about 80 s on
-      2 CPU cores, so that the demo's five models fit in 30 minutes. It is the size of the
-      prototype in shared/NOTES.md section 6, which showed the blending effect on this corpus.
-    - `paper`: conv 64, 64 | pool(1,2) | conv 128, 128 | pool(2,2) | conv 256, 256, 256 |
-      pool(2,2) | fc 2048 x 3 (11 weight layers with the classifier; 36M weights, 0.64 GFLOP
-      per frame forward at 21 x 40 and 5,126 classes). The paper (Geras et al.,
-      2016) says only that the student is "inspired by the models recently introduced in image
-      recognition"; its exact architecture is not known here. This preset is our reading of
-      that phrase at GPU scale: VGG-style 3x3 stacks as in Sercu et al. (2015), who used up to
-      14 weight layers.
+    Two ways to compute the same function (Sercu & Goel, 2016):
+    - windows `[B, 2W+1, D]` with 2W+1 = receptive_field -> logits `[B, K]`: one output frame
+      per window (what `serving_default`, `frame_dataset` and the tools use); each window
+      recomputes the convolutions of all its context frames;
+    - chunks `[B, L+2W, D]` -> logits `[B, L, K]` (dense): one pass computes every frame's
+      convolutions once. The conv stack costs about 1/5 (small) to 1/10 (deep) of the window
+      path per output frame; the per-frame fully connected layers cost the same in both.
+    Pooling never touches time, and normalisation is per frame (below), so both paths give
+    the same numbers (tests/test_dense.py: max |diff| <= 1e-4, same argmax).
+
+    Normalisation (`normalization`):
+    - "frame" (default): `FrameNormalization`, each frame normalised over its own (frequency,
+      channel) values in the conv stack and over its units in the fully connected layers. It is
+      exact in both paths in training mode as well as inference mode, independent of the batch
+      composition, of padded (masked) frames and of the replica count. Chosen for that
+      exactness; on 2 CPU cores a dense training step of `deep` with it takes about as long as
+      with fused batch norm (0.97x the frames/s in one benchmarks/bench_dense.py run at load
+      ~7.5; 0.84x-1.06x in runs under varying load; the conv and matmul work dominates).
+    - "batch": batch normalisation (TensorFlow's fused kernel, `FusedBatchNormalization`;
+      `synchronized_bn` for statistics over the global batch under a `tf.distribute` strategy).
+      Its training-mode statistics cover all positions of the batch, so a window batch and a
+      chunk batch over the same frames get different statistics (a window repeats each frame up
+      to 2W+1 times), and padded frames enter them: the two paths agree in inference mode only.
+
+    Presets (`PRESETS`; explicit `conv_blocks`, `dilations`, `pool_sizes`, `dense_units`
+    override them). All have a receptive field of 21 frames (W = 10); counts for D = 40 and
+    5,126 classes; MFLOP = forward multiply-adds x 2 per output frame (`tfblend.models.flops`):
+    - `tiny`: conv 8, 8 (dilations 1, 3) | pool 2 | conv 16 (dilation 6) | pool 2 | fc 32.
+      For tests.
+    - `small`: conv 8, 8 | pool 2 | conv 16, 16 | pool 2 | fc 256, 256; time dilations 1, 2, 3, 4.
+      The previous demo model's sizes: 1.43M weights (mostly the classifier), 4.2 MFLOP per
+      frame on windows, 3.1 dense (its convs are cheap; the classifier dominates).
+    - `deep`: conv 16, 16 | pool 2 | conv 32, 32 | pool 2 | conv 64 x 3 | pool 2 | conv 128 x 3
+      | fc 512, 512 (13 weight layers, no dilation). Our reading of the paper's deep VGG student
+      at CPU scale: as deep as NOTES.md's 10-conv reference, with 512-unit rather than 1024-unit
+      fully connected layers, since those and the classifier are what dense computation cannot
+      shrink. 3.70M weights (1.07M below the classifier), 42.8 MFLOP per frame on windows,
+      13.2 dense (chunks of 64).
+    - `paper`: conv 64, 64 | pool 2 | conv 128, 128 | pool 2 | conv 256 x 3 | pool 2 |
+      fc 2048 x 3 (11 weight layers with the classifier; time dilations 1, 1, 1, 2, 1, 2, 2;
+      23.3M weights, 327 MFLOP per frame on windows, 88 dense).
+      The paper (Geras et al., 2016) says only that the student is "inspired by the models
+      recently introduced in image recognition"; its exact architecture is not known here.
+      This preset is our reading of that phrase at GPU scale: VGG-style 3x3 stacks as in
+      Sercu et al. (2015), who used up to 14 weight layers.
 
     Args:
         num_classes: number of output classes (senones).
-        preset: one of `PRESETS` ("tiny", "small", "paper").
+        preset: one of `PRESETS` ("tiny", "small", "deep", "paper").
         conv_blocks: sequence of blocks, each a sequence of conv filter counts.
-        pool_sizes: one (time, frequency) max-pool size per block (padding "same").
+        dilations: the time dilation of every conv, nested like `conv_blocks` (default: 1).
+        pool_sizes: one frequency max-pool factor per block (1: no pooling; padding "same").
         dense_units: sizes of the fully connected hidden layers.
         channels: how many feature streams are stacked along the feature axis (e.g. 3 for
             40 log-mel + deltas + delta-deltas laid out as [static | delta | delta2]); they become
-            image channels, so the image is `[2W+1, D / channels, channels]`.
+            image channels, so the image is `[T, D / channels, channels]`.
         dropout: dropout rate after each fully connected layer (training only).
-        synchronized_bn: compute batch-norm statistics over the global batch under a
-            `tf.distribute` strategy (then an N-replica step equals the 1-replica step on the
-            same global batch); off by default: it needs Keras' unfused batch norm, which on
-            CPU is about 4x slower than the fused kernel used otherwise (`FusedBatchNormalization`).
+        normalization: "frame" or "batch" (above).
+        synchronized_bn: with "batch": batch-norm statistics over the global batch under a
+            `tf.distribute` strategy (then an N-replica step equals the 1-replica step); it needs
+            Keras' unfused batch norm (about 4x slower on CPU). With "frame" the statistics are
+            per frame, the same on any number of replicas, and the flag changes nothing.
 
     Call:
-        windows: float32 `[B, 2W+1, D]` CMVN-normalised feature windows (D divisible by
-            `channels`). Returns float32 logits `[B, num_classes]`.
+        x: float32 `[B, T, D]` CMVN-normalised features (D divisible by `channels`), T >=
+            `receptive_field` (ValueError otherwise). Returns float32 logits `[B, K]` when T ==
+            `receptive_field` is known statically (windows), else `[B, T - receptive_field + 1,
+            K]` (dense; also when T is unknown when traced).
     """
 
     def __init__(
@@ -77,85 +141,159 @@ class VGGStudent(keras.Model):
         num_classes,
         preset="small",
         conv_blocks=None,
+        dilations=None,
         pool_sizes=None,
         dense_units=None,
         channels=1,
         dropout=0.0,
+        normalization="frame",
         synchronized_bn=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"normalization must be one of {NORMALIZATIONS}, not {normalization!r}"
+            )
         spec = PRESETS[preset]
-        conv_blocks = spec["conv_blocks"] if conv_blocks is None else conv_blocks
-        pool_sizes = spec["pool_sizes"] if pool_sizes is None else pool_sizes
-        dense_units = spec["dense_units"] if dense_units is None else dense_units
+        if conv_blocks is None:
+            conv_blocks = spec["conv_blocks"]
+            dilations = spec["dilations"] if dilations is None else dilations
+        conv_blocks = tuple(_ints(block, "each conv block") for block in conv_blocks)
+        if dilations is None:
+            dilations = tuple((1,) * len(block) for block in conv_blocks)
+        dilations = tuple(_ints(block, "each block's dilations") for block in dilations)
+        pool_sizes = _ints(
+            spec["pool_sizes"] if pool_sizes is None else pool_sizes,
+            "pool_sizes (one frequency pooling factor per block; time is never pooled: "
+            "dilate the convolutions in time instead)",
+        )
+        if [len(b) for b in dilations] != [len(b) for b in conv_blocks]:
+            raise ValueError(
+                f"dilations {dilations} must have one entry per conv of conv_blocks {conv_blocks}"
+            )
         if len(pool_sizes) != len(conv_blocks):
             raise ValueError(
-                f"need one pool size per conv block: {len(conv_blocks)} blocks, "
-                f"{len(pool_sizes)} pool sizes"
+                f"need one frequency pool size per conv block: {len(conv_blocks)} blocks, "
+                f"{len(pool_sizes)} pool sizes (pooling is over frequency only)"
             )
+        if min((d for b in dilations for d in b), default=1) < 1 or min(pool_sizes) < 1:
+            raise ValueError(f"dilations {dilations} and pool sizes {pool_sizes} must be >= 1")
         self.num_classes = int(num_classes)
         self.preset = preset
-        self.conv_blocks = tuple(tuple(int(f) for f in block) for block in conv_blocks)
-        self.pool_sizes = tuple(tuple(int(p) for p in pool) for pool in pool_sizes)
-        self.dense_units = tuple(int(u) for u in dense_units)
+        self.conv_blocks = conv_blocks
+        self.dilations = dilations
+        self.pool_sizes = pool_sizes
+        dense_units = spec["dense_units"] if dense_units is None else dense_units
+        self.dense_units = _ints(dense_units, "dense_units")
         self.channels = int(channels)
         self.dropout = float(dropout)
+        self.normalization = normalization
         self.synchronized_bn = bool(synchronized_bn)
 
-        def norm(name):
+        def norm(name, axis):
+            if self.normalization == "frame":
+                return FrameNormalization(axis=axis, name=name)
             return FusedBatchNormalization(synchronized=self.synchronized_bn, name=name)
 
         self.body = []
-        for b, (block, pool) in enumerate(zip(self.conv_blocks, self.pool_sizes, strict=True)):
-            for c, filters in enumerate(block):
+        for b, (block, rates, pool) in enumerate(
+            zip(self.conv_blocks, self.dilations, self.pool_sizes, strict=True)
+        ):
+            for c, (filters, rate) in enumerate(zip(block, rates, strict=True)):
                 self.body += [
-                    keras.layers.Conv2D(
-                        filters, 3, padding="same", use_bias=False, name=f"conv{b}_{c}"
-                    ),
-                    norm(f"conv{b}_{c}_bn"),
+                    TimeConv2D(filters, rate, name=f"conv{b}_{c}"),
+                    norm(f"conv{b}_{c}_norm", axis=2),
                     keras.layers.ReLU(),
                 ]
-            self.body.append(keras.layers.MaxPooling2D(pool, padding="same", name=f"pool{b}"))
-        self.body.append(keras.layers.Flatten())
+            if pool > 1:
+                self.body.append(
+                    keras.layers.MaxPooling2D((1, pool), padding="same", name=f"pool{b}")
+                )
         self.head = []
         for i, units in enumerate(self.dense_units):
             self.head += [
                 keras.layers.Dense(units, use_bias=False, name=f"fc{i}"),
-                norm(f"fc{i}_bn"),
+                norm(f"fc{i}_norm", axis=1),
                 keras.layers.ReLU(),
                 keras.layers.Dropout(self.dropout),
             ]
         self.classifier = keras.layers.Dense(self.num_classes, name="logits")
 
-    def _image(self, windows):
+    @property
+    def receptive_field(self):
+        """Frames of input one output frame depends on: 1 + 2 x the sum of the time dilations."""
+        return 1 + 2 * sum(sum(block) for block in self.dilations)
+
+    @property
+    def context(self):
+        """W, the context on each side of a frame: (receptive_field - 1) // 2."""
+        return (self.receptive_field - 1) // 2
+
+    def _image(self, x):
         """[B, T, D] -> [B, T, D / channels, channels] (stream c of frame t is D-slice c)."""
         if self.channels == 1:
-            return windows[..., None]
-        t, d = windows.shape[1], windows.shape[2]
-        x = tf.reshape(windows, [-1, t, self.channels, d // self.channels])
+            return x[..., None]
+        d = x.shape[2]
+        x = tf.reshape(x, [tf.shape(x)[0], tf.shape(x)[1], self.channels, d // self.channels])
         return tf.transpose(x, [0, 1, 3, 2])
+
+    def _check_frames(self, frames):
+        if frames is not None and frames < self.receptive_field:
+            raise ValueError(
+                f"VGGStudent: input has {frames} frames, fewer than its receptive field of "
+                f"{self.receptive_field} (windows need 2W+1 = {self.receptive_field} frames)"
+            )
 
     def build(self, input_shape):
         _, t, d = input_shape
         if d % self.channels:
             raise ValueError(f"feature dim {d} is not divisible by channels={self.channels}")
+        self._check_frames(t)
         shape = (None, t, d // self.channels, self.channels)
-        for layer in [*self.body, *self.head, self.classifier]:
+        for layer in self.body:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+        self._frame_units = shape[2] * shape[3]
+        shape = (None, self._frame_units)
+        for layer in [*self.head, self.classifier]:
             layer.build(shape)
             shape = layer.compute_output_shape(shape)
         self.built = True
 
-    def call(self, windows, training=False):
-        x = self._image(windows)
-        for layer in [*self.body, *self.head]:
-            x = layer(x, training=training)
-        return self.classifier(x)
+    def call(self, x, training=False):
+        frames = x.shape[1]
+        self._check_frames(frames)
+        if frames is None:
+            tf.debugging.assert_greater_equal(
+                tf.shape(x)[1],
+                self.receptive_field,
+                message=f"VGGStudent: input has fewer frames than its receptive field "
+                f"{self.receptive_field}",
+            )
+        y = self._image(x)
+        for layer in self.body:
+            y = layer(y, training=training)
+        # Per-frame fully connected layers on [B * T', F' * C] (plain MatMuls).
+        outer = tf.shape(y)[:2]
+        y = tf.reshape(y, [-1, self._frame_units])
+        for layer in self.head:
+            y = layer(y, training=training)
+        logits = self.classifier(y)
+        if frames == self.receptive_field:
+            return logits
+        logits = tf.reshape(logits, tf.concat([outer, [self.num_classes]], 0))
+        out = None if frames is None else frames - self.receptive_field + 1
+        return tf.ensure_shape(logits, [x.shape[0], out, self.num_classes])
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.num_classes)
+        frames = input_shape[1]
+        if frames == self.receptive_field:
+            return (input_shape[0], self.num_classes)
+        out = None if frames is None else frames - self.receptive_field + 1
+        return (input_shape[0], out, self.num_classes)
 
     def get_config(self):
         config = super().get_config()
@@ -163,10 +301,12 @@ class VGGStudent(keras.Model):
             num_classes=self.num_classes,
             preset=self.preset,
             conv_blocks=[list(b) for b in self.conv_blocks],
-            pool_sizes=[list(p) for p in self.pool_sizes],
+            dilations=[list(b) for b in self.dilations],
+            pool_sizes=list(self.pool_sizes),
             dense_units=list(self.dense_units),
             channels=self.channels,
             dropout=self.dropout,
+            normalization=self.normalization,
             synchronized_bn=self.synchronized_bn,
         )
         return config

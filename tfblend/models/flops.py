@@ -120,18 +120,20 @@ def forward_flops(model, input_shape, dtype=tf.float32, loop_trips=None):
 
 def train_step_flops(model, input_shape, dtype=tf.float32):
     """FLOPs of one training step's forward and backward passes on a batch of `input_shape`
-    (batch axis included): sparse softmax cross-entropy against integer labels, gradients for
-    every trainable variable.
+    (batch axis included): sparse softmax cross-entropy against integer labels (one per output
+    frame), gradients for every trainable variable.
 
     The count is read from the gradient graph TensorFlow builds, so it is exact for the linear
     algebra (about 3x the forward count; the first layer needs no input gradient).
 
     Args:
-        model: a `keras.Model` mapping `[B, ...]` to logits `[B, classes]`.
-        input_shape: e.g. `(256, 21, 40)`; the count scales with the batch size.
+        model: a `keras.Model` mapping `[B, ...]` to logits `[B, classes]` (windows) or
+            `[B, L, classes]` (dense chunks).
+        input_shape: e.g. `(256, 21, 40)` or `(8, 84, 40)`; the count scales with the batch.
     Returns:
-        int, FLOPs of the step (divide by the batch size for a per-frame figure).
+        int, FLOPs of the step (divide by the output frames, B or B x L, for a per-frame figure).
     """
+    label_shape = list(model.compute_output_shape(tuple(input_shape))[:-1])
 
     def step(x, labels):
         with tf.GradientTape() as tape:
@@ -142,6 +144,26 @@ def train_step_flops(model, input_shape, dtype=tf.float32):
         return tape.gradient(loss, model.trainable_variables)
 
     concrete = tf.function(step).get_concrete_function(
-        tf.TensorSpec(list(input_shape), dtype), tf.TensorSpec([input_shape[0]], tf.int32)
+        tf.TensorSpec(list(input_shape), dtype), tf.TensorSpec(label_shape, tf.int32)
     )
     return graph_flops(concrete.graph)
+
+
+def frame_flops(model, feature_dim, chunk=64, training=False):
+    """FLOPs per output frame of a time-valid model (one with a `receptive_field`) on its two
+    paths, forward only or (`training`) forward + backward of a training step.
+
+    - "window": one window `[1, R, D]` (R = receptive field) per output frame; each window
+      recomputes the convolutions of all its R context frames.
+    - "dense": what one chunk `[1, chunk + R - 1, D]` of `chunk` output frames computes,
+      divided by `chunk`; the context frames at the chunk's edges are the only overhead.
+
+    Returns:
+        {"window": float, "dense": float}, FLOPs per output frame.
+    """
+    field = model.receptive_field
+    count = train_step_flops if training else forward_flops
+    return {
+        "window": count(model, (1, field, feature_dim)) / 1.0,
+        "dense": count(model, (1, chunk + field - 1, feature_dim)) / chunk,
+    }

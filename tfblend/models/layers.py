@@ -1,4 +1,4 @@
-"""Layers shared by the models."""
+"""Layers shared by the models: fused batch norm, per-frame normalisation, time-valid conv."""
 
 import keras
 import tensorflow as tf
@@ -56,3 +56,93 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
                 is_training=False,
             )
         return y if len(inputs.shape) == 4 else y[:, 0, 0, :]
+
+
+@keras.saving.register_keras_serializable(package="tfblend")
+class FrameNormalization(keras.layers.Layer):
+    """Normalisation of each frame over its own features: position-local, batch-independent.
+
+    For an image `[B, T, F, C]` every (b, t) is normalised over its (F, C) values; for frames
+    `[N, U]` every row over its U values (a layer normalisation). A learned per-channel scale
+    `gamma [C]` and offset `beta [C]` (last axis) follow, as in batch normalisation.
+
+    Because the statistics of an output position depend only on that position, a model built
+    from this layer computes the same numbers on a context window and on a dense chunk, in
+    training as in inference mode, on one replica or many, and a masked (padded) frame changes
+    no other frame. Batch normalisation has none of these properties in training mode: its
+    statistics cover the whole batch, and a batch of windows repeats each frame's activations
+    up to 2W+1 times.
+
+    Args:
+        axis: the axes normalised over, counted from the end (1: the last axis; 2: the last two).
+        epsilon: added to the variance.
+    """
+
+    def __init__(self, axis=1, epsilon=1e-3, **kwargs):
+        super().__init__(**kwargs)
+        self.axis = int(axis)
+        self.epsilon = float(epsilon)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma")
+        self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
+        self.built = True
+
+    def call(self, inputs):
+        axes = list(range(len(inputs.shape) - self.axis, len(inputs.shape)))
+        mean, variance = tf.nn.moments(inputs, axes, keepdims=True)
+        scale = tf.math.rsqrt(variance + self.epsilon) * self.gamma
+        return (inputs - mean) * scale + self.beta
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis, "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package="tfblend")
+class TimeConv2D(keras.layers.Layer):
+    """3x3 convolution VALID in time (time dilation `dilation`), SAME in frequency, no bias.
+
+    `[B, T, F, C] -> [B, T - 2 * dilation, F, filters]`: frequency is zero-padded by one bin on
+    each side; output frame t sees input frames t, t + dilation, t + 2 * dilation. A dilated
+    conv is computed as three 1x3 convs on time-shifted slices, summed: TensorFlow's CPU kernels
+    have no gradient for dilated Conv2D, and `tf.nn.convolution`'s space-to-batch rewrite
+    computes padded positions and fails on empty batches.
+
+    Args:
+        filters: output channels.
+        dilation: time dilation (>= 1).
+    """
+
+    def __init__(self, filters, dilation=1, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.dilation = int(dilation)
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(
+            shape=(3, 3, input_shape[-1], self.filters), initializer="glorot_uniform", name="kernel"
+        )
+        self.built = True
+
+    def call(self, inputs):
+        x = tf.pad(inputs, [[0, 0], [0, 0], [1, 1], [0, 0]])
+        d = self.dilation
+        if d == 1:
+            return tf.nn.conv2d(x, self.kernel, 1, "VALID")
+        span = tf.shape(x)[1] - 2 * d
+        taps = [
+            tf.nn.conv2d(x[:, i * d : i * d + span], self.kernel[i : i + 1], 1, "VALID")
+            for i in range(3)
+        ]
+        return taps[0] + taps[1] + taps[2]
+
+    def compute_output_shape(self, input_shape):
+        b, t, f, _ = input_shape
+        return (b, None if t is None else t - 2 * self.dilation, f, self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "dilation": self.dilation}

@@ -1,0 +1,222 @@
+"""Dense vs window computation of the time-valid VGG student: training and serving frames/s.
+
+One run, in one process, times side by side (rounds of every case in turn, so that load from
+other users of the machine hits every case alike; medians over rounds):
+
+- training steps (a minimal custom step: GradientTape, Adam, sparse softmax cross-entropy on
+  per-frame logits), every case on ``--dense_frames`` output frames per batch:
+  - ``deep_dense``: the ``deep`` preset on chunks ``[frames / L, L + 2W, D]``
+    (L = ``--dense_chunk``);
+  - ``deep_windows``: the same model object (same weights) on windows ``[frames, 2W+1, D]``;
+  - ``small_windows``: the ``small`` preset on windows (the previous demo student's sizes);
+  - ``deep_dense_batchnorm``: the ``deep`` preset with fused batch norm instead of per-frame
+    normalisation, on the same chunks (what the exact normalisation costs);
+  - ``matmul_roof``: an fp32 2048 x 2048 matmul, the roof the dense FLOP rate is read against;
+- serving (SavedModels written by ``tfblend.export.export_model`` and loaded back, as a server
+  loads them), on one utterance of ``--dense_utterance_frames`` frames: the deep student's
+  ``utterance`` signature (one dense pass), its ``serving_default`` on that utterance's windows,
+  and the LSTM teacher's export (2 x BLSTM 128, configs/teacher.yaml) on ``[1, T, D]``.
+
+FLOPs are counted from the traced graphs (``tfblend.models.flops``): the dense rate uses what a
+chunk step actually computes, not the window count. Weights are random (speed does not depend
+on them); inputs are random normal features.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+
+import numpy as np
+
+CLASSES = 5126
+FEATURES = 40
+ROOF_N = 2048
+
+
+def add_arguments(group):
+    group.add_argument("--dense_frames", type=int, default=512, help="output frames per batch")
+    group.add_argument("--dense_chunk", type=int, default=64, help="L, output frames per chunk")
+    group.add_argument("--dense_rounds", type=int, default=3)
+    group.add_argument("--dense_steps", type=int, default=3, help="steps per timed block")
+    group.add_argument("--dense_utterance_frames", type=int, default=1000)
+
+
+def _train_step(model):
+    import keras
+    import tensorflow as tf
+
+    optimizer = keras.optimizers.Adam(1e-3)
+
+    @tf.function
+    def step(x, labels):
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            loss = tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+            )
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        return loss
+
+    return step
+
+
+def _timer(function, args, steps):
+    def run():
+        start = time.perf_counter()
+        for _ in range(steps):
+            out = function(*args)
+        np.asarray(out)  # wait for the last step
+        return (time.perf_counter() - start) / steps
+
+    run()  # trace and warm up
+    return run
+
+
+def _export(model, directory, kind, context):
+    from tfblend.export import export_model
+
+    log_priors = np.full(CLASSES, -np.log(CLASSES), np.float32)
+    return export_model(
+        model, directory, kind=kind, feature_dim=FEATURES, log_priors=log_priors, context=context
+    )
+
+
+def run(args):
+    import keras
+    import tensorflow as tf
+
+    from tfblend.models import LSTMTeacher, VGGStudent
+    from tfblend.models.flops import frame_flops, train_step_flops
+    from tfblend.pipeline import splice
+
+    load_before = os.getloadavg()[0]
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    frames, chunk = args.dense_frames, args.dense_chunk
+    if frames % chunk:
+        raise ValueError(f"--dense_frames={frames} must be a multiple of --dense_chunk={chunk}")
+    deep = VGGStudent(CLASSES, preset="deep")
+    deep_bn = VGGStudent(CLASSES, preset="deep", normalization="batch")
+    small = VGGStudent(CLASSES, preset="small")
+    width = deep.receptive_field
+    for model in (deep, deep_bn, small):
+        model.build((None, width, FEATURES))
+
+    windows = tf.constant(rng.normal(size=(frames, width, FEATURES)).astype(np.float32))
+    window_labels = tf.constant(rng.integers(0, CLASSES, frames).astype(np.int32))
+    chunks = tf.constant(
+        rng.normal(size=(frames // chunk, chunk + width - 1, FEATURES)).astype(np.float32)
+    )
+    chunk_labels = tf.reshape(window_labels, [frames // chunk, chunk])
+    deep_step, deep_bn_step = _train_step(deep), _train_step(deep_bn)
+    a = tf.constant(rng.normal(size=(ROOF_N, ROOF_N)).astype(np.float32))
+    matmul = tf.function(lambda a: tf.reduce_sum(tf.matmul(a, a)))
+    train_cases = {
+        "deep_dense": _timer(deep_step, (chunks, chunk_labels), args.dense_steps),
+        "deep_windows": _timer(_train_step(deep), (windows, window_labels), args.dense_steps),
+        "small_windows": _timer(_train_step(small), (windows, window_labels), args.dense_steps),
+        "deep_dense_batchnorm": _timer(deep_bn_step, (chunks, chunk_labels), args.dense_steps),
+        "matmul_roof": _timer(matmul, (a,), args.dense_steps),
+    }
+    step_flops = {
+        "deep_dense": train_step_flops(deep, tuple(chunks.shape)),
+        "deep_windows": train_step_flops(deep, (frames, width, FEATURES)),
+        "small_windows": train_step_flops(small, (frames, width, FEATURES)),
+        "deep_dense_batchnorm": train_step_flops(deep_bn, tuple(chunks.shape)),
+        "matmul_roof": 2 * ROOF_N**3,
+    }
+
+    utterance = rng.normal(size=(args.dense_utterance_frames, FEATURES)).astype(np.float32)
+    spliced = splice(tf.constant(utterance), deep.context)
+    teacher = LSTMTeacher(CLASSES, num_layers=2, units=128, bidirectional=True)
+    teacher.build((None, None, FEATURES))
+    with tempfile.TemporaryDirectory(prefix="tfblend-bench-dense-") as tmp:
+        student_sigs = tf.saved_model.load(_export(deep, f"{tmp}/cnn/1", "window", 10)).signatures
+        teacher_sig = tf.saved_model.load(
+            _export(teacher, f"{tmp}/lstm/1", "sequence", None)
+        ).signatures["serving_default"]
+
+        def posteriors(signature, **inputs):
+            return lambda: signature(**inputs)["posteriors"]
+
+        lengths = tf.constant([len(utterance)], tf.int32)
+        serve_cases = {
+            "serve_utterance_dense": _timer(
+                posteriors(student_sigs["utterance"], features=tf.constant(utterance)), (), 1
+            ),
+            "serve_default_windows": _timer(
+                posteriors(student_sigs["serving_default"], features=spliced), (), 1
+            ),
+            "serve_lstm_teacher": _timer(
+                posteriors(teacher_sig, features=tf.constant(utterance[None]), lengths=lengths),
+                (),
+                1,
+            ),
+        }
+        cases = {**train_cases, **serve_cases}
+        times = {name: [] for name in cases}
+        for _ in range(args.dense_rounds):
+            for name, timed in cases.items():
+                times[name].append(timed())
+    seconds = {name: statistics.median(values) for name, values in times.items()}
+
+    flops = {key: frame_flops(deep, FEATURES, chunk=chunk)[key] for key in ("window", "dense")}
+    rows = []
+    roof = step_flops["matmul_roof"] / seconds["matmul_roof"]
+    for name in train_cases:
+        rate = step_flops[name] / seconds[name]
+        row = {"case": name, "ms": 1e3 * seconds[name], "gflop_s": rate / 1e9}
+        if name != "matmul_roof":
+            row |= {
+                "frames_s": frames / seconds[name],
+                "train_mflop_frame": step_flops[name] / frames / 1e6,
+                "of_roof": rate / roof,
+            }
+        rows.append(row)
+    for name in serve_cases:
+        rows.append(
+            {"case": name, "ms": 1e3 * seconds[name], "frames_s": len(utterance) / seconds[name]}
+        )
+    fps = {row["case"]: row.get("frames_s") for row in rows}
+    goals = (
+        ("dense/windows training (deep)", fps["deep_dense"] / fps["deep_windows"], 3.0),
+        ("deep dense / small windows training", fps["deep_dense"] / fps["small_windows"], 1.0),
+        ("dense training FLOP rate / matmul roof", rows[0]["of_roof"], 0.6),
+        (
+            "frame norm / batch norm training speed",
+            fps["deep_dense"] / fps["deep_dense_batchnorm"],
+            0,
+        ),
+        (
+            "utterance (dense) / serving_default serving",
+            fps["serve_utterance_dense"] / fps["serve_default_windows"],
+            3.0,
+        ),
+        (
+            "utterance (dense) / LSTM export serving",
+            fps["serve_utterance_dense"] / fps["serve_lstm_teacher"],
+            2.0,
+        ),
+    )
+    for name, ratio, goal in goals:
+        row = {"case": name, "ratio": ratio}
+        if goal:
+            row |= {"goal": f">= {goal:g}", "met": bool(ratio >= goal)}
+        else:
+            row["note"] = "the cost of exact per-frame normalisation"
+        rows.append(row)
+    rows.append(
+        {
+            "case": "deep preset",
+            "note": (
+                f"{deep.count_params():,} weights; forward {flops['window'] / 1e6:.1f} MFLOP/frame"
+                f" on windows, {flops['dense'] / 1e6:.1f} dense (chunks of {chunk}); "
+                f"{frames} frames/batch; load {load_before:.1f} -> {os.getloadavg()[0]:.1f}"
+            ),
+        }
+    )
+    return rows
