@@ -31,6 +31,8 @@ from tfblend import pipeline
 from tfblend.records import (
     FORMAT_VERSION,
     TARGET_FORMAT,
+    feature_values_digest,
+    file_sha256,
     iterate_utterances,
     read_manifest,
     serialize_targets,
@@ -75,6 +77,7 @@ def write_synthetic_targets(data_dir, out_dir, k, seed=0):
                 "file": name,
                 "num_utterances": shard["num_utterances"],
                 "num_frames": shard["num_frames"],
+                "sha256": file_sha256(os.path.join(out_dir, name)),
             }
         )
     write_manifest(
@@ -89,7 +92,7 @@ def write_synthetic_targets(data_dir, out_dir, k, seed=0):
             "value_encoding": "float16",
             "log_step": None,
             "has_mass": False,
-            "features_digest": manifest["content_digest"],
+            "features_digest": feature_values_digest(manifest),
             "shards": shards,
         },
     )

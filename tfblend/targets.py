@@ -45,6 +45,7 @@ from tfblend.records import (
     FORMAT_VERSION,
     MANIFEST_NAME,
     TARGET_FORMAT,
+    feature_values_digest,
     file_sha256,
     read_manifest,
     serialize_targets,
@@ -232,7 +233,8 @@ def dump_targets(
             "model": info["model"],
             "sha256": info["sha256"],
         },
-        "features_digest": manifest["content_digest"],
+        "features_digest": feature_values_digest(manifest),
+        "features_ids_digest": manifest["content_digest"],
     }
     os.makedirs(output_dir, exist_ok=True)
     _check_settings(output_dir, settings)
@@ -399,7 +401,7 @@ def derive_targets(from_dir: str, output_dir: str, k: int) -> dict:
     os.makedirs(output_dir, exist_ok=True)
     parse = target_parser(source)
     settings = {
-        key: source[key]
+        key: source.get(key)
         for key in (
             "method",
             "p",
@@ -410,6 +412,7 @@ def derive_targets(from_dir: str, output_dir: str, k: int) -> dict:
             "has_mass",
             "teacher",
             "features_digest",
+            "features_ids_digest",
         )
     }
     settings.update(k=k, derived_from={"dir": os.path.abspath(from_dir), "k": source["k"]})

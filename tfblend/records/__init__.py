@@ -14,8 +14,10 @@ from tfblend.records.manifests import (
     MANIFEST_NAME,
     TARGET_FORMAT,
     UTTERANCE_FORMAT,
+    VERIFIED_NAME,
     check_shard_files,
     content_digest,
+    feature_values_digest,
     file_sha256,
     read_manifest,
     shard_paths,
@@ -25,7 +27,7 @@ from tfblend.records.manifests import (
     write_json,
     write_manifest,
 )
-from tfblend.records.targets import serialize_targets, target_parser
+from tfblend.records.targets import check_target_layout, serialize_targets, target_parser
 from tfblend.records.utterances import (
     Utterance,
     iterate_utterances,
@@ -38,9 +40,12 @@ __all__ = [
     "MANIFEST_NAME",
     "TARGET_FORMAT",
     "UTTERANCE_FORMAT",
+    "VERIFIED_NAME",
     "Utterance",
     "check_shard_files",
+    "check_target_layout",
     "content_digest",
+    "feature_values_digest",
     "file_sha256",
     "iterate_utterances",
     "read_manifest",

@@ -158,12 +158,52 @@ def check_shard_files(directory, manifest: dict) -> list[str]:
     return paths
 
 
+def feature_values_digest(manifest: dict) -> str:
+    """sha256 hex digest of an utterance set's feature *values* (and everything else it stores).
+
+    Built from the manifest's ``content_digest`` (the ordered ids and frame counts) and the
+    sha256 of every shard in order: two sets agree only if they hold the same records byte for
+    byte, so another front end, added deltas or other CMVN-ed values with the same ids and lengths
+    give another digest. Target sets record it as ``features_digest``.
+    """
+    digest = hashlib.sha256(f"{manifest['content_digest']}\n".encode())
+    for shard in manifest["shards"]:
+        digest.update(f"{shard['file']}\t{shard['sha256']}\n".encode())
+    return digest.hexdigest()
+
+
+VERIFIED_NAME = ".verified-shards.json"
+
+
 def verify_shards(directory, manifest: dict) -> None:
     """Check each shard's existence, size and sha256 against the manifest.
+
+    A shard whose sha256 was verified before is not hashed again while its size and mtime are
+    unchanged: the verifications are kept in ``<directory>/.verified-shards.json`` (``{file:
+    {"bytes", "mtime_ns", "sha256"}}``, written atomically; skipped silently on a read-only
+    directory, which then re-hashes on every open).
 
     Raises:
       DataError naming the first bad shard.
     """
+    directory = os.fspath(directory)
+    sidecar = os.path.join(directory, VERIFIED_NAME)
+    try:
+        with open(sidecar) as handle:
+            verified = json.load(handle)
+        if not isinstance(verified, dict):
+            verified = {}
+    except (OSError, ValueError):
+        verified = {}
+    updated = {}
     for path, shard in zip(check_shard_files(directory, manifest), manifest["shards"], strict=True):
-        if file_sha256(path) != shard["sha256"]:
+        if "sha256" not in shard:
+            raise DataError(f"{path}: the manifest records no sha256 for this shard")
+        status = os.stat(path)
+        key = {"bytes": status.st_size, "mtime_ns": status.st_mtime_ns, "sha256": shard["sha256"]}
+        if verified.get(shard["file"]) != key and file_sha256(path) != shard["sha256"]:
             raise DataError(f"{path}: sha256 mismatch with the manifest (corrupt shard)")
+        updated[shard["file"]] = key
+    if updated != verified:
+        with contextlib.suppress(OSError):
+            write_json(sidecar, updated, sort_keys=True)

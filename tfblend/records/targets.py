@@ -165,3 +165,37 @@ def target_parser(target_manifest: dict) -> Callable[[tf.Tensor], dict[str, tf.T
         return out
 
     return parse
+
+
+def check_target_layout(path: str, target_manifest: dict) -> None:
+    """Checks the manifest's k, id dtype and encoding against the first record of a target shard.
+
+    A cheap check when a set is opened (one record is read): a manifest whose ``k`` (or
+    ``id_dtype``, ``value_encoding``) disagrees with the stored bytes per frame stops here,
+    before any training step.
+
+    Raises:
+      DataError naming the shard, the utterance and both byte counts.
+    """
+    k = int(target_manifest["k"])
+    id_dtype, encoding = target_manifest["id_dtype"], target_manifest["value_encoding"]
+    if id_dtype not in _ID_DTYPES or encoding not in _VALUE_ENCODINGS:
+        raise DataError(f"{path}: unsupported id_dtype {id_dtype!r} or encoding {encoding!r}")
+    for serialized in tf.data.TFRecordDataset(path).take(1).as_numpy_iterator():
+        example = tf.train.Example.FromString(serialized)
+        feature = example.features.feature
+        try:
+            utt_id = feature["utt_id"].bytes_list.value[0].decode()
+            frames = feature["num_frames"].int64_list.value[0]
+            stored = len(feature["ids"].bytes_list.value[0]) + len(
+                feature["probs"].bytes_list.value[0]
+            )
+        except (IndexError, KeyError) as err:
+            raise DataError(f"{path}: first record is not a tfblend target record") from err
+        per_entry = _ID_DTYPES[id_dtype][0].itemsize + (2 if encoding == "float16" else 1)
+        if stored != frames * k * per_entry:
+            raise DataError(
+                f"{path}: utterance {utt_id!r} stores {stored / max(frames, 1):g} bytes/frame of "
+                f"ids+probs, but the manifest's k={k} ({id_dtype}, {encoding}) means "
+                f"{k * per_entry}"
+            )
