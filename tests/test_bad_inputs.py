@@ -2,6 +2,7 @@
 asserting the error (or exit code and one-line message) names the thing, and that nothing
 half-written is left behind."""
 
+import json
 import os
 import re
 import shutil
@@ -137,3 +138,94 @@ def test_wrong_k_in_a_target_manifest_is_caught_when_opened(tiny_corpus, tmp_pat
     records.write_manifest(tmp_path / "targets", {**manifest, "k": 3})
     with pytest.raises(DataError, match=r"targets-00000-of-\d+\.tfrecord: utterance .* k=3"):
         frame_dataset(train, targets_dir=tmp_path / "targets", batch_size=64)
+
+
+# -- item 1: non-finite guard --------------------------------------------------------------------
+
+
+def test_nan_in_a_foreign_shard_names_utterance_and_shard(tiny_corpus, tmp_path):
+    """A shard not written by our writer (an external tool) with a NaN frame."""
+    train = _copy(tiny_corpus, tmp_path)
+    manifest = records.read_manifest(train)
+    path = records.shard_paths(train, manifest)[0]
+    utterances = list(records.iterate_utterances(train))[: manifest["shards"][0]["num_utterances"]]
+    victim = utterances[2]
+    victim.features = victim.features.copy()
+    victim.features[3, 5] = np.nan
+    with tf.io.TFRecordWriter(path) as writer:
+        for utt in utterances:
+            writer.write(records.utterances._sequence_example(utt, utt.features))
+    manifest["shards"][0].update(sha256=records.file_sha256(path), bytes=os.path.getsize(path))
+    records.write_manifest(train, manifest)
+    dataset = frame_dataset(train, batch_size=64, shuffle=False)
+    pattern = f"non-finite \\(NaN/Inf\\) features \\(utterance {re.escape(victim.utt_id)} in {re.escape(path)}"
+    with pytest.raises(tf.errors.InvalidArgumentError, match=pattern):
+        for _ in dataset:
+            pass
+
+
+def test_target_ids_out_of_range_name_utterance_and_shard(tiny_corpus, tmp_path):
+    train = tiny_corpus / "train"
+    _write_targets(train, tmp_path / "targets", id_offset=10_000)
+    dataset = frame_dataset(train, targets_dir=tmp_path / "targets", batch_size=64, shuffle=False)
+    pattern = r"target ids outside \[0, \d+\) \(utterance \S+ in \S+targets-00000-of-\d+\.tfrecord"
+    with pytest.raises(tf.errors.InvalidArgumentError, match=pattern):
+        next(iter(dataset))
+
+
+def _tiny_dnn(feature_dim=4, classes=5):
+    from tfblend.models import get_model
+
+    model = get_model("dnn", num_classes=classes, hidden_units=(8,))
+    model(np.zeros([1, 3, feature_dim], np.float32))
+    return model
+
+
+def test_distiller_step_stops_on_a_non_finite_loss():
+    from tfblend.distiller import Distiller
+
+    student = _tiny_dnn()
+    distiller = Distiller(student, alpha=1.0)
+    distiller.compile(optimizer="adam")
+    windows = np.ones([8, 3, 4], np.float32)
+    windows[5, 1, 2] = np.inf
+    before = [v.numpy().copy() for v in student.trainable_variables]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="non-finite loss or gradient"):
+        distiller.fit(windows, np.zeros([8], np.int32), batch_size=8, epochs=1, verbose=0)
+    for old, variable in zip(before, student.trainable_variables, strict=True):
+        np.testing.assert_array_equal(old, variable.numpy())  # the update never happened
+
+
+def test_keras_fit_stops_on_a_non_finite_loss(tmp_path):
+    import keras
+
+    from tfblend.errors import NonFiniteError
+    from tfblend.training import StopOnNonFinite
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5)])
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(True))
+    inputs = np.full([8, 4], np.nan, np.float32)
+    with pytest.raises(NonFiniteError, match="non-finite loss nan at optimizer step 1"):
+        model.fit(inputs, np.zeros([8]), batch_size=8, callbacks=[StopOnNonFinite()], verbose=0)
+
+
+def test_no_model_is_saved_or_loaded_with_non_finite_weights(tmp_path):
+    from tfblend.errors import NonFiniteError
+    from tfblend.modeldir import INFO_FILE, MODEL_FILE, load_model_dir, save_model_dir
+
+    model = _tiny_dnn()
+    info = {"role": "student", "model": "dnn"}
+    save_model_dir(model, str(tmp_path / "good"), info)
+    kernel = model.trainable_variables[0]
+    kernel.assign(np.full(kernel.shape, np.nan, np.float32))
+    with pytest.raises(NonFiniteError, match=r"bad has non-finite \(NaN/Inf\) weights in 1 var"):
+        save_model_dir(model, str(tmp_path / "bad"), info)
+    assert not os.path.exists(tmp_path / "bad")
+    # A model file changed behind our back (sha256 updated too) is refused when loaded.
+    model.save(tmp_path / "good" / MODEL_FILE)
+    path = tmp_path / "good" / INFO_FILE
+    facts = json.loads(path.read_text())
+    facts["sha256"] = records.file_sha256(tmp_path / "good" / MODEL_FILE)
+    path.write_text(json.dumps(facts))
+    with pytest.raises(NonFiniteError, match=re.escape(MODEL_FILE) + " has non-finite"):
+        load_model_dir(str(tmp_path / "good"))

@@ -24,6 +24,7 @@ pipeline's order is a pure function of ``(seed, epoch)`` (:mod:`tfblend.pipeline
 a killed and resumed run takes the same batches in the same order as an uninterrupted one.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -36,7 +37,7 @@ from official.common import distribute_utils
 from official.modeling.optimization import lr_schedule
 
 from tfblend.config import OptimizerConfig
-from tfblend.errors import DataError
+from tfblend.errors import DataError, NonFiniteError
 from tfblend.records import write_json
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -220,13 +221,37 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         save_state(self.directory, self.variables_fn(), self.epoch, 0)
 
 
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stops ``fit`` with a :class:`~tfblend.errors.NonFiniteError` on a NaN/Inf batch loss.
+
+    For models trained by Keras's own ``train_step`` (the teacher); put it first among the
+    callbacks, so that no checkpoint is written after the loss went non-finite.
+    """
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            step = int(self.model.optimizer.iterations.numpy())
+            raise NonFiniteError(
+                f"training diverged: non-finite loss {float(loss)} at optimizer step {step} "
+                f"(batch {batch} of the epoch); lower the learning rate or set a clipnorm"
+            )
+
+
 def save_state(directory: str, variables, epoch: int, step: int) -> None:
-    """Writes the resume state atomically: the npz first, then the json that points at it."""
+    """Writes the resume state atomically: the npz first, then the json that points at it.
+
+    The temporary file is named per process and removed when writing fails (a full disk).
+    """
     name = f"variables-{epoch:04d}-{step:07d}.npz"
-    temporary = os.path.join(directory, f".{name}.tmp")
-    with open(temporary, "wb") as stream:
-        np.savez(stream, *[np.asarray(keras.ops.convert_to_numpy(v)) for v in variables])
-    os.replace(temporary, os.path.join(directory, name))
+    temporary = os.path.join(directory, f".{name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "wb") as stream:
+            np.savez(stream, *[np.asarray(keras.ops.convert_to_numpy(v)) for v in variables])
+        os.replace(temporary, os.path.join(directory, name))
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
     write_json(
         os.path.join(directory, "state.json"), {"epoch": epoch, "step": step, "variables": name}
     )
@@ -306,7 +331,7 @@ def fit_resumable(
             initial_epoch=first_epoch,
             epochs=last_epoch,
             steps_per_epoch=steps,
-            callbacks=[checkpoint, *callbacks],
+            callbacks=[StopOnNonFinite(), checkpoint, *callbacks],
             validation_data=validation_data,
             shuffle=False,  # the datasets shuffle themselves, recomputably per epoch
             verbose=verbose,
