@@ -143,8 +143,9 @@ def test_wrong_k_in_a_target_manifest_is_caught_when_opened(tiny_corpus, tmp_pat
 # -- item 1: non-finite guard --------------------------------------------------------------------
 
 
-def test_nan_in_a_foreign_shard_names_utterance_and_shard(tiny_corpus, tmp_path):
-    """A shard not written by our writer (an external tool) with a NaN frame."""
+def _nan_shard_set(tiny_corpus, tmp_path):
+    """A copy of the train set whose shard 0 was rewritten by a foreign tool with a NaN frame
+    (manifest checksums updated): (set directory, the utterance's id, the shard's path)."""
     train = _copy(tiny_corpus, tmp_path)
     manifest = records.read_manifest(train)
     path = records.shard_paths(train, manifest)[0]
@@ -157,9 +158,16 @@ def test_nan_in_a_foreign_shard_names_utterance_and_shard(tiny_corpus, tmp_path)
             writer.write(records.utterances._sequence_example(utt, utt.features))
     manifest["shards"][0].update(sha256=records.file_sha256(path), bytes=os.path.getsize(path))
     records.write_manifest(train, manifest)
+    return train, victim.utt_id, path
+
+
+def test_nan_in_a_foreign_shard_names_utterance_and_shard(tiny_corpus, tmp_path):
+    train, utt_id, path = _nan_shard_set(tiny_corpus, tmp_path)
     dataset = frame_dataset(train, batch_size=64, shuffle=False)
-    pattern = f"non-finite \\(NaN/Inf\\) features \\(utterance {re.escape(victim.utt_id)} in {re.escape(path)}"
-    with pytest.raises(tf.errors.InvalidArgumentError, match=pattern):
+    where = f"{re.escape(utt_id)} in {re.escape(path)}"
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=f"NaN/Inf\\) features \\(utterance {where}"
+    ):
         for _ in dataset:
             pass
 
@@ -229,3 +237,225 @@ def test_no_model_is_saved_or_loaded_with_non_finite_weights(tmp_path):
     path.write_text(json.dumps(facts))
     with pytest.raises(NonFiniteError, match=re.escape(MODEL_FILE) + " has non-finite"):
         load_model_dir(str(tmp_path / "good"))
+
+
+# -- item 3: safe model directories ---------------------------------------------------------------
+
+SETTINGS = {"experiment": {"train": {"seed": 0, "epochs": 2}}, "train_digest": "abc"}
+
+
+def _checkpointed(model_dir):
+    """What a run killed after its first checkpoint leaves (resume state and a history)."""
+    with open(os.path.join(model_dir, "resume", "state.json"), "w") as stream:
+        json.dump({"epoch": 1, "step": 0, "variables": "variables-0001-0000000.npz"}, stream)
+    with open(os.path.join(model_dir, "history.csv"), "w") as stream:
+        stream.write("epoch,loss\n0,1.0\n")
+
+
+def test_a_second_run_on_a_model_dir_stops_at_once(tmp_path):
+    from tfblend.rundir import training_run
+
+    model_dir = str(tmp_path / "run")
+    with training_run(model_dir, SETTINGS):
+        with (
+            pytest.raises(DataError, match=f"model dir {model_dir} is in use by pid {os.getpid()}"),
+            training_run(model_dir, SETTINGS),
+        ):
+            pass
+        assert os.path.isdir(os.path.join(model_dir, "resume"))  # the holder's files untouched
+        _checkpointed(model_dir)
+    with training_run(model_dir, SETTINGS):  # released
+        pass
+
+
+def test_resume_with_other_settings_is_refused_listing_the_differences(tmp_path):
+    from tfblend.rundir import training_run
+
+    model_dir = str(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt), training_run(model_dir, SETTINGS):
+        _checkpointed(model_dir)
+        raise KeyboardInterrupt  # killed after its first checkpoint: the state stays
+    other = {**SETTINGS, "experiment": {"train": {"seed": 1, "epochs": 2}}}
+    with (
+        pytest.raises(DataError, match=r"other settings \(experiment.train.seed: 0 -> 1\)"),
+        training_run(model_dir, other),
+    ):
+        pass
+    assert os.path.exists(os.path.join(model_dir, "resume", "state.json"))
+    with training_run(model_dir, SETTINGS):  # the same settings resume
+        assert os.path.exists(os.path.join(model_dir, "history.csv"))
+    with training_run(model_dir, other, overwrite=True):  # cleared first
+        assert not os.path.exists(os.path.join(model_dir, "history.csv"))
+        assert not os.path.exists(os.path.join(model_dir, "resume", "state.json"))
+
+
+def test_a_finished_model_dir_is_refused_unless_overwrite(tmp_path):
+    from tfblend.rundir import training_run
+
+    model_dir = tmp_path / "run"
+    model_dir.mkdir()
+    (model_dir / "model.json").write_text("{}")
+    (model_dir / "history.csv").write_text("epoch,loss\n0,1.0\n")
+    with (
+        pytest.raises(DataError, match="holds a finished model .*--overwrite"),
+        training_run(str(model_dir), SETTINGS),
+    ):
+        pass
+    assert (model_dir / "history.csv").read_text() == "epoch,loss\n0,1.0\n"
+    with training_run(str(model_dir), SETTINGS, overwrite=True):
+        assert sorted(os.listdir(model_dir)) == [".lock", "resume"]
+
+
+def test_a_run_failing_before_its_first_checkpoint_leaves_nothing(tmp_path):
+    from tfblend.rundir import training_run
+
+    fresh = tmp_path / "fresh"
+    with pytest.raises(DataError, match="boom"), training_run(str(fresh), SETTINGS):
+        os.makedirs(fresh / "logs")
+        (fresh / "history.csv").write_text("epoch\n")
+        raise DataError("boom")
+    assert not fresh.exists()
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="boom"), training_run(str(existing), SETTINGS):
+        (existing / "history.csv").write_text("epoch\n")
+        raise DataError("boom")
+    assert os.listdir(existing) == ["notes.txt"]
+
+
+def test_a_full_disk_during_a_checkpoint_leaves_no_temporary(tmp_path, monkeypatch):
+    import errno
+
+    from tfblend import training
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(training.np, "savez", full)
+    with pytest.raises(OSError, match="No space left"):
+        training.save_state(str(tmp_path), [tf.Variable([1.0])], 0, 5)
+    assert os.listdir(tmp_path) == []
+
+
+# -- item 4: one-line errors, config values checked when parsed --------------------------------
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epochs=three", "train.epochs must be int, got 'three' (str)"),
+        ("model.vgg.preset=huge", "model.vgg.preset must be one of ['paper', 'small', 'tiny']"),
+        ("distill.tail=ghosts", "distill.tail must be one of"),
+        ("data.cmvn=speakers", "data.cmvn must be one of"),
+        ("distill.alpha=1.5", "distill.alpha = 1.5 is outside [0, 1]"),
+        ("model.dnn.hidden_units=[8,x]", "model.dnn.hidden_units must be a list of int"),
+    ],
+)
+def test_config_values_are_checked_when_parsed(override, message):
+    from tfblend.config import load_experiment, shipped_config
+
+    with pytest.raises(DataError, match=re.escape(message)):
+        load_experiment(shipped_config("student"), override)
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (None, "needs the TF_CONFIG environment variable"),
+        ("{cluster:", "TF_CONFIG is not JSON"),
+        ('{"cluster": {"worker": ["a:1"]}}', 'needs "cluster"'),
+        ('{"cluster": {"worker": ["a"]}, "task": {}}', '"worker" must be a list of "host:port"'),
+        ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}', "index"),
+    ],
+)
+def test_malformed_tf_config_is_named(value, message):
+    from tfblend.training import check_tf_config
+
+    with pytest.raises(DataError, match=re.escape(message)):
+        check_tf_config(value)
+
+
+def test_error_lines_name_the_file():
+    import errno
+
+    from tfblend.cli import error_line
+
+    full = OSError(errno.ENOSPC, "No space left on device", "/data/run/model.keras")
+    assert error_line(full) == "No space left on device: /data/run/model.keras"
+    assertion = tf.errors.InvalidArgumentError(
+        None, None, "... transformation: assertion failed: [non-finite loss] [12] [loss] [nan]\n x"
+    )
+    assert error_line(assertion) == "non-finite loss 12 loss nan"
+    lost = tf.errors.DataLossError(None, None, "corrupted record at 1234\nmore")
+    assert error_line(lost).startswith("TensorFlow DataLossError: corrupted record at 1234")
+    assert error_line(KeyError("a bug")) is None  # a bug keeps its traceback
+
+
+# -- scripts: the top-level handler, end to end (each spawn costs a TensorFlow start) ------------
+
+
+def _script(name, *args, env=None):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_training_on_a_nan_shard_exits_1_naming_it_and_leaves_no_model_dir(tiny_corpus, tmp_path):
+    _, utt_id, path = _nan_shard_set(tiny_corpus, tmp_path)
+    shutil.copytree(tiny_corpus / "dev", tmp_path / "dev")
+    model_dir = tmp_path / "cnn"
+    result = _script(
+        "train_student.py",
+        f"--data_dir={tmp_path}",
+        f"--model_dir={model_dir}",
+        "--epochs=1",
+        "--params_override=model.vgg.preset=tiny",
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == (
+        f"train_student.py: error: non-finite (NaN/Inf) features (utterance {utt_id} in {path})"
+    )
+    assert "Traceback" not in result.stderr
+    assert not model_dir.exists()
+
+
+def test_a_busy_model_dir_stops_a_script_at_once_and_verbose_shows_the_traceback(
+    tiny_corpus, tmp_path
+):
+    from tfblend.rundir import training_run
+
+    model_dir = str(tmp_path / "cnn")
+    with training_run(model_dir, SETTINGS):
+        result = _script(
+            "train_student.py",
+            f"--data_dir={tiny_corpus}",
+            f"--model_dir={model_dir}",
+            env={"TFBLEND_TRACEBACK": "1"},
+        )
+        assert os.path.isdir(os.path.join(model_dir, "resume"))  # the holder's run untouched
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == f"train_student.py: error: model dir {model_dir} is in use by pid {os.getpid()}"
+    assert "Traceback" in result.stderr
+
+
+def test_rerunning_a_finished_model_dir_is_refused(tiny_corpus, tmp_path):
+    model_dir = tmp_path / "cnn"
+    model_dir.mkdir()
+    (model_dir / "model.json").write_text("{}")
+    (model_dir / "history.csv").write_text("epoch,loss\n0,1.0\n")
+    result = _script("train_student.py", f"--data_dir={tiny_corpus}", f"--model_dir={model_dir}")
+    assert result.returncode == 1
+    assert "holds a finished model (model.json); pass --overwrite" in result.stderr
+    assert (model_dir / "history.csv").read_text() == "epoch,loss\n0,1.0\n"

@@ -59,8 +59,7 @@ def make_strategy(name: str = "default", num_replicas: int = 0) -> tf.distribute
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            raise DataError("--strategy=multi_worker needs the TF_CONFIG environment variable")
+        check_tf_config(os.environ.get("TF_CONFIG"))
         return distribute_utils.get_distribution_strategy("multi_worker_mirrored")
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
@@ -69,6 +68,32 @@ def make_strategy(name: str = "default", num_replicas: int = 0) -> tf.distribute
     count = max(num_replicas, 1)
     configure_cpu_replicas(count)
     return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(count)])
+
+
+def check_tf_config(text: str | None) -> dict:
+    """The parsed ``TF_CONFIG`` of a multi-worker run; DataError saying what is wrong with it."""
+    if not text:
+        raise DataError("--strategy=multi_worker needs the TF_CONFIG environment variable")
+    try:
+        config = json.loads(text)
+    except ValueError as error:
+        raise DataError(f"TF_CONFIG is not JSON ({error})") from None
+    cluster = config.get("cluster") if isinstance(config, dict) else None
+    task = config.get("task") if isinstance(config, dict) else None
+    if not isinstance(cluster, dict) or not cluster or not isinstance(task, dict):
+        raise DataError('TF_CONFIG needs "cluster" ({job: ["host:port", ...]}) and "task"')
+    for job, addresses in cluster.items():
+        if not isinstance(addresses, list) or not all(
+            isinstance(a, str) and a.rpartition(":")[2].isdigit() for a in addresses
+        ):
+            raise DataError(f'TF_CONFIG cluster "{job}" must be a list of "host:port" strings')
+    kind, index = task.get("type"), task.get("index")
+    if kind not in cluster or not isinstance(index, int) or not 0 <= index < len(cluster[kind]):
+        raise DataError(
+            f"TF_CONFIG task {task} does not name a job of the cluster {sorted(cluster)} and an "
+            "index within it"
+        )
+    return config
 
 
 def configure_cpu_replicas(count: int) -> None:
