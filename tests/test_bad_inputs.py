@@ -74,6 +74,10 @@ def _write_targets(data_dir, out_dir, *, probs_value=1.0, id_offset=0, k=1):
         "features_digest": records.feature_values_digest(manifest),
         "features_ids_digest": manifest["content_digest"],
         "shards": shards,
+        "method": "topk",
+        "p": None,
+        "tail": "renormalize",
+        "teacher": {"dir": "none", "model": "lstm", "sha256": "0" * 64},
     }
     records.write_manifest(out_dir, target_manifest)
     return target_manifest
@@ -459,3 +463,31 @@ def test_rerunning_a_finished_model_dir_is_refused(tiny_corpus, tmp_path):
     assert result.returncode == 1
     assert "holds a finished model (model.json); pass --overwrite" in result.stderr
     assert (model_dir / "history.csv").read_text() == "epoch,loss\n0,1.0\n"
+
+
+# -- item 5: targets checked early; item 8: no retracing in dumps --------------------------------
+
+
+def test_derived_targets_refuse_ids_out_of_range_and_leave_nothing(tiny_corpus, tmp_path):
+    from tfblend.targets import derive_targets
+
+    _write_targets(tiny_corpus / "train", tmp_path / "targets", id_offset=10_000, k=2)
+    shard = re.escape(str(tmp_path / "targets" / "targets-00000-of-"))
+    with pytest.raises(DataError, match=f"{shard}\\d+\\.tfrecord: utterance .* ids outside"):
+        derive_targets(str(tmp_path / "targets"), str(tmp_path / "k1"), 1)
+    assert not (tmp_path / "k1").exists()
+
+
+def test_the_dump_forward_pass_is_traced_once():
+    from tfblend.models import get_model
+    from tfblend.targets import _Sparsifier, _teaching_function
+
+    teacher = get_model("lstm", num_classes=7, num_layers=1, units=4)
+    teacher({"features": np.zeros([1, 3, 5], np.float32), "mask": np.ones([1, 3], bool)})  # built,
+    # as a loaded teacher is (creating variables inside a tf.function traces it twice)
+    teach = _teaching_function(teacher, _Sparsifier("topk", 3, 0.0, 0), {"feature_dim": 5})
+    for batch, frames in ((2, 11), (3, 40), (1, 7), (2, 11)):
+        features = tf.random.normal([batch, frames, 5])
+        ids, probs, mass = teach(features, tf.fill([batch], frames), tf.constant(0))
+        assert ids.shape == (batch, frames, 3) and mass.shape == (batch, frames)
+    assert teach.experimental_get_tracing_count() == 1
