@@ -318,8 +318,10 @@ def _dump_shard(
     teach, data_dir, output_dir, index, total, info, cmvn_stats, settings, batch_size
 ) -> dict:
     utterances = eval_utterances(data_dir, cmvn=info["cmvn"], cmvn_stats=cmvn_stats, shards=[index])
+    keep = ("utt_id", "num_frames", "features")
+    # Not converted: AutoGraph cannot convert this lambda and warned once per shard.
     batches = utterances.map(
-        lambda u: {"utt_id": u["utt_id"], "num_frames": u["num_frames"], "features": u["features"]}
+        tf.autograph.experimental.do_not_convert(lambda u: {key: u[key] for key in keep})
     ).padded_batch(batch_size)
     name = target_shard_name(index, total)
     final = os.path.join(output_dir, name)
