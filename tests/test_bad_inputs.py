@@ -107,11 +107,12 @@ def test_targets_from_other_feature_values_are_refused(tiny_corpus, tmp_path):
         frame_dataset(tmp_path / "deltas", targets_dir=tmp_path / "targets", batch_size=64)
 
 
-def test_a_flipped_byte_is_caught_when_the_set_is_opened(tiny_corpus, tmp_path):
+def test_a_flipped_byte_is_caught_when_the_set_is_opened(tiny_corpus, tmp_path, monkeypatch):
+    monkeypatch.setenv(records.CACHE_ENV, str(tmp_path / "cache"))
     train = _copy(tiny_corpus, tmp_path)
     manifest = records.read_manifest(train)
     frame_dataset(train, batch_size=64)
-    assert os.path.exists(train / records.VERIFIED_NAME)
+    assert os.path.exists(records.verification_record_path(train))  # verified once, recorded
     path = records.shard_paths(train, manifest)[1]
     _flip_byte(path)
     with pytest.raises(DataError, match=re.escape(path) + ": sha256 mismatch"):
@@ -121,8 +122,7 @@ def test_a_flipped_byte_is_caught_when_the_set_is_opened(tiny_corpus, tmp_path):
 def test_verified_shards_are_not_hashed_again(tiny_corpus, tmp_path, monkeypatch):
     train = _copy(tiny_corpus, tmp_path)
     manifest = records.read_manifest(train)
-    if os.path.exists(train / records.VERIFIED_NAME):
-        os.remove(train / records.VERIFIED_NAME)  # copied along, with the shards' mtimes
+    monkeypatch.setenv(records.CACHE_ENV, str(tmp_path / "cache"))
     hashed = []
     real = records.manifests.file_sha256
     monkeypatch.setattr(records.manifests, "file_sha256", lambda p: hashed.append(p) or real(p))

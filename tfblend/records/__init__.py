@@ -10,11 +10,11 @@ package has one module per concern, and every public name is re-exported here, s
 """
 
 from tfblend.records.manifests import (
+    CACHE_ENV,
     FORMAT_VERSION,
     MANIFEST_NAME,
     TARGET_FORMAT,
     UTTERANCE_FORMAT,
-    VERIFIED_NAME,
     check_shard_files,
     content_digest,
     feature_values_digest,
@@ -23,6 +23,7 @@ from tfblend.records.manifests import (
     shard_paths,
     target_shard_name,
     utterance_shard_name,
+    verification_record_path,
     verify_shards,
     write_json,
     write_manifest,
@@ -36,11 +37,11 @@ from tfblend.records.utterances import (
 )
 
 __all__ = [
+    "CACHE_ENV",
     "FORMAT_VERSION",
     "MANIFEST_NAME",
     "TARGET_FORMAT",
     "UTTERANCE_FORMAT",
-    "VERIFIED_NAME",
     "Utterance",
     "check_shard_files",
     "check_target_layout",
@@ -55,6 +56,7 @@ __all__ = [
     "target_shard_name",
     "utterance_parser",
     "utterance_shard_name",
+    "verification_record_path",
     "verify_shards",
     "write_json",
     "write_manifest",

@@ -172,22 +172,31 @@ def feature_values_digest(manifest: dict) -> str:
     return digest.hexdigest()
 
 
-VERIFIED_NAME = ".verified-shards.json"
+CACHE_ENV = "TFBLEND_CACHE_DIR"
+
+
+def verification_record_path(directory) -> str:
+    """Where :func:`verify_shards` records the verified shards of ``directory``:
+    ``$TFBLEND_CACHE_DIR`` (default ``~/.cache/tfblend``) ``/verified-shards/<digest of the
+    absolute path>.json``, outside the dataset, which stays untouched (and may be read-only)."""
+    root = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "tfblend")
+    key = hashlib.sha256(os.path.abspath(os.fspath(directory)).encode()).hexdigest()[:24]
+    return os.path.join(root, "verified-shards", f"{key}.json")
 
 
 def verify_shards(directory, manifest: dict) -> None:
     """Check each shard's existence, size and sha256 against the manifest.
 
-    A shard whose sha256 was verified before is not hashed again while its size and mtime are
-    unchanged: the verifications are kept in ``<directory>/.verified-shards.json`` (``{file:
-    {"bytes", "mtime_ns", "sha256"}}``, written atomically; skipped silently on a read-only
-    directory, which then re-hashes on every open).
+    A shard whose sha256 was verified before is not hashed again while its size, mtime and inode
+    are unchanged: the verifications are kept in :func:`verification_record_path` (``{file:
+    {"bytes", "mtime_ns", "inode", "sha256"}}``, written atomically; skipped when the cache
+    cannot be written, which then re-hashes on every open).
 
     Raises:
       DataError naming the first bad shard.
     """
     directory = os.fspath(directory)
-    sidecar = os.path.join(directory, VERIFIED_NAME)
+    sidecar = verification_record_path(directory)
     try:
         with open(sidecar) as handle:
             verified = json.load(handle)
@@ -200,10 +209,16 @@ def verify_shards(directory, manifest: dict) -> None:
         if "sha256" not in shard:
             raise DataError(f"{path}: the manifest records no sha256 for this shard")
         status = os.stat(path)
-        key = {"bytes": status.st_size, "mtime_ns": status.st_mtime_ns, "sha256": shard["sha256"]}
+        key = {
+            "bytes": status.st_size,
+            "mtime_ns": status.st_mtime_ns,
+            "inode": status.st_ino,
+            "sha256": shard["sha256"],
+        }
         if verified.get(shard["file"]) != key and file_sha256(path) != shard["sha256"]:
             raise DataError(f"{path}: sha256 mismatch with the manifest (corrupt shard)")
         updated[shard["file"]] = key
     if updated != verified:
         with contextlib.suppress(OSError):
+            os.makedirs(os.path.dirname(sidecar), exist_ok=True)
             write_json(sidecar, updated, sort_keys=True)
