@@ -168,9 +168,9 @@ def _nan_shard_set(tiny_corpus, tmp_path):
 def test_nan_in_a_foreign_shard_names_utterance_and_shard(tiny_corpus, tmp_path):
     train, utt_id, path = _nan_shard_set(tiny_corpus, tmp_path)
     dataset = frame_dataset(train, batch_size=64, shuffle=False)
-    where = f"{re.escape(utt_id)} in {re.escape(path)}"
+    where = f"\\[{re.escape(utt_id)}\\] \\[of\\] \\[{re.escape(path)}\\]"
     with pytest.raises(
-        tf.errors.InvalidArgumentError, match=f"NaN/Inf\\) features \\(utterance {where}"
+        tf.errors.InvalidArgumentError, match=f"NaN/Inf\\) features in utterance\\] {where}"
     ):
         for _ in dataset:
             pass
@@ -180,7 +180,8 @@ def test_target_ids_out_of_range_name_utterance_and_shard(tiny_corpus, tmp_path)
     train = tiny_corpus / "train"
     _write_targets(train, tmp_path / "targets", id_offset=10_000)
     dataset = frame_dataset(train, targets_dir=tmp_path / "targets", batch_size=64, shuffle=False)
-    pattern = r"target ids outside \[0, \d+\) \(utterance \S+ in \S+targets-00000-of-\d+\.tfrecord"
+    shard = r"\[of\] \[\S+targets-00000-of-"
+    pattern = r"target ids outside range\(0, \d+\)\] \[in utterance\] \[\S+\] " + shard
     with pytest.raises(tf.errors.InvalidArgumentError, match=pattern):
         next(iter(dataset))
 
@@ -428,7 +429,7 @@ def test_training_on_a_nan_shard_exits_1_naming_it_and_leaves_no_model_dir(tiny_
     assert result.returncode == 1, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last == (
-        f"train_student.py: error: non-finite (NaN/Inf) features (utterance {utt_id} in {path})"
+        f"train_student.py: error: non-finite (NaN/Inf) features in utterance {utt_id} of {path}"
     )
     assert "Traceback" not in result.stderr
     assert not model_dir.exists()

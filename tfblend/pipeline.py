@@ -124,10 +124,10 @@ class _Source:
         target ids outside ``[0, num_classes)`` or target probabilities/mass not finite in [0, 1].
         """
         utterance = self.parse(utterance_record)
-        where = [" (utterance ", utterance["utt_id"], " in ", shard, ")"]
+        # The message parts are passed as they are (no string op runs for a record that passes).
         finite = tf.debugging.Assert(
             tf.reduce_all(tf.math.is_finite(utterance["features"])),
-            [tf.strings.join(["non-finite (NaN/Inf) features", *where])],
+            ["non-finite (NaN/Inf) features in utterance", utterance["utt_id"], "of", shard],
         )
         with tf.control_dependencies([finite]):
             utterance["features"] = tf.identity(utterance["features"])
@@ -159,15 +159,15 @@ class _Source:
         valid = tf.reduce_all(tf.math.is_finite(probs)) & tf.reduce_all((probs >= 0) & (probs <= 1))
         if "mass" in target:
             valid &= tf.reduce_all(tf.math.is_finite(target["mass"]))
-        targets_where = [" (utterance ", target["utt_id"], " in ", target_shard, ")"]
+        targets_where = ["in utterance", target["utt_id"], "of", target_shard]
         checks = [
             tf.debugging.Assert(agree, [message]),
             tf.debugging.Assert(
                 tf.reduce_all((ids >= 0) & (ids < classes)),
-                [tf.strings.join([f"target ids outside [0, {classes})", *targets_where])],
+                [f"target ids outside range(0, {classes})", *targets_where],
             ),
             tf.debugging.Assert(
-                valid, [tf.strings.join(["target probs/mass not finite in [0, 1]", *targets_where])]
+                valid, ["target probs/mass not finite within 0..1", *targets_where]
             ),
         ]
         with tf.control_dependencies(checks):
