@@ -9,7 +9,11 @@ Cases (train split of the corpus, CMVN "global"):
   (4 chunks) per batch, default shuffle buffer (frames counted without the masked tail);
 - ``chunks_joined_k{K}``: the same joined with the target set;
 - ``utterances``: ``utterance_dataset``, batch 8, padded (frames counted without padding);
-- ``eval_read``: ``eval_utterances`` with ``cmvn="none"``: read + parse only, no splicing.
+- ``eval_read``: ``eval_utterances`` with ``cmvn="none"``: read + parse only, no splicing;
+- ``frames_unchecked``, ``frames_joined_k{K}_unchecked``: ``frames`` and the joined case built
+  with the read-time checks of ``_Source.parse_record`` left out (features finite, target ids in
+  range and probabilities finite in [0, 1], the utt_id/num_frames join assertion): their cost,
+  side by side with the checked cases in one run.
 
 Each case iterates a ``repeat=True`` dataset: ``startup_s`` is the time to the first batch
 (includes filling the shuffle buffer), ``frames_per_s`` the rate over the following
@@ -22,6 +26,7 @@ real step rate.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
@@ -34,6 +39,8 @@ from tfblend import pipeline
 from tfblend.records import (
     FORMAT_VERSION,
     TARGET_FORMAT,
+    feature_values_digest,
+    file_sha256,
     iterate_utterances,
     read_manifest,
     serialize_targets,
@@ -78,6 +85,7 @@ def write_synthetic_targets(data_dir, out_dir, k, seed=0):
                 "file": name,
                 "num_utterances": shard["num_utterances"],
                 "num_frames": shard["num_frames"],
+                "sha256": file_sha256(os.path.join(out_dir, name)),
             }
         )
     write_manifest(
@@ -92,10 +100,29 @@ def write_synthetic_targets(data_dir, out_dir, k, seed=0):
             "value_encoding": "float16",
             "log_step": None,
             "has_mass": False,
-            "features_digest": manifest["content_digest"],
+            "features_digest": feature_values_digest(manifest),
             "shards": shards,
         },
     )
+
+
+@contextlib.contextmanager
+def _without_read_checks():
+    """Builds datasets whose records are parsed without the checks of ``_Source.parse_record``."""
+
+    def parse_unchecked(self, shard, utterance_record, target_record=None, target_shard=None):
+        utterance = self.parse(utterance_record)
+        if target_record is not None:
+            target = self.parse_targets(target_record)
+            utterance["soft"] = {k: v for k, v in target.items() if k in ("ids", "probs", "mass")}
+        return utterance
+
+    checked = pipeline._Source.parse_record
+    pipeline._Source.parse_record = parse_unchecked
+    try:
+        yield
+    finally:
+        pipeline._Source.parse_record = checked
 
 
 def measure(dataset, frames_of, seconds):
@@ -135,6 +162,15 @@ def run(args):
                 "labels",
             ),
             "utterances": (pipeline.utterance_dataset(data_dir, batch_size=8, repeat=True), "mask"),
+        }
+        with _without_read_checks():  # tf.data traces the parse function when the map is built
+            cases["frames_unchecked"] = (pipeline.frame_dataset(data_dir, **frames), 256)
+            cases[f"frames_joined_k{args.pipeline_k}_unchecked"] = (
+                pipeline.frame_dataset(data_dir, targets_dir=targets_dir, **frames),
+                256,
+            )
+        cases = {
+            **cases,
             "eval_read": (pipeline.eval_utterances(data_dir, cmvn="none").repeat(), "eval"),
         }
         rows = []

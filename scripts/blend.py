@@ -53,6 +53,7 @@ def main(_):
         role="blend",
         targets_dir=FLAGS.targets_dir,
         teacher_dir=FLAGS.teacher_dir,
+        overwrite=FLAGS.overwrite,
     )
     cli.say(f"blended student saved to {FLAGS.model_dir} ({info['wall_seconds']:.0f} s)")
 

@@ -32,7 +32,9 @@ def main(_):
     default = "student" if FLAGS.model == "vgg" else "dnn"
     experiment = cli.experiment_from_flags(default, **overrides)
     strategy = make_strategy(FLAGS.strategy, FLAGS.num_replicas)
-    info = train_window_model(FLAGS.data_dir, FLAGS.model_dir, experiment, strategy)
+    info = train_window_model(
+        FLAGS.data_dir, FLAGS.model_dir, experiment, strategy, overwrite=FLAGS.overwrite
+    )
     cli.say(
         f"{FLAGS.model} saved to {FLAGS.model_dir} ({info['num_params']:,} parameters, "
         f"{info['wall_seconds']:.0f} s)"

@@ -24,7 +24,9 @@ FLAGS = flags.FLAGS
 def main(_):
     experiment = cli.experiment_from_flags("teacher")
     strategy = make_strategy(FLAGS.strategy, FLAGS.num_replicas)
-    info = train_teacher(FLAGS.data_dir, FLAGS.model_dir, experiment, strategy)
+    info = train_teacher(
+        FLAGS.data_dir, FLAGS.model_dir, experiment, strategy, overwrite=FLAGS.overwrite
+    )
     cli.say(
         f"teacher saved to {FLAGS.model_dir} ({info['num_params']:,} parameters, "
         f"{info['wall_seconds']:.0f} s)"

@@ -36,7 +36,8 @@ def kaldi_data(tiny_corpus, tmp_path_factory):
     """A Kaldi data dir made of the tiny corpus's test split, audio re-rendered from its plan.
 
     Utterances (sorted): 0 and 1 are segments of one recording, 2 is a 22050 Hz file, 3 has an
-    alignment 5 frames short, 4 has no alignment, 5 is plain.
+    alignment 5 frames short, 4 has no alignment, 5 is plain; "zz-no-audio" has a speaker and an
+    alignment but no audio, "zz-short" is a 10 ms segment of recording 5.
     """
     root = tmp_path_factory.mktemp("kaldi")
     data = root / "data"
@@ -64,14 +65,18 @@ def kaldi_data(tiny_corpus, tmp_path_factory):
             _write_wav(data / f"u{k}.wav", pcms[k])
         wav_scp.append((f"rec{k}", data / f"u{k}.wav"))
         segments.append((utts[k].utt_id, f"rec{k}", 0.0, -1))
+    segments.append(("zz-short", "rec5", 0.0, 0.01))
     _write_table(data / "wav.scp", wav_scp)
     _write_table(data / "segments", segments)
-    _write_table(data / "utt2spk", [(u.utt_id, u.speaker) for u in utts])
+    speakers = [(u.utt_id, u.speaker) for u in utts]
+    _write_table(data / "utt2spk", [*speakers, ("zz-no-audio", "x"), ("zz-short", "x")])
     _write_table(data / "text", [(u.utt_id, *jobs[u.utt_id].words) for u in utts])
     pdfs = {u.utt_id: u.labels for u in utts[:4] + utts[5:]}
     pdfs[utts[3].utt_id] = utts[3].labels[:-5]
+    pdfs["zz-no-audio"] = pdfs["zz-short"] = utts[5].labels[:1]
     _write_table(root / "ali.txt", [(k, *v) for k, v in pdfs.items()])
-    _write_table(root / "phones.txt", [(u.utt_id, *u.phones) for u in utts])
+    phones = [(u.utt_id, *u.phones) for u in utts]
+    _write_table(root / "phones.txt", [*phones, ("zz-no-audio", 0), ("zz-short", 0)])
     kaldiio.save_ark(str(root / "ali.ark"), {k: v.astype(np.int32) for k, v in pdfs.items()})
     return root, utts
 
@@ -132,9 +137,44 @@ def test_rejections_are_counted(kaldi_data, imported):
     _, utts = kaldi_data
     _, manifest = imported
     info = manifest["metadata"]["kaldi"]
-    assert info["skipped_by_reason"] == {"frame_mismatch": 1, "no_alignment": 1}
-    assert info["skipped"] == {utts[3].utt_id: "frame_mismatch", utts[4].utt_id: "no_alignment"}
-    assert info["num_found"] == 6 and info["num_skipped"] == 2
+    assert info["skipped_by_reason"] == {
+        "no_audio": 1,
+        "no_alignment": 1,
+        "frame_mismatch": 1,
+        "too_short": 1,
+    }
+    assert info["skipped"] == {
+        utts[3].utt_id: "frame_mismatch",
+        utts[4].utt_id: "no_alignment",
+        "zz-no-audio": "no_audio",
+        "zz-short": "too_short",
+    }
+    assert info["num_found"] == 8 and info["num_skipped"] == 4 and info["num_imported"] == 4
+    assert info["upsampled"] == {}  # 22050 Hz is above the feature rate: no warning
+
+
+def test_a_source_below_the_feature_rate_warns_naming_the_file(kaldi_data, tmp_path):
+    root, utts = kaldi_data
+    data = tmp_path / "data"
+    data.mkdir()
+    pcm = synthetic.render({j.utt_id: j for j in synthetic.plan_corpus("tiny", 0)}[utts[5].utt_id])[
+        0
+    ]
+    low = tfio.audio.resample(tf.constant(pcm / 32768.0, tf.float32), RATE, 8000).numpy()
+    _write_wav(data / "low.wav", np.clip(np.round(low * 32768), -32768, 32767), 8000)
+    _write_table(data / "wav.scp", [(utts[5].utt_id, data / "low.wav")])
+    _write_table(data / "utt2spk", [(utts[5].utt_id, utts[5].speaker)])
+    with pytest.warns(
+        UserWarning,
+        match=r"upsampled; their mel bins above 4000 Hz are empty: .*low\.wav \(8000 Hz\)",
+    ):
+        manifest = kaldi.import_kaldi_dir(
+            data,
+            root / "ali.txt",
+            tmp_path / "out",
+            num_classes=mdef.default_senone_model().num_senones,
+        )
+    assert manifest["metadata"]["kaldi"]["upsampled"] == {str(data / "low.wav"): 8000}
 
 
 def test_kaldi_archive_alignments_give_the_same_set(kaldi_data, imported, tmp_path):

@@ -23,6 +23,8 @@ from tfblend.pipeline import (
 from tfblend.records import (
     FORMAT_VERSION,
     TARGET_FORMAT,
+    feature_values_digest,
+    file_sha256,
     iterate_utterances,
     read_manifest,
     serialize_targets,
@@ -64,8 +66,11 @@ def write_targets(data_dir, out_dir, *, edit=None, manifest_edits=None, shard_co
                         utt_id, ids, probs, mass, id_dtype="int32", value_encoding="float16"
                     )
                 )
+        checksum = {"sha256": file_sha256(os.path.join(out_dir, name))}
         shards.append(
-            {"file": name, "num_utterances": len(rows)} if shard_counts else {"file": name}
+            {"file": name, "num_utterances": len(rows), **checksum}
+            if shard_counts
+            else {"file": name, **checksum}
         )
     target_manifest = {
         "format": TARGET_FORMAT,
@@ -77,7 +82,7 @@ def write_targets(data_dir, out_dir, *, edit=None, manifest_edits=None, shard_co
         "value_encoding": "float16",
         "log_step": None,
         "has_mass": True,
-        "features_digest": manifest["content_digest"],
+        "features_digest": feature_values_digest(manifest),
         "shards": shards,
     }
     target_manifest.update(manifest_edits or {})

@@ -6,13 +6,17 @@ the same thing has the same name in every script (``--data_dir``, ``--split``, `
 ``--config_file``, ``--params_override``, ``--strategy``, ``--num_replicas``); its help text is
 written once, here. ``--flagfile`` comes with absl.
 
-Bad input (a :class:`tfblend.errors.DataError`, a missing file) ends a script with one line,
-``<script>: error: <what is wrong>``, and exit status 1, never a traceback.
+Bad input (a :class:`tfblend.errors.DataError`, a missing file, a full disk, a failed check of
+the input pipeline or the train step) ends a script with one line, ``<script>: error: <what is
+wrong>``, and exit status 1, never a traceback (unless ``--verbose``): :func:`run`.
 """
 
+import contextlib
 import os
+import re
 import sys
 import time
+import traceback
 
 from absl import app, flags, logging
 
@@ -32,6 +36,7 @@ _COMMON = {
     "params_override": ("string", "", "Overrides of the config: YAML or 'a.b=1,c.d=x'."),
     "strategy": ("enum", "default", "tf.distribute strategy: default, mirrored, multi_worker."),
     "num_replicas": ("integer", 0, "Replicas for --strategy=mirrored (logical CPUs without GPUs)."),
+    "overwrite": ("boolean", False, "Clear --model_dir's earlier run (finished or not) first."),
 }
 #: The flags every training script takes (and the recipe passes on).
 TRAINING_FLAGS = (
@@ -44,6 +49,7 @@ TRAINING_FLAGS = (
     "seed",
     "strategy",
     "num_replicas",
+    "overwrite",
 )
 _ENUMS = {"strategy": ["default", "mirrored", "multi_worker"]}
 
@@ -69,9 +75,60 @@ def define_flags(*names: str, required: tuple[str, ...] = (), **defaults) -> Non
         flags.mark_flag_as_required(name)
 
 
+TRACEBACK_ENV = "TFBLEND_TRACEBACK"
+#: Flags naming directories a script writes; a failed run's temporaries (``*tmp-<pid>*``) go.
+_WRITTEN_DIRS = ("model_dir", "output_dir", "export_base")
+
+
+def error_line(error: BaseException) -> str | None:
+    """The one-line message for an error a user can act on, or None for a bug (a traceback).
+
+    DataError (bad input, config, non-finite values), OSError (missing files, permissions, a
+    full disk: the path is named) and TensorFlow's runtime errors (a failed tf assertion of the
+    pipeline or the train step, data loss, exhausted resources) have one.
+    """
+    import tensorflow as tf
+
+    if isinstance(error, DataError):
+        return str(error)
+    if isinstance(error, OSError):
+        where = f": {error.filename}" if error.filename else ""
+        return f"{error.strerror or error}{where}"
+    if isinstance(error, tf.errors.OpError):
+        text = error.message or type(error).__name__
+        if "assertion failed:" in text:
+            first = text.split("assertion failed:", 1)[1].splitlines()[0]
+            return " ".join(re.findall(r"\[([^\[\]]*)\]", first)) or first.strip()
+        first = text.strip().splitlines()[0]
+        kind = type(error).__name__
+        if isinstance(error, tf.errors.DataLossError):
+            return f"TensorFlow {kind}: {first} (a shard changed after it was verified?)"
+        return f"TensorFlow {kind}: {first}"
+    return None
+
+
+def _remove_temporaries() -> None:
+    marker = f"tmp-{os.getpid()}"
+    for name in _WRITTEN_DIRS:
+        directory = flags.FLAGS[name].value if name in flags.FLAGS else None
+        if not directory or not os.path.isdir(directory):
+            continue
+        for root, _, files in os.walk(directory):
+            for file in files:
+                if marker in file:
+                    with contextlib.suppress(OSError):
+                        os.remove(os.path.join(root, file))
+
+
 def run(main) -> None:
-    """``absl.app.run(main)``, turning bad input into one line on stderr and exit status 1."""
+    """``absl.app.run(main)`` with one top-level handler: an error a user can act on
+    (:func:`error_line`) ends the script with ``<script>: error: <what, which file or flag>`` on
+    stderr and exit status 1, after removing this process's temporaries; ``--verbose`` (or the
+    environment variable ``TFBLEND_TRACEBACK=1``) also prints the traceback."""
     program = os.path.basename(sys.argv[0])
+    flags.DEFINE_boolean(
+        "verbose", False, f"Print the traceback of an error (or {TRACEBACK_ENV}=1)."
+    )
 
     def guarded(argv):
         if not flags.FLAGS["verbosity"].present:
@@ -80,8 +137,14 @@ def run(main) -> None:
             raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
         try:
             main(argv)
-        except (DataError, FileNotFoundError, NotADirectoryError) as error:
-            print(f"{program}: error: {error}", file=sys.stderr)
+        except Exception as error:
+            line = error_line(error)
+            if line is None:
+                raise
+            _remove_temporaries()
+            if flags.FLAGS.verbose or os.environ.get(TRACEBACK_ENV) == "1":
+                traceback.print_exc()
+            print(f"{program}: error: {line}", file=sys.stderr)
             sys.exit(1)
 
     app.run(guarded)

@@ -10,6 +10,7 @@ The YAML files shipped with tfblend live in ``tfblend/configs/`` (see :func:`shi
 
 import dataclasses
 import os
+import typing
 
 import yaml
 from official.modeling import hyperparams
@@ -186,9 +187,95 @@ def load_experiment(config_file: str | None = None, params_override: str = "") -
             raise DataError(f"bad experiment config in {where}: {message}") from None
     if experiment.model.type not in ("lstm", "vgg", "dnn"):
         raise DataError(f"model.type must be lstm, vgg or dnn, not {experiment.model.type!r}")
+    check_values(experiment)
     experiment.validate()
     experiment.lock()
     return experiment
+
+
+def _choices() -> dict[str, tuple]:
+    """The settings with a fixed set of values, from the modules that define them."""
+    from tfblend.losses import _TAILS
+    from tfblend.models.cnn import PRESETS
+    from tfblend.pipeline import CMVN_MODES
+
+    return {
+        "data.cmvn": CMVN_MODES,
+        "data.auto_shard": ("auto", "file", "data"),
+        "model.vgg.preset": tuple(sorted(PRESETS)),
+        "optimizer.schedule": ("cosine", "constant"),
+        "distill.tail": _TAILS,
+    }
+
+
+#: (lowest, highest or None, lowest included) of numeric settings.
+_BOUNDS = {
+    "data.context": (0, None, True),
+    "data.batch_size": (1, None, True),
+    "data.shuffle_buffer": (1, None, True),
+    "optimizer.learning_rate": (0, None, False),
+    "train.epochs": (1, None, True),
+    "train.label_smoothing": (0, 1, True),
+    "train.checkpoint_every_steps": (1, None, True),
+    "distill.alpha": (0, 1, True),
+    "distill.temperature": (0, None, False),
+}
+
+
+def _type_error(key: str, value, annotation) -> str | None:
+    origin = typing.get_origin(annotation)
+    if origin is tuple:
+        (item,) = {a for a in typing.get_args(annotation) if a is not Ellipsis}
+        if not isinstance(value, list | tuple) or not all(
+            _type_error(key, v, item) is None for v in value
+        ):
+            return f"{key} must be a list of {item.__name__}, got {value!r}"
+        return None
+    if annotation is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif annotation is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(annotation, type) and annotation in (bool, str):
+        ok = isinstance(value, annotation)
+    else:
+        return None
+    if ok:
+        return None
+    return f"{key} must be {annotation.__name__}, got {value!r} ({type(value).__name__})"
+
+
+def check_values(config: hyperparams.Config, prefix: str = "") -> None:
+    """Type-checks every field against its annotation, and the choices and bounds above.
+
+    Raises:
+      DataError naming the key (e.g. ``train.epochs must be int, got 'three' (str)``).
+    """
+    choices = _choices() if not prefix else {}
+    for field in dataclasses.fields(config):
+        key, value = f"{prefix}{field.name}", getattr(config, field.name)
+        if isinstance(value, hyperparams.Config):
+            check_values(value, f"{key}.")
+            continue
+        problem = _type_error(key, value, field.type)
+        if problem:
+            raise DataError(f"bad experiment config: {problem}")
+    for key, allowed in choices.items():
+        value = _get(config, key)
+        if value not in allowed:
+            raise DataError(
+                f"bad experiment config: {key} must be one of {list(allowed)}, not {value!r}"
+            )
+    for key, (low, high, closed) in ({} if prefix else _BOUNDS).items():
+        value = _get(config, key)
+        if (value < low if closed else value <= low) or (high is not None and value > high):
+            interval = f"{'[' if closed else '('}{low}, {high if high is not None else 'inf'}]"
+            raise DataError(f"bad experiment config: {key} = {value!r} is outside {interval}")
+
+
+def _get(config, dotted: str):
+    for part in dotted.split("."):
+        config = getattr(config, part)
+    return config
 
 
 def model_kwargs(model: ModelConfig) -> dict:

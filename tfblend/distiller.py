@@ -353,8 +353,24 @@ class Distiller(keras.Model):
             loss = tf.reduce_sum(total) / self._global_batch_size(total)
             loss = self.optimizer.scale_loss(loss)
         variables = self.student.trainable_variables
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+        gradients = self.check_finite(loss, tape.gradient(loss, variables))
+        self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
         return self._update_metrics(data[0], labels, logits, targets, hard, soft, total)
+
+    def check_finite(self, loss, gradients):
+        """The gradients, gated on a tf assertion (naming the step) that loss and gradients are
+        finite: a NaN/Inf stops training before it reaches the weights.
+
+        loss: float32 scalar; gradients: the student's gradients (None entries pass through).
+        The inputs were checked for finiteness when read (:mod:`tfblend.pipeline`), so a
+        non-finite value here means the training diverged.
+        """
+        finite = [tf.reduce_all(tf.math.is_finite(g)) for g in gradients if g is not None]
+        ok = tf.reduce_all(tf.stack([tf.math.is_finite(loss), *finite]))
+        message = "non-finite loss or gradient (training diverged) at optimizer step"
+        check = tf.debugging.Assert(ok, [message, self.optimizer.iterations + 1, "loss", loss])
+        with tf.control_dependencies([check]):
+            return [None if g is None else tf.identity(g) for g in gradients]
 
     def test_step(self, data):
         """Metrics on `(inputs, hard_labels[, soft_targets])` without updating the student.

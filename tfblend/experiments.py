@@ -24,6 +24,7 @@ from tfblend.modeldir import load_model_dir, save_model_dir
 from tfblend.models import get_model
 from tfblend.pipeline import chunk_dataset, frame_dataset, utterance_dataset
 from tfblend.records import TARGET_FORMAT, read_manifest
+from tfblend.rundir import guarded_run
 from tfblend.training import (
     clear_resume_state,
     fit_resumable,
@@ -87,6 +88,7 @@ def _fit(model, make_dataset, steps, experiment, model_dir, strategy, variables_
     )
 
 
+@guarded_run
 def train_teacher(
     data_root: str, model_dir: str, experiment: ExperimentConfig, strategy, verbose="auto"
 ) -> dict:
@@ -199,6 +201,7 @@ def _check_receptive_field(student, experiment: ExperimentConfig) -> None:
         raise DataError(f"model.vgg.preset={experiment.model.vgg.preset}: {error}") from None
 
 
+@guarded_run
 def train_window_model(
     data_root: str,
     model_dir: str,

@@ -11,15 +11,18 @@
 - ``experiment.yaml`` (the resolved config), ``history.csv``, ``logs/`` (TensorBoard),
   ``resume/`` (only while a run is unfinished).
 
-A model directory is complete when ``model.json`` exists: it is written last, atomically.
+A model directory is complete when ``model.json`` exists: it is written last, atomically. A model
+with NaN/Inf weights is never saved, and never loaded.
+A training run holds the directory through :mod:`tfblend.rundir`.
 """
 
 import json
 import os
 
 import keras
+import numpy as np
 
-from tfblend.errors import DataError
+from tfblend.errors import DataError, NonFiniteError
 from tfblend.records import file_sha256, write_json
 
 MODEL_FILE = "model.keras"
@@ -36,7 +39,11 @@ def save_model_dir(model: keras.Model, model_dir: str, info: dict) -> dict:
 
     Returns:
       The info written.
+
+    Raises:
+      NonFiniteError (nothing written) when a weight is NaN/Inf.
     """
+    check_finite_weights(model, f"the trained model for {model_dir}")
     os.makedirs(model_dir, exist_ok=True)
     info_path = os.path.join(model_dir, INFO_FILE)
     if os.path.exists(info_path):
@@ -84,4 +91,21 @@ def load_model_dir(model_dir: str, role: str | tuple[str, ...] | None = None):
         raise DataError(f"{path} does not match the sha256 in {INFO_FILE}: the model changed")
     import tfblend.models  # noqa: F401  (registers the classes before deserialising)
 
-    return keras.saving.load_model(path, compile=False), info
+    model = keras.saving.load_model(path, compile=False)
+    check_finite_weights(model, path)
+    return model, info
+
+
+def check_finite_weights(model: keras.Model, what: str) -> None:
+    """Raises NonFiniteError naming ``what`` and the variables that hold NaN/Inf values."""
+    bad = [
+        variable.path
+        for variable in model.variables
+        if variable.dtype.startswith("float")
+        and not np.isfinite(keras.ops.convert_to_numpy(variable)).all()
+    ]
+    if bad:
+        raise NonFiniteError(
+            f"{what} has non-finite (NaN/Inf) weights in {len(bad)} variables "
+            f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})"
+        )

@@ -34,6 +34,7 @@ a rerun skips complete shards. ``manifest.json`` is written once every shard is 
 
 import json
 import os
+import shutil
 
 import numpy as np
 import tensorflow as tf
@@ -45,11 +46,14 @@ from tfblend.records import (
     FORMAT_VERSION,
     MANIFEST_NAME,
     TARGET_FORMAT,
+    check_target_layout,
+    feature_values_digest,
     file_sha256,
     read_manifest,
     serialize_targets,
     target_parser,
     target_shard_name,
+    verify_shards,
     write_json,
     write_manifest,
 )
@@ -232,11 +236,12 @@ def dump_targets(
             "model": info["model"],
             "sha256": info["sha256"],
         },
-        "features_digest": manifest["content_digest"],
+        "features_digest": feature_values_digest(manifest),
+        "features_ids_digest": manifest["content_digest"],
     }
     os.makedirs(output_dir, exist_ok=True)
     _check_settings(output_dir, settings)
-    sparsify = _Sparsifier(method, width, p, seed)
+    teach = _teaching_function(teacher, _Sparsifier(method, width, p, seed), manifest)
     total = len(manifest["shards"])
     cmvn_stats = info["train_dir"] if info["cmvn"] == "global" else None
     for index in range(shard_index, total, num_shards):
@@ -246,8 +251,7 @@ def dump_targets(
                 progress(f"shard {index + 1}/{total}: complete, skipped")
             continue
         entry = _dump_shard(
-            teacher,
-            sparsify,
+            teach,
             data_dir,
             output_dir,
             index,
@@ -290,20 +294,35 @@ def _remove_stale_temporaries(output_dir: str, name: str) -> None:
             os.remove(os.path.join(output_dir, entry))
 
 
-def _dump_shard(
-    teacher, sparsify, data_dir, output_dir, index, total, info, cmvn_stats, settings, batch_size
-) -> dict:
-    utterances = eval_utterances(data_dir, cmvn=info["cmvn"], cmvn_stats=cmvn_stats, shards=[index])
-    batches = utterances.map(
-        lambda u: {"utt_id": u["utt_id"], "num_frames": u["num_frames"], "features": u["features"]}
-    ).padded_batch(batch_size)
+def _teaching_function(teacher, sparsify, manifest: dict):
+    """The teacher's forward pass and sparsification as one tf.function, traced once for every
+    shard and batch shape (features float32 [B, T, D], lengths int32 [B], batch index int32 [])
+    -> (ids [B, T, k], probs [B, T, k], mass [B, T]); no retracing."""
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None, manifest["feature_dim"]], tf.float32),
+            tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([], tf.int32),
+        ]
+    )
     def teach(features, lengths, batch_index):
         mask = tf.sequence_mask(lengths, tf.shape(features)[1])
         logits = teacher({"features": features, "mask": mask}, training=False)
         return sparsify(logits, batch_index)
 
+    return teach
+
+
+def _dump_shard(
+    teach, data_dir, output_dir, index, total, info, cmvn_stats, settings, batch_size
+) -> dict:
+    utterances = eval_utterances(data_dir, cmvn=info["cmvn"], cmvn_stats=cmvn_stats, shards=[index])
+    keep = ("utt_id", "num_frames", "features")
+    # Not converted: AutoGraph cannot convert this lambda and warned once per shard.
+    batches = utterances.map(
+        tf.autograph.experimental.do_not_convert(lambda u: {key: u[key] for key in keep})
+    ).padded_batch(batch_size)
     name = target_shard_name(index, total)
     final = os.path.join(output_dir, name)
     _remove_stale_temporaries(output_dir, name)
@@ -316,7 +335,7 @@ def _dump_shard(
                 ids, probs, mass = teach(
                     batch["features"],
                     tf.cast(lengths, tf.int32),
-                    tf.constant(index * 1_000_003 + batch_index),
+                    tf.constant(index * 1_000_003 + batch_index, tf.int32),
                 )
                 ids, probs, mass = ids.numpy(), probs.numpy(), mass.numpy()
                 for row, (utt_id, length) in enumerate(
@@ -381,11 +400,28 @@ def finalize(output_dir: str, utterance_manifest: dict) -> dict | None:
     return manifest
 
 
+def _checked(record, num_classes: int, shard_path: str):
+    """``(ids, probs)`` numpy of a parsed target record; DataError naming the utterance and
+    shard when an id is outside ``[0, num_classes)`` or a probability is not finite in [0, 1]."""
+    ids, probs = record["ids"].numpy(), record["probs"].numpy()
+    utt_id = record["utt_id"].numpy().decode()
+    if ids.size and (ids.min() < 0 or ids.max() >= num_classes):
+        raise DataError(
+            f"{shard_path}: utterance {utt_id!r}: target ids outside [0, {num_classes}) "
+            f"(min {ids.min()}, max {ids.max()})"
+        )
+    if not np.isfinite(probs).all() or (probs.size and (probs.min() < 0 or probs.max() > 1)):
+        raise DataError(f"{shard_path}: utterance {utt_id!r}: probs not finite in [0, 1]")
+    return ids, probs
+
+
 def derive_targets(from_dir: str, output_dir: str, k: int) -> dict:
     """A top-k' target set from a top-k one (k' < k) without running the teacher again.
 
     The first k' stored entries of a top-k dump are exactly the top-k' (they are sorted); the kept
-    mass becomes their sum. Sampled and top-p dumps cannot be cut this way.
+    mass becomes their sum. Sampled and top-p dumps cannot be cut this way. What is read is
+    checked: shard checksums, the manifest's k against the stored bytes, every id and
+    probability (DataError naming the utterance and shard; nothing is left in ``output_dir``).
     """
     source = read_manifest(from_dir, expected_format=TARGET_FORMAT)
     if source["method"] != "topk":
@@ -396,53 +432,63 @@ def derive_targets(from_dir: str, output_dir: str, k: int) -> dict:
         raise DataError(f"--k {k} must be in [1, {source['k']}] (the k of {from_dir})")
     if os.path.exists(os.path.join(output_dir, MANIFEST_NAME)):
         raise DataError(f"{output_dir} already holds a target set")
+    verify_shards(from_dir, source)
+    check_target_layout(os.path.join(from_dir, source["shards"][0]["file"]), source)
+    created = not os.path.isdir(output_dir)
     os.makedirs(output_dir, exist_ok=True)
-    parse = target_parser(source)
-    settings = {
-        key: source[key]
-        for key in (
-            "method",
-            "p",
-            "tail",
-            "id_dtype",
-            "value_encoding",
-            "log_step",
-            "has_mass",
-            "teacher",
-            "features_digest",
-        )
-    }
-    settings.update(k=k, derived_from={"dir": os.path.abspath(from_dir), "k": source["k"]})
-    write_json(os.path.join(output_dir, "settings.json"), settings)
-    total = len(source["shards"])
-    for index, shard in enumerate(source["shards"]):
-        name = shard["file"]
-        final = os.path.join(output_dir, name)
-        temporary = os.path.join(output_dir, f".{name}.tmp-{os.getpid()}")
-        try:
-            with tf.io.TFRecordWriter(temporary) as writer:
-                for record in tf.data.TFRecordDataset(os.path.join(from_dir, name)).map(parse):
-                    ids = record["ids"].numpy()[:, :k]
-                    probs = record["probs"].numpy()[:, :k]
-                    writer.write(
-                        serialize_targets(
-                            record["utt_id"].numpy().decode(),
-                            ids,
-                            probs,
-                            probs.sum(axis=1) if source["has_mass"] else None,
-                            id_dtype=source["id_dtype"],
-                            value_encoding=source["value_encoding"],
-                            log_step=source["log_step"] or 0.0625,
+    try:
+        parse = target_parser(source)
+        settings = {
+            key: source.get(key)
+            for key in (
+                "method",
+                "p",
+                "tail",
+                "id_dtype",
+                "value_encoding",
+                "log_step",
+                "has_mass",
+                "teacher",
+                "features_digest",
+                "features_ids_digest",
+            )
+        }
+        settings.update(k=k, derived_from={"dir": os.path.abspath(from_dir), "k": source["k"]})
+        write_json(os.path.join(output_dir, "settings.json"), settings)
+        total = len(source["shards"])
+        for index, shard in enumerate(source["shards"]):
+            name = shard["file"]
+            final = os.path.join(output_dir, name)
+            temporary = os.path.join(output_dir, f".{name}.tmp-{os.getpid()}")
+            try:
+                with tf.io.TFRecordWriter(temporary) as writer:
+                    shard_path = os.path.join(from_dir, name)
+                    for record in tf.data.TFRecordDataset(shard_path).map(parse):
+                        ids, probs = _checked(record, source["num_classes"], shard_path)
+                        ids, probs = ids[:, :k], probs[:, :k]
+                        writer.write(
+                            serialize_targets(
+                                record["utt_id"].numpy().decode(),
+                                ids,
+                                probs,
+                                probs.sum(axis=1) if source["has_mass"] else None,
+                                id_dtype=source["id_dtype"],
+                                value_encoding=source["value_encoding"],
+                                log_step=source["log_step"] or 0.0625,
+                            )
                         )
-                    )
-            os.replace(temporary, final)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.remove(temporary)
-            raise
-        entry = {**shard, "bytes": os.path.getsize(final), "sha256": file_sha256(final)}
-        write_json(_entry_path(output_dir, index, total), entry)
-    pseudo = {"num_classes": source["num_classes"], "shards": source["shards"]}
-    manifest = finalize(output_dir, pseudo)
-    assert manifest is not None
-    return manifest
+                os.replace(temporary, final)
+            except BaseException:
+                if os.path.exists(temporary):
+                    os.remove(temporary)
+                raise
+            entry = {**shard, "bytes": os.path.getsize(final), "sha256": file_sha256(final)}
+            write_json(_entry_path(output_dir, index, total), entry)
+        pseudo = {"num_classes": source["num_classes"], "shards": source["shards"]}
+        manifest = finalize(output_dir, pseudo)
+        assert manifest is not None
+        return manifest
+    except BaseException:
+        if created:  # nothing half-written is left behind
+            shutil.rmtree(output_dir, ignore_errors=True)
+        raise

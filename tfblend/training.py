@@ -24,6 +24,7 @@ pipeline's order is a pure function of ``(seed, epoch)`` (:mod:`tfblend.pipeline
 a killed and resumed run takes the same batches in the same order as an uninterrupted one.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -36,7 +37,7 @@ from official.common import distribute_utils
 from official.modeling.optimization import lr_schedule
 
 from tfblend.config import OptimizerConfig
-from tfblend.errors import DataError
+from tfblend.errors import DataError, NonFiniteError
 from tfblend.records import write_json
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -58,8 +59,7 @@ def make_strategy(name: str = "default", num_replicas: int = 0) -> tf.distribute
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            raise DataError("--strategy=multi_worker needs the TF_CONFIG environment variable")
+        check_tf_config(os.environ.get("TF_CONFIG"))
         return distribute_utils.get_distribution_strategy("multi_worker_mirrored")
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
@@ -68,6 +68,32 @@ def make_strategy(name: str = "default", num_replicas: int = 0) -> tf.distribute
     count = max(num_replicas, 1)
     configure_cpu_replicas(count)
     return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(count)])
+
+
+def check_tf_config(text: str | None) -> dict:
+    """The parsed ``TF_CONFIG`` of a multi-worker run; DataError saying what is wrong with it."""
+    if not text:
+        raise DataError("--strategy=multi_worker needs the TF_CONFIG environment variable")
+    try:
+        config = json.loads(text)
+    except ValueError as error:
+        raise DataError(f"TF_CONFIG is not JSON ({error})") from None
+    cluster = config.get("cluster") if isinstance(config, dict) else None
+    task = config.get("task") if isinstance(config, dict) else None
+    if not isinstance(cluster, dict) or not cluster or not isinstance(task, dict):
+        raise DataError('TF_CONFIG needs "cluster" ({job: ["host:port", ...]}) and "task"')
+    for job, addresses in cluster.items():
+        if not isinstance(addresses, list) or not all(
+            isinstance(a, str) and a.rpartition(":")[2].isdigit() for a in addresses
+        ):
+            raise DataError(f'TF_CONFIG cluster "{job}" must be a list of "host:port" strings')
+    kind, index = task.get("type"), task.get("index")
+    if kind not in cluster or not isinstance(index, int) or not 0 <= index < len(cluster[kind]):
+        raise DataError(
+            f"TF_CONFIG task {task} does not name a job of the cluster {sorted(cluster)} and an "
+            "index within it"
+        )
+    return config
 
 
 def configure_cpu_replicas(count: int) -> None:
@@ -220,13 +246,37 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         save_state(self.directory, self.variables_fn(), self.epoch, 0)
 
 
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stops ``fit`` with a :class:`~tfblend.errors.NonFiniteError` on a NaN/Inf batch loss.
+
+    For models trained by Keras's own ``train_step`` (the teacher); put it first among the
+    callbacks, so that no checkpoint is written after the loss went non-finite.
+    """
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            step = int(self.model.optimizer.iterations.numpy())
+            raise NonFiniteError(
+                f"training diverged: non-finite loss {float(loss)} at optimizer step {step} "
+                f"(batch {batch} of the epoch); lower the learning rate or set a clipnorm"
+            )
+
+
 def save_state(directory: str, variables, epoch: int, step: int) -> None:
-    """Writes the resume state atomically: the npz first, then the json that points at it."""
+    """Writes the resume state atomically: the npz first, then the json that points at it.
+
+    The temporary file is named per process and removed when writing fails (a full disk).
+    """
     name = f"variables-{epoch:04d}-{step:07d}.npz"
-    temporary = os.path.join(directory, f".{name}.tmp")
-    with open(temporary, "wb") as stream:
-        np.savez(stream, *[np.asarray(keras.ops.convert_to_numpy(v)) for v in variables])
-    os.replace(temporary, os.path.join(directory, name))
+    temporary = os.path.join(directory, f".{name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "wb") as stream:
+            np.savez(stream, *[np.asarray(keras.ops.convert_to_numpy(v)) for v in variables])
+        os.replace(temporary, os.path.join(directory, name))
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
     write_json(
         os.path.join(directory, "state.json"), {"epoch": epoch, "step": step, "variables": name}
     )
@@ -306,7 +356,7 @@ def fit_resumable(
             initial_epoch=first_epoch,
             epochs=last_epoch,
             steps_per_epoch=steps,
-            callbacks=[checkpoint, *callbacks],
+            callbacks=[StopOnNonFinite(), checkpoint, *callbacks],
             validation_data=validation_data,
             shuffle=False,  # the datasets shuffle themselves, recomputably per epoch
             verbose=verbose,

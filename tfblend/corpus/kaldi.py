@@ -17,14 +17,20 @@ exactly the alignment's length, so the labels and the features line up frame for
 alignment must be within ``frame_tolerance`` frames (default 2) of the snip-edges frame count
 ``1 + (N - window) // hop`` of the audio: that covers Kaldi's own front end (snip-edges true or
 false) and pocketsphinx's. An utterance beyond it is rejected and counted (reason
-``frame_mismatch``), as are utterances without an alignment (``no_alignment``).
+``frame_mismatch``), as are utterances without an alignment (``no_alignment``), those in
+``utt2spk`` or the alignments without audio in ``wav.scp``/``segments`` (``no_audio``) and those
+shorter than one analysis window (``too_short``). Recordings below the feature rate are
+upsampled with a warning naming them (their upper mel bins are empty).
 
 Bad input (a missing or unreadable file, a malformed line, a pdf id out of range, an utterance
 without a speaker) raises DataError naming the file and line or the utterance; nothing is
 written then (``records.write_utterance_shards`` writes atomically).
 """
 
+import contextlib
 import os
+import warnings
+import wave
 from collections import Counter
 
 import kaldiio
@@ -35,6 +41,8 @@ from tfblend import records
 from tfblend.errors import DataError
 
 DEFAULT_FRAME_TOLERANCE = 2
+#: Why an utterance is not imported (every one is counted in the manifest and the summary).
+SKIP_REASONS = ("no_audio", "no_alignment", "frame_mismatch", "too_short")
 
 
 def read_table(path: str, *, min_fields: int = 2, max_fields: int | None = None) -> dict:
@@ -153,6 +161,7 @@ def import_kaldi_dir(
     for utt_id in segments:
         if utt_id not in utt2spk:
             raise DataError(f"{data_dir}/utt2spk: no speaker for utterance {utt_id!r}")
+    no_audio = sorted((set(utt2spk) | set(pdfs)) - set(segments))
     metadata = {
         "features": config.to_dict(),
         "kaldi": {
@@ -160,8 +169,9 @@ def import_kaldi_dir(
             "alignments": os.fspath(alignments),
             "phone_alignments": None if phones is None else os.fspath(phone_alignments),
             "frame_tolerance": frame_tolerance,
-            "num_found": len(segments),
+            "num_found": len(segments) + len(no_audio),
             "alignments_without_audio": len(set(pdfs) - set(segments)),
+            "upsampled": _low_rates(wav_scp, segments, config),
         },
     }
     utterances = _utterances(
@@ -175,6 +185,31 @@ def import_kaldi_dir(
         num_phones=num_phones,
         metadata=metadata,
     )
+
+
+def _low_rates(wav_scp, segments, config) -> dict[str, int]:
+    """``{wav path: rate}`` of the recordings used below the feature rate, after a warning.
+
+    Upsampled audio has no energy above half its rate, so the upper mel bins are empty.
+    """
+    used = sorted({recording for recording, _, _ in segments.values()})
+    rates = {}
+    for recording in used:
+        path = wav_scp[recording][0]
+        # A file wave cannot read is named by the decoder later.
+        with contextlib.suppress(OSError, EOFError, wave.Error), wave.open(path) as handle:
+            rates[path] = handle.getframerate()
+    low = {path: rate for path, rate in rates.items() if rate < config.sample_rate}
+    if low:
+        names = ", ".join(f"{path} ({rate} Hz)" for path, rate in list(low.items())[:5])
+        warnings.warn(
+            f"{len(low)} recordings are below the feature rate {config.sample_rate} Hz and are "
+            f"upsampled; their mel bins above {min(low.values()) / 2:.0f} Hz are empty: {names}"
+            f"{' ...' if len(low) > 5 else ''}",
+            UserWarning,
+            stacklevel=3,
+        )
+    return low
 
 
 def _segments(data_dir, wav_scp):
@@ -230,6 +265,10 @@ def _utterances(segments, wav_scp, utt2spk, pdfs, phones, config, tolerance, inf
             )
         waveform = audio[begin:stop]
         expected = features_lib.num_frames_for(waveform.shape[0], config)
+        if expected == 0 or labels.shape[0] == 0:
+            skipped[utt_id] = "too_short"
+            reasons["too_short"] += 1
+            continue
         if abs(labels.shape[0] - expected) > tolerance or (
             utt_phones is not None and utt_phones.shape != labels.shape
         ):
@@ -245,12 +284,15 @@ def _utterances(segments, wav_scp, utt2spk, pdfs, phones, config, tolerance, inf
             labels=labels,
             phones=utt_phones,
         )
+    no_audio = sorted((set(utt2spk) | set(pdfs)) - set(segments))
+    skipped.update({utt_id: "no_audio" for utt_id in no_audio})
+    reasons["no_audio"] = len(no_audio)
     info.update(
         {
-            "num_imported": len(segments) - len(skipped),
+            "num_imported": len(segments) - len(skipped) + len(no_audio),
             "num_skipped": len(skipped),
-            "skipped_by_reason": dict(sorted(reasons.items())),
-            "skipped": skipped,
+            "skipped_by_reason": {reason: reasons[reason] for reason in SKIP_REASONS},
+            "skipped": dict(sorted(skipped.items())),
             "audio_seconds": round(seconds, 3),
         }
     )

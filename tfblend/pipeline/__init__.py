@@ -24,12 +24,16 @@ run; to resume training at epoch ``e`` pass ``epoch=e``, and to resume mid-epoch
 taken (``dataset.skip(step)``, as :func:`tfblend.training.fit_resumable` does).
 ``shuffle=False`` reads the set in canonical order (shards in order, frames in order).
 
-**The join with targets** (``targets_dir``): before building, the target manifest must record the
-utterance set's ``content_digest`` as its ``features_digest`` and agree on the number of
-utterances, shards (and per-shard counts where recorded) and classes (DataError naming both
-directories); while reading, shard i of the utterances is zipped with shard i of the targets and
-each pair must agree on ``utt_id`` and ``num_frames`` (a tf assertion naming the utterance and both
-directories fails the iteration otherwise).
+**Opening a set** verifies its shards' sha256 (``records.verify_shards``, cached by size and
+mtime) and, while reading, fails a tf assertion naming the utterance and its shard file on
+NaN/Inf features or on target ids/probabilities out of range.
+
+**The join with targets** (``targets_dir``): before building, the target manifest must record
+the utterance set's ``records.feature_values_digest`` as its ``features_digest`` and agree on the
+number of utterances, shards (and per-shard counts where recorded) and classes (DataError naming
+both directories); while reading, shard i of the utterances is zipped with shard i of the
+targets and each pair must agree on ``utt_id`` and ``num_frames`` (a tf assertion naming the
+utterance and both directories fails the iteration otherwise).
 """
 
 from tfblend.pipeline.chunks import PAD_LABEL, chunk_dataset, edge_pad, num_chunks, to_chunks

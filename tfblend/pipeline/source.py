@@ -21,9 +21,12 @@ from tfblend.features import CmvnStats
 from tfblend.records import (
     TARGET_FORMAT,
     check_shard_files,
+    check_target_layout,
+    feature_values_digest,
     read_manifest,
     target_parser,
     utterance_parser,
+    verify_shards,
 )
 
 CMVN_MODES = ("global", "speaker", "utterance", "none")
@@ -51,11 +54,11 @@ class _Source:
         return len(self.paths)
 
     def records(self, shard_index) -> tf.data.Dataset:
-        """Serialized records of one shard: string [] (or a pair with the targets)."""
+        """``(path, record)`` of a shard; joined: ``(path, record, target record, target path)``."""
         utterance_path = tf.gather(self.paths, shard_index)
         utterances = tf.data.TFRecordDataset(utterance_path)
         if self.targets_dir is None:
-            return utterances
+            return utterances.map(lambda record: (utterance_path, record))
         target_path = tf.gather(self.target_paths, shard_index)
         # An empty record ends each side, so that a shard with fewer records than its partner
         # fails the check below instead of being silently cut short by zip.
@@ -83,11 +86,24 @@ class _Source:
             with tf.control_dependencies([check]):
                 return tf.logical_not(ended)
 
-        return pairs.filter(same_length)
+        return pairs.filter(same_length).map(lambda u, t: (utterance_path, u, t, target_path))
 
-    def parse_record(self, utterance_record, target_record=None) -> dict[str, tf.Tensor]:
-        """Parsed utterance dict (records.utterance_parser), plus ``soft`` when joined."""
+    def parse_record(
+        self, shard, utterance_record, target_record=None, target_shard=None
+    ) -> dict[str, tf.Tensor]:
+        """Parsed utterance dict (records.utterance_parser), plus ``soft`` when joined.
+
+        Fails a tf assertion naming the utterance and its shard file on NaN/Inf features, and on
+        target ids outside ``[0, num_classes)`` or target probabilities/mass not finite in [0, 1].
+        """
         utterance = self.parse(utterance_record)
+        # The message parts are passed as they are (no string op runs for a record that passes).
+        finite = tf.debugging.Assert(
+            tf.reduce_all(tf.math.is_finite(utterance["features"])),
+            ["non-finite (NaN/Inf) features in utterance", utterance["utt_id"], "of", shard],
+        )
+        with tf.control_dependencies([finite]):
+            utterance["features"] = tf.identity(utterance["features"])
         if target_record is None:
             return utterance
         target = self.parse_targets(target_record)
@@ -111,8 +127,23 @@ class _Source:
                 self.targets_dir,
             ]
         )
-        check = tf.debugging.Assert(agree, [message])
-        with tf.control_dependencies([check]):
+        ids, probs = target["ids"], target["probs"]
+        classes = self.manifest["num_classes"]
+        valid = tf.reduce_all(tf.math.is_finite(probs)) & tf.reduce_all((probs >= 0) & (probs <= 1))
+        if "mass" in target:
+            valid &= tf.reduce_all(tf.math.is_finite(target["mass"]))
+        targets_where = ["in utterance", target["utt_id"], "of", target_shard]
+        checks = [
+            tf.debugging.Assert(agree, [message]),
+            tf.debugging.Assert(
+                tf.reduce_all((ids >= 0) & (ids < classes)),
+                [f"target ids outside range(0, {classes})", *targets_where],
+            ),
+            tf.debugging.Assert(
+                valid, ["target probs/mass not finite within 0..1", *targets_where]
+            ),
+        ]
+        with tf.control_dependencies(checks):
             utterance["soft"] = {
                 name: tf.identity(value)
                 for name, value in target.items()
@@ -148,8 +179,10 @@ class _Source:
 
 
 def _open(data_dir, targets_dir) -> _Source:
+    """Opens a set (and its targets): manifests read, shard checksums verified, join checked."""
     data_dir = os.fspath(data_dir)
     manifest = read_manifest(data_dir)
+    verify_shards(data_dir, manifest)
     paths = check_shard_files(data_dir, manifest)
     parse = utterance_parser(
         manifest["feature_dim"], manifest["has_labels"], manifest["has_phones"]
@@ -160,12 +193,19 @@ def _open(data_dir, targets_dir) -> _Source:
     targets_dir = os.fspath(targets_dir)
     target_manifest = read_manifest(targets_dir, expected_format=TARGET_FORMAT)
     both = f"utterances {data_dir} and targets {targets_dir}"
-    if target_manifest["features_digest"] != manifest["content_digest"]:
-        raise DataError(
-            f"{both}: the targets were made from another feature set (features_digest "
-            f"{target_manifest['features_digest'][:12]}... != content_digest "
-            f"{manifest['content_digest'][:12]}...)"
-        )
+    made_from, values = target_manifest["features_digest"], feature_values_digest(manifest)
+    if made_from != values:
+        ids_digest = target_manifest.get("features_ids_digest")
+        if made_from == manifest["content_digest"]:
+            why = "dumped by an older tfblend (features_digest ignores the values): dump again"
+        elif ids_digest == manifest["content_digest"]:
+            why = (
+                "made from other feature values with the same utterance ids and frame counts "
+                "(another front end, deltas or CMVN?)"
+            )
+        else:
+            why = "made from another feature set (other utterance ids, order or frame counts)"
+        raise DataError(f"{both}: the targets were {why}")
     for key in ("num_utterances", "num_classes"):
         if target_manifest[key] != manifest[key]:
             raise DataError(f"{both}: {key} {manifest[key]} != {target_manifest[key]}")
@@ -182,7 +222,9 @@ def _open(data_dir, targets_dir) -> _Source:
                 raise DataError(f"{both}: shard {i} has {key} {ushard[key]} vs {tshard[key]}")
     source.targets_dir = targets_dir
     source.target_manifest = target_manifest
+    verify_shards(targets_dir, target_manifest)
     source.target_paths = check_shard_files(targets_dir, target_manifest)
+    check_target_layout(source.target_paths[0], target_manifest)
     source.parse_targets = target_parser(target_manifest)
     return source
 

@@ -1,28 +1,16 @@
-"""The on-disk dataset formats: utterance shards, target shard records, manifests.
-
-A dataset is a directory of TFRecord shards and one ``manifest.json`` (shared/DESIGN.md).
+"""The utterance format: SequenceExample shards of features, labels and phones.
 
 Utterance sets (``format: "tfblend.utterances"``): shards ``utts-{i:05d}-of-{n:05d}.tfrecord``, one
 ``tf.train.SequenceExample`` per utterance with context ``utt_id`` (bytes), ``speaker`` (bytes),
 ``num_frames`` (int64) and feature lists ``features`` (D floats per frame), optional ``labels`` and
 ``phones`` (one int64 per frame). Utterance ``j`` of the input stream goes to shard
 ``j % num_shards``; the canonical order of a set is shard 0 in file order, then shard 1, ...
-
-Target sets (``format: "tfblend.targets"``, written by ``tfblend.targets``): shards
-``targets-{i:05d}-of-{n:05d}.tfrecord`` in exactly the layout and order of the utterance set they
-were made from, one ``tf.train.Example`` per utterance: ``utt_id`` (bytes), ``num_frames`` (int64),
-``ids`` (bytes: little-endian int16 or int32 ``[T*k]``), ``probs`` (bytes: little-endian float16
-``[T*k]``, or uint8 ``q`` with ``prob = exp(-q * log_step)`` and ``q == 255`` meaning 0), optional
-``mass`` (bytes: little-endian float32 ``[T]``). Their manifest carries ``num_classes``, ``k``,
-``id_dtype``, ``value_encoding``, ``log_step``, ``has_mass`` and ``features_digest`` (the
-``content_digest`` of the utterance set).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -33,40 +21,18 @@ import tensorflow as tf
 
 from tfblend.errors import DataError
 from tfblend.features import CmvnStats
-
-UTTERANCE_FORMAT = "tfblend.utterances"
-TARGET_FORMAT = "tfblend.targets"
-FORMAT_VERSION = 1
-MANIFEST_NAME = "manifest.json"
-
-_UTTERANCE_KEYS = (
-    "num_utterances",
-    "num_frames",
-    "feature_dim",
-    "num_classes",
-    "num_phones",
-    "has_labels",
-    "has_phones",
-    "shards",
-    "content_digest",
-    "cmvn",
-    "speakers",
-    "metadata",
+from tfblend.records.manifests import (
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    UTTERANCE_FORMAT,
+    check_shard_files,
+    content_digest,
+    file_sha256,
+    read_manifest,
+    utterance_shard_name,
+    write_manifest,
 )
-_TARGET_KEYS = (
-    "num_utterances",
-    "num_classes",
-    "k",
-    "id_dtype",
-    "value_encoding",
-    "log_step",
-    "has_mass",
-    "features_digest",
-    "shards",
-)
-_REQUIRED_KEYS = {UTTERANCE_FORMAT: _UTTERANCE_KEYS, TARGET_FORMAT: _TARGET_KEYS}
-_ID_DTYPES = {"int16": (np.dtype("<i2"), tf.int16), "int32": (np.dtype("<i4"), tf.int32)}
-_VALUE_ENCODINGS = ("float16", "log_uint8")
+
 _SHARD_PATTERN = re.compile(r"utts-\d{5}-of-\d{5}\.tfrecord")
 
 
@@ -87,126 +53,6 @@ class Utterance:
     features: np.ndarray
     labels: np.ndarray | None = None
     phones: np.ndarray | None = None
-
-
-def utterance_shard_name(index: int, num_shards: int) -> str:
-    """``utts-{index:05d}-of-{num_shards:05d}.tfrecord``."""
-    return f"utts-{index:05d}-of-{num_shards:05d}.tfrecord"
-
-
-def target_shard_name(index: int, num_shards: int) -> str:
-    """``targets-{index:05d}-of-{num_shards:05d}.tfrecord``."""
-    return f"targets-{index:05d}-of-{num_shards:05d}.tfrecord"
-
-
-def content_digest(pairs: Iterable[tuple[str, int]]) -> str:
-    """sha256 hex digest of the lines ``f"{utt_id}\\t{num_frames}\\n"`` in the given order."""
-    digest = hashlib.sha256()
-    for utt_id, num_frames in pairs:
-        digest.update(f"{utt_id}\t{int(num_frames)}\n".encode())
-    return digest.hexdigest()
-
-
-def file_sha256(path: str) -> str:
-    """Hex sha256 of a file's bytes (shard checksums, model digests)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_json(path, value, *, sort_keys: bool = False) -> None:
-    """Write ``value`` as JSON to ``path`` atomically (temporary file, fsync, rename): readers
-    see the old file or the complete new one, never a half-written one."""
-    path = os.fspath(path)
-    directory, name = os.path.split(path)
-    tmp_path = os.path.join(directory, f".{name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp_path, "w") as handle:
-            json.dump(value, handle, indent=1, sort_keys=sort_keys)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_path, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp_path)
-
-
-def write_manifest(directory, manifest: dict) -> None:
-    """Write ``manifest.json`` in ``directory`` atomically (keys sorted)."""
-    write_json(os.path.join(directory, MANIFEST_NAME), manifest, sort_keys=True)
-
-
-def read_manifest(directory, expected_format: str = UTTERANCE_FORMAT) -> dict:
-    """Load and check ``directory/manifest.json``.
-
-    Raises:
-      DataError naming the path when the manifest is missing, unreadable, of another format or
-      version, or lacks a required key.
-    """
-    path = os.path.join(directory, MANIFEST_NAME)
-    try:
-        with open(path) as handle:
-            manifest = json.load(handle)
-    except FileNotFoundError as err:
-        raise DataError(f"{path}: no manifest (not a tfblend dataset directory?)") from err
-    except (OSError, ValueError) as err:
-        raise DataError(f"{path}: unreadable manifest ({err})") from err
-    if not isinstance(manifest, dict) or manifest.get("format") != expected_format:
-        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise DataError(f"{path}: format {found!r}, expected {expected_format!r}")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise DataError(
-            f"{path}: format_version {manifest.get('format_version')!r}, "
-            f"this code reads {FORMAT_VERSION}"
-        )
-    missing = [key for key in _REQUIRED_KEYS.get(expected_format, ()) if key not in manifest]
-    if missing:
-        raise DataError(f"{path}: manifest lacks {missing}")
-    return manifest
-
-
-def shard_paths(directory, manifest: dict) -> list[str]:
-    """Paths of the manifest's shards in canonical order (DataError on a non-basename entry)."""
-    paths = []
-    for shard in manifest["shards"]:
-        name = shard["file"]
-        if os.path.basename(name) != name or name in ("", ".", ".."):
-            raise DataError(f"{directory}: manifest shard entry {name!r} is not a file name")
-        paths.append(os.path.join(directory, name))
-    return paths
-
-
-def check_shard_files(directory, manifest: dict) -> list[str]:
-    """Cheap pre-read check: every shard exists and has the recorded size. Returns the paths.
-
-    Catches missing and truncated shards before a pipeline starts; ``verify_shards`` also checks
-    the content.
-    """
-    paths = shard_paths(directory, manifest)
-    for path, shard in zip(paths, manifest["shards"], strict=True):
-        try:
-            size = os.path.getsize(path)
-        except OSError as err:
-            raise DataError(f"{path}: shard missing or unreadable ({err.strerror})") from err
-        if "bytes" in shard and size != shard["bytes"]:
-            raise DataError(
-                f"{path}: shard has {size} bytes, manifest says {shard['bytes']} (truncated?)"
-            )
-    return paths
-
-
-def verify_shards(directory, manifest: dict) -> None:
-    """Check each shard's existence, size and sha256 against the manifest.
-
-    Raises:
-      DataError naming the first bad shard.
-    """
-    for path, shard in zip(check_shard_files(directory, manifest), manifest["shards"], strict=True):
-        if file_sha256(path) != shard["sha256"]:
-            raise DataError(f"{path}: sha256 mismatch with the manifest (corrupt shard)")
 
 
 def _sequence_example(utt: Utterance, features: np.ndarray) -> bytes:
@@ -502,147 +348,3 @@ def iterate_utterances(directory) -> Iterator[Utterance]:
                 f"{path}: holds {count} utterances / {frames} frames, manifest says "
                 f"{shard['num_utterances']} / {shard['num_frames']}"
             )
-
-
-def serialize_targets(
-    utt_id: str,
-    ids,
-    probs,
-    mass=None,
-    *,
-    id_dtype: str = "int16",
-    value_encoding: str = "float16",
-    log_step: float = 0.0625,
-) -> bytes:
-    """Serialize one utterance's sparse targets as a target-shard ``tf.train.Example``.
-
-    Args:
-      utt_id: the utterance id (must match the utterance set's).
-      ids: int ``[T, k]`` class ids (fit ``id_dtype``).
-      probs: float ``[T, k]`` probabilities in [0, 1].
-      mass: optional float ``[T]``, teacher mass kept in the k entries.
-      id_dtype: "int16" or "int32" (stored little-endian).
-      value_encoding: "float16", or "log_uint8": ``q = min(255, round(-ln(p) / log_step))``,
-        ``q == 255`` (also every p below ``exp(-254.5 * log_step)``) decodes to 0.
-      log_step: quantisation step of "log_uint8" (ignored for "float16").
-
-    Returns:
-      the serialized Example (bytes).
-    """
-    if id_dtype not in _ID_DTYPES:
-        raise DataError(f"utterance {utt_id!r}: id_dtype {id_dtype!r} not in {list(_ID_DTYPES)}")
-    if value_encoding not in _VALUE_ENCODINGS:
-        raise DataError(
-            f"utterance {utt_id!r}: value_encoding {value_encoding!r} not in "
-            f"{list(_VALUE_ENCODINGS)}"
-        )
-    ids = np.asarray(ids)
-    probs = np.asarray(probs, np.float64)
-    if ids.ndim != 2 or ids.shape != probs.shape or not np.issubdtype(ids.dtype, np.integer):
-        raise DataError(
-            f"utterance {utt_id!r}: ids (integers) and probs must both be [T, k], "
-            f"got {ids.dtype} {ids.shape} and {probs.shape}"
-        )
-    np_dtype = _ID_DTYPES[id_dtype][0]
-    info = np.iinfo(np_dtype)
-    if ids.size and (ids.min() < 0 or ids.max() > info.max):
-        raise DataError(f"utterance {utt_id!r}: ids outside [0, {info.max}] of {id_dtype}")
-    if not np.isfinite(probs).all() or (probs.size and (probs.min() < 0 or probs.max() > 1)):
-        raise DataError(f"utterance {utt_id!r}: probs must be finite and in [0, 1]")
-    if value_encoding == "float16":
-        value_bytes = probs.astype("<f2").tobytes()
-    else:
-        with np.errstate(divide="ignore"):
-            steps = -np.log(probs) / log_step
-        value_bytes = np.minimum(np.rint(steps), 255).astype(np.uint8).tobytes()
-    feature = {
-        "utt_id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[utt_id.encode()])),
-        "num_frames": tf.train.Feature(int64_list=tf.train.Int64List(value=[ids.shape[0]])),
-        "ids": tf.train.Feature(
-            bytes_list=tf.train.BytesList(value=[ids.astype(np_dtype).tobytes()])
-        ),
-        "probs": tf.train.Feature(bytes_list=tf.train.BytesList(value=[value_bytes])),
-    }
-    if mass is not None:
-        mass = np.asarray(mass, np.float32)
-        if mass.shape != (ids.shape[0],) or not np.isfinite(mass).all():
-            raise DataError(f"utterance {utt_id!r}: mass must be finite float [{ids.shape[0]}]")
-        feature["mass"] = tf.train.Feature(
-            bytes_list=tf.train.BytesList(value=[mass.astype("<f4").tobytes()])
-        )
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
-
-
-def target_parser(target_manifest: dict) -> Callable[[tf.Tensor], dict[str, tf.Tensor]]:
-    """Parse function for one serialized target Example (graph-compatible).
-
-    Args:
-      target_manifest: a "tfblend.targets" manifest (gives k, id_dtype, value_encoding, log_step,
-        has_mass).
-
-    Returns:
-      fn(serialized string []) -> dict: ``utt_id`` string [], ``num_frames`` int64 [],
-      ``ids`` int32 [T, k], ``probs`` float32 [T, k], and ``mass`` float32 [T] when the manifest
-      has mass. A record whose byte lengths disagree with ``num_frames * k`` fails a tf assertion
-      naming the utterance.
-    """
-    k = int(target_manifest["k"])
-    id_dtype = target_manifest["id_dtype"]
-    encoding = target_manifest["value_encoding"]
-    if id_dtype not in _ID_DTYPES or encoding not in _VALUE_ENCODINGS:
-        raise DataError(
-            f"target manifest: unsupported id_dtype {id_dtype!r} or value_encoding " f"{encoding!r}"
-        )
-    tf_id_dtype = _ID_DTYPES[id_dtype][1]
-    log_step = float(target_manifest.get("log_step") or 0.0)
-    has_mass = bool(target_manifest["has_mass"])
-    spec = {
-        "utt_id": tf.io.FixedLenFeature([], tf.string),
-        "num_frames": tf.io.FixedLenFeature([], tf.int64),
-        "ids": tf.io.FixedLenFeature([], tf.string),
-        "probs": tf.io.FixedLenFeature([], tf.string),
-    }
-    if has_mass:
-        spec["mass"] = tf.io.FixedLenFeature([], tf.string)
-
-    def parse(serialized):
-        record = tf.io.parse_single_example(serialized, spec)
-        frames = record["num_frames"]
-        ids = tf.io.decode_raw(record["ids"], tf_id_dtype, little_endian=True)
-        if encoding == "float16":
-            probs = tf.cast(
-                tf.io.decode_raw(record["probs"], tf.float16, little_endian=True), tf.float32
-            )
-        else:
-            steps = tf.cast(tf.io.decode_raw(record["probs"], tf.uint8), tf.float32)
-            probs = tf.where(steps >= 255.0, 0.0, tf.exp(-steps * log_step))
-        sizes = [tf.size(ids, out_type=tf.int64), tf.size(probs, out_type=tf.int64)]
-        expected = [frames * k, frames * k]
-        out = {"utt_id": record["utt_id"], "num_frames": frames}
-        if has_mass:
-            mass = tf.io.decode_raw(record["mass"], tf.float32, little_endian=True)
-            sizes.append(tf.size(mass, out_type=tf.int64))
-            expected.append(frames)
-        check = tf.debugging.Assert(
-            tf.reduce_all(tf.equal(tf.stack(sizes), tf.stack(expected))),
-            [
-                "target record of utterance",
-                record["utt_id"],
-                "has sizes",
-                tf.stack(sizes),
-                "expected",
-                tf.stack(expected),
-                "for num_frames",
-                frames,
-                "and k =",
-                k,
-            ],
-        )
-        with tf.control_dependencies([check]):
-            out["ids"] = tf.reshape(tf.cast(ids, tf.int32), [-1, k])
-            out["probs"] = tf.reshape(probs, [-1, k])
-            if has_mass:
-                out["mass"] = tf.identity(mass)
-        return out
-
-    return parse
