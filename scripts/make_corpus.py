@@ -31,6 +31,12 @@ flags.DEFINE_integer(
 flags.DEFINE_bool(
     "overwrite", False, "Replace existing split directories once the new corpus is complete."
 )
+flags.DEFINE_enum(
+    "prompts", "lm", ["lm", "uniform"], "Sentences from the task LM, or uniform dictionary words."
+)
+flags.DEFINE_integer(
+    "vocabulary", 1000, "Words of the task LM (the most probable unigrams).", lower_bound=1
+)
 FLAGS = flags.FLAGS
 
 
@@ -41,6 +47,8 @@ def main(_):
         seed=FLAGS.seed,
         num_workers=FLAGS.num_workers,
         overwrite=FLAGS.overwrite,
+        prompt_kind=FLAGS.prompts,
+        vocabulary_size=FLAGS.vocabulary,
     )
     for split, manifest in manifests.items():
         corpus = manifest["metadata"]["corpus"]
