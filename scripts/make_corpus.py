@@ -2,8 +2,9 @@
 
 Reads:  only what the installed packages ship: espeak-ng's voices (espeakng-loader) and
         pocketsphinx's en-us acoustic model and pronunciation dictionary.
-Writes: <output_dir>/train, <output_dir>/dev, <output_dir>/test: utterance shards and a
-        manifest.json each (40 log-mel features, one senone id and one phone id per 10 ms frame;
+Writes: <output_dir>/train, <output_dir>/dev, <output_dir>/test: utterance shards, a
+        manifest.json and a Kaldi-style transcript (text) each (40 log-mel features, one senone
+        id and one phone id per 10 ms frame;
         dev and test voices never occur in train), and <output_dir>/build.json (timings).
         The same --seed and --size give the same bytes, whatever --num_workers.
 

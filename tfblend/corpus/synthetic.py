@@ -304,7 +304,8 @@ def build_corpus(
       ``{split: manifest}``. Each manifest's ``metadata`` has ``features`` (the config) and
       ``corpus``: size, seed, voices of every split, the ranges drawn from, utterances planned,
       skipped by reason (and which), alignments that needed the retry, audio seconds, senones
-      seen, phone names. ``output_dir/build.json`` records timings.
+      seen, phone names. ``output_dir/build.json`` records timings; each split's ``text``
+      holds its transcripts (``utt-id words...``).
 
     Raises:
       DataError when a split directory exists (without ``overwrite``) or nothing is left of a
@@ -371,6 +372,7 @@ def build_corpus(
                     num_phones=model.num_phones,
                     metadata=metadata,
                 )
+                _write_text(os.path.join(staging, split), split_jobs, metadata["corpus"])
                 timings[split] = round(time.time() - split_start, 2)
         for split in SPLITS:
             target = os.path.join(output_dir, split)
@@ -392,6 +394,15 @@ def build_corpus(
         json.dump(build, f, indent=1)
     os.replace(build_path + ".tmp", build_path)
     return manifests
+
+
+def _write_text(split_dir, split_jobs, info):
+    """``split_dir/text``: the transcript of every kept utterance, Kaldi-style
+    (``utt-id word word ...``), for scoring word error rates."""
+    lines = [f"{job.utt_id} {' '.join(job.words)}\n" for job in split_jobs
+             if job.utt_id not in info["skipped"]]  # fmt: skip
+    with open(os.path.join(split_dir, "text"), "w") as f:
+        f.writelines(sorted(lines))
 
 
 @contextlib.contextmanager

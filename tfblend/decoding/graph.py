@@ -15,9 +15,10 @@ An input label stands for one (senone, word-position tag) pair, not a senone alo
 positions share senones, and with senone labels H o CLG is not functional and determinisation
 fails. ``label_senones`` maps every label to its senone column (labels start at 1; 0 is epsilon).
 
-A graph directory holds ``HCLG.fst``, ``words.txt``, ``label_senones.npy`` and ``graph.json``
-(the digest of every input, sizes, build time). :func:`build_graph` reuses a directory whose
-recorded digest equals that of its inputs and rebuilds it when any input changes.
+A graph directory holds ``HCLG.fst``, ``words.txt``, ``label_senones.npy``, ``G.arpa`` (a copy
+of the LM) and ``graph.json`` (the digest of every input, sizes, build time).
+:func:`build_graph` reuses a directory whose recorded digest equals that of its inputs and
+rebuilds it when any input changes.
 """
 
 import hashlib
@@ -37,6 +38,7 @@ GRAPH_VERSION = 1
 SELF_LOOP_SCALE = 0.1
 TRANSITION_SCALE = 1.0
 GRAPH_FILE = "graph.json"
+LM_FILE = "G.arpa"
 
 
 def input_digests(words, arpa: str, dictionary: str, model_dir: str, silence_prob: float) -> dict:
@@ -102,13 +104,14 @@ def build_graph(
     try:
         hclg, label_senones, sizes = _compile(lex, arpa, topology, staging)
         hclg.write(os.path.join(staging, "HCLG.fst"))
+        shutil.copyfile(arpa, os.path.join(staging, LM_FILE))
         np.save(os.path.join(staging, "label_senones.npy"), label_senones)
         with open(os.path.join(staging, "words.txt"), "w") as f:
             f.writelines(f"{w} {i}\n" for i, w in enumerate(lex.words))
         record = {
             "digest": digest,
             "inputs": digests,
-            "paths": {"arpa": arpa, "dictionary": dictionary, "model_dir": model_dir},
+            "paths": {"dictionary": dictionary, "model_dir": model_dir},
             "num_words": len(words),
             "num_senones": topology.model.num_senones,
             "num_labels": int(label_senones.shape[0] - 1),
@@ -273,3 +276,21 @@ def _with_self_loops(arcs, finals, num_states, start, loops):
     exit_arcs["weight"] = -SELF_LOOP_SCALE * np.log1p(-stay)
     everything = np.concatenate([redirected, loop_arcs, exit_arcs])
     return _write_text(everything, finals, start)
+
+
+def build_task_graph(output_dir: str, vocabulary_size: int, **options) -> dict:
+    """:func:`build_graph` for the task LM of an LM-prompted corpus
+    (``tfblend.corpus.prompts``: the source LM's bigram over the ``vocabulary_size`` most
+    probable words, the LM the prompts were sampled from)."""
+    from tfblend.corpus import prompts
+
+    words = prompts.vocabulary(vocabulary_size)
+    parent = os.path.dirname(os.path.abspath(output_dir))
+    os.makedirs(parent, exist_ok=True)
+    arpa = os.path.join(parent, f".{os.path.basename(output_dir)}.{os.getpid()}.arpa")
+    try:
+        prompts.write_arpa(prompts.task_lm(words), arpa)
+        return build_graph(output_dir, words, arpa, **options)
+    finally:
+        if os.path.exists(arpa):
+            os.remove(arpa)

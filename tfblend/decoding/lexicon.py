@@ -93,7 +93,7 @@ def build_lexicon(prons: dict, topology: Topology, silence_prob: float = 0.5) ->
         if counts[pron] > 1 or pron in prefixes:
             next_index[pron] += 1
             max_index = max(max_index, next_index[pron])
-            used.append((word, pron + (f"#{next_index[pron]}",)))
+            used.append((word, (*pron, f"#{next_index[pron]}")))
         else:
             used.append((word, pron))
     disambig_names = [f"#{k}" for k in range(max_index + 1)]

@@ -105,7 +105,7 @@ def paired_bootstrap(refs: dict, hyps_a: dict, hyps_b: dict, replications: int =
 
 def format_table(rows: dict) -> str:
     """A markdown table of ``{name: overall summary}``: WER, S, D, I, words, utterances."""
-    lines = ["| model | WER | sub | del | ins | words | utterances |", "|---|---|---|---|---|---|---|"]
+    lines = ["| model | WER | sub | del | ins | words | utterances |", "|---" * 7 + "|"]
     for name, s in rows.items():
         lines.append(
             f"| {name} | {s['wer']:.2%} | {s['sub']} | {s['del']} | {s['ins']} | {s['ref']} "
