@@ -3,7 +3,7 @@
 For every model (an export, whose own served log_likelihoods are decoded, or a Kaldi ark of
 log-likelihood matrices) the acoustic scale is chosen on --dev_split from --acoustic_scales and
 then applied once to --split (never chosen on it). The decoding graph is built from the corpus's
-task LM when --graph_dir does not hold it yet (and reused while its inputs are unchanged).
+task LM (and reused while its inputs are unchanged), or given (--nobuild_graph).
 --anchor adds pocketsphinx's own recognizer (its GMM acoustic model) on the same test audio,
 re-rendered from the corpus plan, with the task LM and with its default LM.
 
@@ -37,7 +37,13 @@ flags.DEFINE_multi_string("model", [], "NAME=EXPORT_DIR: decode what this export
 flags.DEFINE_multi_string(
     "loglikes", [], "NAME=TEST_ARK[,DEV_ARK]: Kaldi ark/scp of [T, K] log-likelihoods."
 )
-flags.DEFINE_string("graph_dir", None, "Decoding graph directory (built here if missing).")
+flags.DEFINE_string("graph_dir", None, "Decoding graph directory.")
+flags.DEFINE_bool(
+    "build_graph",
+    True,
+    "Build --graph_dir from the corpus's task LM (reused while its inputs are unchanged); "
+    "--nobuild_graph decodes with the graph --graph_dir holds.",
+)
 flags.DEFINE_list("acoustic_scales", ["0.06", "0.1", "0.16"], "Scales tried on the dev split.")
 flags.DEFINE_float("beam", 13.0, "Decoding beam.")
 flags.DEFINE_integer("max_active", 5000, "Most active tokens per frame.")
@@ -62,7 +68,7 @@ def _pairs(values):
 
 def _graph(test_dir):
     """The graph: built (or reused, by digest) from the corpus's task LM for an LM-prompted
-    corpus; otherwise --graph_dir must hold one. Either way its dictionary must be the one the
+    corpus (unless --nobuild_graph); otherwise --graph_dir must hold one. Either way its dictionary must be the one the
     corpus labels came from (pocketsphinx's)."""
     from tfblend.corpus.mdef import default_dictionary
     from tfblend.decoding.graph import GRAPH_FILE, build_task_graph
@@ -70,7 +76,7 @@ def _graph(test_dir):
 
     corpus = read_manifest(test_dir)["metadata"].get("corpus", {})
     record_path = os.path.join(FLAGS.graph_dir, GRAPH_FILE)
-    if corpus.get("prompts") == "lm":
+    if FLAGS.build_graph and corpus.get("prompts") == "lm":
         record = build_task_graph(FLAGS.graph_dir, corpus["prompt_vocabulary"])
         cli.say(
             f"graph {FLAGS.graph_dir}: {record['num_words']} words, "

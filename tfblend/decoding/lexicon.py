@@ -20,7 +20,8 @@ SILENCE = "SIL"
 
 def read_dictionary(path: str, words) -> dict:
     """The pronunciations of ``words`` in a CMU-style dictionary (``word PH1 PH2 ...`` lines;
-    alternates as ``word(2)``): ``{word: [tuple of base phone names, ...]}``.
+    alternates as ``word(2)``): ``{word: [tuple of base phone names, ...]}`` in the order of
+    ``words``.
 
     Raises DataError naming the file and the first missing words if any word has none.
     """
@@ -40,7 +41,7 @@ def read_dictionary(path: str, words) -> dict:
     missing = [w for w in words if w not in prons]
     if missing:
         raise DataError(f"{path}: no pronunciation for {len(missing)} words, e.g. {missing[:5]}")
-    return prons
+    return {w: prons[w] for w in words}
 
 
 @dataclasses.dataclass(frozen=True)
