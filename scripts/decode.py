@@ -68,8 +68,8 @@ def _pairs(values):
 
 def _graph(test_dir):
     """The graph: built (or reused, by digest) from the corpus's task LM for an LM-prompted
-    corpus (unless --nobuild_graph); otherwise --graph_dir must hold one. Either way its dictionary must be the one the
-    corpus labels came from (pocketsphinx's)."""
+    corpus (unless --nobuild_graph); otherwise --graph_dir must hold one. Either way its
+    dictionary must be the one the corpus labels came from (pocketsphinx's)."""
     from tfblend.corpus.mdef import default_dictionary
     from tfblend.decoding.graph import GRAPH_FILE, build_task_graph
     from tfblend.records import file_sha256, read_manifest
