@@ -7,9 +7,11 @@ Built as Kaldi builds it, with kaldifst (OpenFst plus Kaldi's FST tools) and kal
   symbol passes; LG = det*(L o G), minimised;
 - CLG by ``compose_context`` (triphones: width 3, central position 1);
 - H without self-loops: each context window becomes its 3 HMM states' input labels; then
-  HCLG = det*(H o CLG) with the disambiguation symbols removed and minimised, and last the HMM
-  self-loops, each state's loop and exit costs from the model's transition matrices scaled by
-  Kaldi's self-loop scale (0.1).
+  HCLG = det*(H o CLG), the disambiguation symbols removed (composing on the left a one-state
+  map that reads epsilon for them) and minimised, and last the HMM self-loops, composed on the
+  left as a small transducer: entering label l's state, staying (cost -0.1 log a) and leaving
+  (cost -0.1 log(1 - a)), a the stay probability from the model's transition matrices and 0.1
+  Kaldi's self-loop scale. Everything runs in OpenFst; Python only writes the small FSTs.
 
 An input label stands for one (senone, word-position tag) pair, not a senone alone: word
 positions share senones, and with senone labels H o CLG is not functional and determinisation
@@ -22,7 +24,6 @@ rebuilds it when any input changes.
 """
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -152,29 +153,33 @@ def _compile(lex, arpa, topology, workdir):
     clg, windows = kaldifst.compose_context(list(lex.disambig), 3, 1, lg)
     kaldifst.arcsort(clg, sort_type="ilabel")
     sizes["CLG_states"] = clg.num_states
-    h_text, label_senones, num_emitting = _h_transducer(windows, lex, topology)
+    h_text, label_senones, num_emitting, num_disambig = _h_transducer(windows, lex, topology)
     hfst = kaldifst.compile(h_text)
     kaldifst.arcsort(hfst, sort_type="olabel")
     hclg = kaldifst.compose(hfst, clg)
     del clg, hfst
     kaldifst.determinize_star(hclg)
-    arcs, finals, num_states = _read_text(hclg)
-    arcs["ilabel"][arcs["ilabel"] > num_emitting] = 0  # the disambiguation symbols go
-    hclg = kaldifst.compile(_write_text(arcs, finals, hclg.start))
-    kaldifst.minimize_encoded(hclg)
-    arcs, finals, num_states = _read_text(hclg)
-    loops = topology.self_loop_log_probs()[label_senones]
-    loops[0] = 0.0
-    text = _with_self_loops(arcs, finals, num_states, hclg.start, loops)
-    hclg = kaldifst.compile(text, keep_state_numbering=True)
     kaldifst.arcsort(hclg, sort_type="ilabel")
-    sizes.update({"HCLG_states": hclg.num_states, "HCLG_arcs": int(text.count("\n") - len(finals))})
+    # The disambiguation symbols go: compose with a one-state map (label:label, eps:#k).
+    relabel = kaldifst.compile(_relabel_text(num_emitting, num_disambig))
+    kaldifst.arcsort(relabel, sort_type="olabel")
+    hclg = kaldifst.compose(relabel, hclg)
+    kaldifst.minimize_encoded(hclg)
+    kaldifst.arcsort(hclg, sort_type="ilabel")
+    loops = topology.self_loop_log_probs()[label_senones[1:]]
+    looper = kaldifst.compile(_self_loop_text(loops))
+    kaldifst.arcsort(looper, sort_type="olabel")
+    hclg = kaldifst.compose(looper, hclg)
+    kaldifst.arcsort(hclg, sort_type="ilabel")
+    arcs = sum(hclg.num_arcs(state) for state in range(hclg.num_states))
+    sizes.update({"HCLG_states": hclg.num_states, "HCLG_arcs": int(arcs)})
     return hclg, label_senones, sizes
 
 
 def _h_transducer(windows, lex, topology):
     """H without self-loops: one 3-arc path per context window, back to the start state; a loop
-    per disambiguation window. Returns (text, label_senones int64 [1 + N], N emitting labels)."""
+    per disambiguation window. Returns (text, label_senones int64 [1 + N], N emitting labels,
+    the number of disambiguation labels, numbered N + 1 ...)."""
     names = topology.model.phone_names
     base_of = {}
     for i, phone in enumerate(lex.phones):
@@ -219,63 +224,30 @@ def _h_transducer(windows, lex, topology):
     label_senones = np.zeros(num_emitting + 1, np.int64)
     for (senone, _), lab in labels.items():
         label_senones[lab] = senone
-    return "\n".join(lines) + "\n", label_senones, num_emitting
+    return "\n".join(lines) + "\n", label_senones, num_emitting, len(disambig)
 
 
-_ARC = np.dtype([("src", np.int64), ("dst", np.int64), ("ilabel", np.int64),
-                 ("olabel", np.int64), ("weight", np.float64)])  # fmt: skip
+def _relabel_text(num_emitting, num_disambig):
+    """A one-state transducer: every emitting label to itself, epsilon to each disambiguation
+    label (so in ``relabel o HCLG`` those arcs take no input)."""
+    lines = [f"0 0 {label} {label}" for label in range(1, num_emitting + 1)]
+    lines += [f"0 0 0 {num_emitting + k}" for k in range(1, num_disambig + 1)]
+    return "\n".join([*lines, "0"]) + "\n"
 
 
-def _read_text(fst):
-    """An FST's arcs (structured ``[A]``), finals ``{state: weight}`` and state count."""
-    rows, finals = [], {}
-    for line in fst.to_str(show_weight_one=True).splitlines():
-        fields = line.split()
-        if len(fields) >= 4:
-            rows.append(fields if len(fields) == 5 else [*fields, "0"])
-        elif fields:
-            finals[int(fields[0])] = float(fields[1]) if len(fields) > 1 else 0.0
-    arcs = np.zeros(len(rows), _ARC)
-    if rows:
-        table = np.array(rows)
-        for k, name in enumerate(_ARC.names):
-            arcs[name] = table[:, k].astype(_ARC[name])
-    return arcs, finals, fst.num_states
-
-
-def _write_text(arcs, finals, start):
-    """OpenFst text with ``start`` as the first arc source (compile takes the first line's)."""
-    order = np.argsort(arcs["src"] != start, kind="stable")
-    arcs = arcs[order]
-    stream = io.StringIO()
-    columns = [arcs[name].astype(np.float64) for name in _ARC.names]
-    np.savetxt(stream, np.stack(columns, axis=1), fmt="%d %d %d %d %.7g")
-    for state, weight in finals.items():
-        stream.write(f"{state} {weight:.7g}\n")
-    return stream.getvalue()
-
-
-def _with_self_loops(arcs, finals, num_states, start, loops):
-    """Adds the HMM self-loops: each emitting arc p -l-> q goes to a new state n(q, l) with a loop
-    on l (cost -0.1 log a) and an epsilon exit to q (cost -0.1 log(1 - a)), a the stay
-    probability of l's state. Returns OpenFst text with the state numbering kept."""
-    emitting = arcs["ilabel"] > 0
-    pairs = np.stack([arcs["dst"][emitting], arcs["ilabel"][emitting]], axis=1)
-    unique, inverse = np.unique(pairs, axis=0, return_inverse=True)
-    new_states = num_states + np.arange(unique.shape[0])
-    redirected = arcs.copy()
-    redirected["dst"][emitting] = new_states[inverse.ravel()]
-    stay = np.exp(loops[unique[:, 1]])
-    loop_arcs = np.zeros(unique.shape[0], _ARC)
-    loop_arcs["src"] = loop_arcs["dst"] = new_states
-    loop_arcs["ilabel"] = unique[:, 1]
-    loop_arcs["weight"] = -SELF_LOOP_SCALE * np.log(stay)
-    exit_arcs = np.zeros(unique.shape[0], _ARC)
-    exit_arcs["src"] = new_states
-    exit_arcs["dst"] = unique[:, 0]
-    exit_arcs["weight"] = -SELF_LOOP_SCALE * np.log1p(-stay)
-    everything = np.concatenate([redirected, loop_arcs, exit_arcs])
-    return _write_text(everything, finals, start)
+def _self_loop_text(loops):
+    """The HMM self-loops as a transducer to compose on the left of HCLG: label l enters state
+    s_l (l:l), stays (l:eps, cost -0.1 log a) and leaves (eps:eps, cost -0.1 log(1 - a)), a the
+    stay probability of l's HMM state; the start state is final."""
+    stay = np.exp(loops)
+    loop_cost = -SELF_LOOP_SCALE * np.log(stay)
+    exit_cost = -SELF_LOOP_SCALE * np.log1p(-stay)
+    lines = []
+    for label in range(1, loops.shape[0] + 1):
+        lines.append(f"0 {label} {label} {label} 0")
+        lines.append(f"{label} {label} {label} 0 {loop_cost[label - 1]:.7g}")
+        lines.append(f"{label} 0 0 0 {exit_cost[label - 1]:.7g}")
+    return "\n".join([*lines, "0"]) + "\n"
 
 
 def build_task_graph(output_dir: str, vocabulary_size: int, **options) -> dict:
