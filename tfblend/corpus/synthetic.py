@@ -11,7 +11,8 @@ offline from pip packages only:
   rate and pitch drawn per utterance; resampled from 22050 Hz to 16 kHz with tensorflow-io, with
   leading and trailing pauses and white noise at a random signal-to-noise ratio added;
 - labels: pocketsphinx forced alignment (``tfblend.corpus.align``), one senone id per 10 ms frame,
-  checked against espeak's own word timings; the base phone of each senone (from the model's
+  checked against espeak's own word timings and required to start and end in silence (the
+  pauses around every prompt); the base phone of each senone (from the model's
   mdef) is the second label. An utterance the aligner rejects is skipped and counted by reason.
 - features: ``tfblend.features.log_mel`` with exactly as many frames as the alignment.
 
@@ -249,6 +250,9 @@ class _Worker:
         except align.AlignmentError as e:
             return _Result(job.utt_id, None, e.reason, seconds, False, float("nan"))
         senones = alignment.senones
+        edges = self.model.senone_to_phone[senones[[0, -1]]]
+        if (edges != self.model.silence_phone).any():  # a word stretched over a pause
+            return _Result(job.utt_id, None, "edge_silence", seconds, False, float("nan"))
         feats = features_lib.log_mel(
             pcm.astype(np.float32) / 32768.0, self.feature_config, num_frames=senones.shape[0]
         ).numpy()
