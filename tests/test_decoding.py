@@ -242,3 +242,43 @@ def test_bad_input_is_named(tiny_corpus, small_graph, oracle_export, tmp_path):
     result = run_script("decode.py", f"--data_dir={bare}", f"--graph_dir={small_graph}", *common,
                         check=False)  # fmt: skip
     _one_line_error(result, "bare/test/text is missing")
+
+
+def test_report_gains_a_wer_column_and_section(tmp_path):
+    from tfblend.evaluation import add_word_error_rates
+
+    seed = {"mean": 0.4, "std": 0.0, "values": [0.4]}
+    results = {"split": "test", "frames": 10, "models": {
+        "CNN baseline": {"summary": {"accuracy": seed}, "info": []},
+        "blended CNN": {"summary": {"accuracy": seed}, "info": []},
+        "ensemble": {"summary": {"accuracy": seed}, "info": []},
+    }}  # fmt: skip
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    table = "| model | frame acc % |\n|---|---|\n| CNN baseline | 40.00 |\n"
+    (tmp_path / "results.md").write_text(f"Held-out split.\n\n{table}\n- a comparison\n")
+    overall = {"sub": 2, "del": 1, "ins": 0, "ref": 10, "errors": 3, "utterances": 2, "wer": 0.3}
+    entry = {"overall": overall, "per_voice": {"v1": overall}, "acoustic_scale": 0.1,
+             "real_time_factor": 0.2}  # fmt: skip
+    summary = {
+        "split": "test",
+        "graph": {"num_words": 300, "sizes": {"HCLG_states": 1000}, "hclg_bytes": 2e6},
+        "models": {
+            "CNN baseline": entry,
+            "blended CNN": {**entry, "overall": {**overall, "wer": 0.2}},
+        },
+        "anchor": {"pocketsphinx GMM, task LM": {"overall": {**overall, "wer": 0.5}}},
+        "bootstrap": {"CNN baseline": {"utterances": 2, "wer_a": 0.3, "wer_b": 0.2,
+                                       "p_b_better": 0.9}},
+    }  # fmt: skip
+    for _ in range(2):  # a second run replaces the section instead of adding one
+        markdown = add_word_error_rates(str(tmp_path), summary)
+    assert markdown.count("## Word error rate") == 1
+    assert "| CNN baseline | 40.00 |" in markdown and "| blended CNN | 40.00 |" in markdown
+    assert "test WER %" in markdown and "| 20.00 |" in markdown and "- a comparison" in markdown
+    assert (
+        "| pocketsphinx GMM, task LM | 50.00 |" in markdown
+        and "P(focus better) = 0.900" in markdown
+    )
+    assert json.loads((tmp_path / "results.json").read_text())["word_error_rates"] == summary
+    with pytest.raises(DataError, match="holds no evaluation report"):
+        add_word_error_rates(str(tmp_path / "nothing"), summary)
