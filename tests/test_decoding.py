@@ -282,3 +282,23 @@ def test_report_gains_a_wer_column_and_section(tmp_path):
     assert json.loads((tmp_path / "results.json").read_text())["word_error_rates"] == summary
     with pytest.raises(DataError, match="holds no evaluation report"):
         add_word_error_rates(str(tmp_path / "nothing"), summary)
+
+
+def test_anchor_hears_the_audio_the_features_came_from(tiny_corpus, small_graph):
+    from tfblend import features
+    from tfblend.decoding import anchor
+    from tfblend.records import read_manifest
+
+    info = read_manifest(tiny_corpus / "test")["metadata"]["corpus"]
+    utterance = next(iterate_utterances(tiny_corpus / "test"))
+    pcm = anchor.rendered_audio(info, [utterance.utt_id])[utterance.utt_id]
+    expected = features.log_mel(
+        pcm / 32768.0, features.FeatureConfig(), utterance.features.shape[0]
+    )
+    np.testing.assert_allclose(utterance.features, expected.numpy(), atol=1e-4)
+    recognizer = anchor.PocketsphinxRecognizer(lm=os.path.join(small_graph, graph_lib.LM_FILE))
+    words = recognizer(pcm)
+    vocabulary = set(wer.read_text(os.path.join(small_graph, "words.txt")))
+    assert words and set(words) <= vocabulary
+    with pytest.raises(DataError, match="nowhere-0000 is not in the corpus plan"):
+        anchor.rendered_audio(info, ["nowhere-0000"])
