@@ -8,7 +8,8 @@ seed by seed.
 
 Reads:  <data_dir>/<split> (default test: the held-out voices), <data_dir>/train (CMVN
         statistics, the senone -> phone map), model directories.
-Writes: <output_dir>/results.json, results.md, training_curves.png.
+Writes: <output_dir>/results.json, results.md, training_curves.png (with --wer_json, a test WER
+        column and a "Word error rate" section from scripts/decode.py's wer.json).
 
 Example:
   python scripts/evaluate.py --data_dir=work/demo/corpus --output_dir=work/demo/report \
@@ -31,6 +32,9 @@ cli.define_flags(
 flags.DEFINE_multi_string("model", [], "NAME=DIR[,DIR...]: a model (several dirs: seeds).")
 flags.DEFINE_multi_string("ensemble", [], "NAME=A+B: average the posteriors of models A and B.")
 flags.DEFINE_string("focus", None, "A model to compare with every other (ties within seed spread).")
+flags.DEFINE_string(
+    "wer_json", None, "decode.py's <output_dir>/wer.json: add its WER column and section."
+)
 FLAGS = flags.FLAGS
 
 
@@ -51,7 +55,15 @@ def main(_):
     ensembles = _pairs(FLAGS.ensemble, "+")
     results = evaluate_models(FLAGS.data_dir, FLAGS.split, models, ensembles, progress=cli.say)
     os.makedirs(FLAGS.output_dir, exist_ok=True)
-    print(write_report(results, FLAGS.output_dir, focus=FLAGS.focus, facts=_facts()))
+    markdown = write_report(results, FLAGS.output_dir, focus=FLAGS.focus, facts=_facts())
+    if FLAGS.wer_json:
+        import json
+
+        from tfblend.evaluation import add_word_error_rates
+
+        with open(FLAGS.wer_json) as stream:
+            markdown = add_word_error_rates(FLAGS.output_dir, json.load(stream))
+    print(markdown)
 
 
 def _facts():

@@ -2,8 +2,9 @@
 
 Reads:  only what the installed packages ship: espeak-ng's voices (espeakng-loader) and
         pocketsphinx's en-us acoustic model and pronunciation dictionary.
-Writes: <output_dir>/train, <output_dir>/dev, <output_dir>/test: utterance shards and a
-        manifest.json each (40 log-mel features, one senone id and one phone id per 10 ms frame;
+Writes: <output_dir>/train, <output_dir>/dev, <output_dir>/test: utterance shards, a
+        manifest.json and a Kaldi-style transcript (text) each (40 log-mel features, one senone
+        id and one phone id per 10 ms frame;
         dev and test voices never occur in train), and <output_dir>/build.json (timings).
         The same --seed and --size give the same bytes, whatever --num_workers.
 
@@ -31,6 +32,12 @@ flags.DEFINE_integer(
 flags.DEFINE_bool(
     "overwrite", False, "Replace existing split directories once the new corpus is complete."
 )
+flags.DEFINE_enum(
+    "prompts", "lm", ["lm", "uniform"], "Sentences from the task LM, or uniform dictionary words."
+)
+flags.DEFINE_integer(
+    "vocabulary", 1000, "Words of the task LM (the most probable unigrams).", lower_bound=1
+)
 FLAGS = flags.FLAGS
 
 
@@ -41,6 +48,8 @@ def main(_):
         seed=FLAGS.seed,
         num_workers=FLAGS.num_workers,
         overwrite=FLAGS.overwrite,
+        prompt_kind=FLAGS.prompts,
+        vocabulary_size=FLAGS.vocabulary,
     )
     for split, manifest in manifests.items():
         corpus = manifest["metadata"]["corpus"]

@@ -12,13 +12,18 @@ Stages (each one is a script of scripts/, run as its own process):
   evaluate  evaluate.py        every model and the teacher+CNN ensemble on the held-out voices
   export    export.py          the blended CNN as a SavedModel for TF Serving
   score     score_utterance.py the export reloaded in a fresh process, one test utterance scored
+  wer       export.py, decode.py every model exported, its served log-likelihoods decoded with
+                               HCLG of the task LM (acoustic scale chosen on dev), WER on a fixed
+                               subset of the test voices, pocketsphinx's own recognizer as the
+                               anchor; a WER column and section in the report
 
 A stage whose outputs are complete is skipped; a partial one is redone (training resumes from
 its last checkpoint, a target dump from its last complete shard). With --seeds=N every training
 stage runs N times (seeds 0..N-1) and the report gives means and spreads.
 
 Reads:  nothing but the installed packages (the corpus is generated).
-Writes: <work_dir>/ corpus/, teacher/, cnn/, dnn/, smooth*/, targets_k*/, blend/, report/
+Writes: <work_dir>/ corpus/, teacher/, cnn/, dnn/, smooth*/, targets_k*/, blend/, graph/,
+        exports/, wer/, report/
         (results.md, results.json, training_curves.png, stages.json), and
         <export_base>/<export_name>/<version>/.
 
@@ -47,8 +52,17 @@ flags.DEFINE_list(
 flags.DEFINE_string("export_base", "savedmodels", "TF Serving model base path for the export.")
 flags.DEFINE_string("export_name", "tfblend_blended_cnn", "Model name of the export.")
 flags.DEFINE_integer("corpus_seed", 0, "Seed of the generated corpus.")
+flags.DEFINE_bool("wer", True, "Run the wer stage (decoding and word error rates).")
 flags.mark_flag_as_required("work_dir")
 FLAGS = flags.FLAGS
+
+# The wer stage's fixed subsets (the first N utterances of every test / dev voice), sized so the
+# stage fits about 5 minutes of the small demo on 2 cores.
+WER_SUBSET = {
+    "tiny": {"test": 3, "dev": 3},
+    "small": {"test": 6, "dev": 3},
+    "large": {"test": 20, "dev": 10},
+}
 
 # Training lengths per corpus size: every model gets a fair budget on the same data.
 EPOCHS = {
@@ -221,6 +235,15 @@ def main(_):
         split="test",
     )
 
+    if FLAGS.wer:
+        named = {
+            "teacher (BLSTM)": seeded("teacher", 0),
+            "CNN baseline": seeded("cnn", 0),
+            "DNN baseline": seeded("dnn", 0),
+            f"CNN + label smoothing {best}": smooth_dirs[0],
+        }
+        _wer_stage(recipe, work, corpus, report_dir, named, os.path.join(export_root, str(version)))
+
     total = sum(recipe.times.values())
     times = (
         "Stage wall times (s): "
@@ -234,6 +257,40 @@ def main(_):
         print("\n" + stream.read())
     print(f"Report: {report_dir}/results.md, results.json, training_curves.png")
     print(f"SavedModel: {os.path.join(export_root, str(version))}")
+
+
+def _wer_stage(recipe, work, corpus, report_dir, named, blend_export):
+    """Exports every model of the table (seed 0; the blended CNN's export is the one above) and
+    decodes what the exports serve: one decode.py run, scale chosen on dev."""
+    exports = {}
+    for name, model_dir in named.items():
+        export = os.path.join(work, "exports", os.path.basename(model_dir), "1")
+        recipe.stage(
+            f"wer export {name}",
+            os.path.exists(os.path.join(export, "saved_model.pb")),
+            "export.py",
+            model_dir=model_dir,
+            export_base=os.path.join(work, "exports"),
+            name=os.path.basename(model_dir),
+            version=1,
+        )
+        exports[name] = export
+    exports["blended CNN"] = blend_export
+    subset = WER_SUBSET[FLAGS.size]
+    recipe.stage(
+        "wer",
+        False,
+        "decode.py",
+        data_dir=corpus,
+        graph_dir=os.path.join(work, "graph"),
+        model=[f"{name}={path}" for name, path in exports.items()],
+        output_dir=os.path.join(work, "wer"),
+        per_voice=subset["test"],
+        dev_per_voice=subset["dev"],
+        anchor=True,
+        focus="blended CNN",
+        report_dir=report_dir,
+    )
 
 
 if __name__ == "__main__":

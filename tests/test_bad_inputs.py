@@ -14,6 +14,7 @@ import tensorflow as tf
 from tfblend import records
 from tfblend.errors import DataError
 from tfblend.pipeline import frame_dataset
+from tfblend.models.cnn import PRESETS
 
 
 def _copy(tiny_corpus, tmp_path, split="train"):
@@ -350,7 +351,7 @@ def test_a_full_disk_during_a_checkpoint_leaves_no_temporary(tmp_path, monkeypat
     "override, message",
     [
         ("train.epochs=three", "train.epochs must be int, got 'three' (str)"),
-        ("model.vgg.preset=huge", "model.vgg.preset must be one of ['paper', 'small', 'tiny']"),
+        ("model.vgg.preset=huge", f"model.vgg.preset must be one of {sorted(PRESETS)}"),
         ("distill.tail=ghosts", "distill.tail must be one of"),
         ("data.cmvn=speakers", "data.cmvn must be one of"),
         ("distill.alpha=1.5", "distill.alpha = 1.5 is outside [0, 1]"),

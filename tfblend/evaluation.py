@@ -16,6 +16,7 @@ the posteriors (not the log-posteriors) of its members, as in the paper.
 """
 
 import dataclasses
+import json
 import math
 import os
 
@@ -511,3 +512,79 @@ def write_report(results: dict, output_dir: str, focus: str | None = None, facts
     if histories:
         plot_training_curves(histories, os.path.join(output_dir, "training_curves.png"))
     return markdown
+
+
+def add_word_error_rates(report_dir: str, wer_summary: dict) -> str:
+    """Adds word error rates (``scripts/decode.py``'s ``wer.json`` summary) to an evaluation
+    report: a ``test WER %`` column in ``results.md``'s table (models decoded under the same
+    name), and a "Word error rate" section with S/D/I per model, the pocketsphinx anchor rows,
+    per-voice WERs and the paired bootstraps; ``results.json`` gains ``word_error_rates``.
+    Returns the new Markdown."""
+    results_path = os.path.join(report_dir, "results.json")
+    markdown_path = os.path.join(report_dir, "results.md")
+    if not os.path.exists(results_path) or not os.path.exists(markdown_path):
+        raise DataError(f"{report_dir} holds no evaluation report (results.json, results.md)")
+    with open(results_path) as stream:
+        results = json.load(stream)
+    with open(markdown_path) as stream:
+        lines = stream.read().splitlines()
+    decoded = wer_summary["models"]
+    rows = report_rows(results)
+    for row in rows:
+        if row["name"] in decoded:
+            row["wer"] = decoded[row["name"]]["overall"]["wer"]
+    table = markdown_table(rows, [*REPORT_COLUMNS, ("wer", "test WER %", "pct")]).splitlines()
+    first = next((i for i, line in enumerate(lines) if line.startswith("|")), len(lines))
+    last = first
+    while last < len(lines) and lines[last].startswith("|"):
+        last += 1
+    cut = next((i for i, line in enumerate(lines) if line == WER_HEADING), len(lines))
+    lines = lines[:first] + table + lines[last:cut]
+    results["word_error_rates"] = wer_summary
+    write_json(results_path, results)
+    markdown = "\n".join([*lines, "", *word_error_rate_lines(wer_summary)]) + "\n"
+    temporary = os.path.join(report_dir, f".results.md.tmp-{os.getpid()}")
+    with open(temporary, "w") as stream:
+        stream.write(markdown)
+    os.replace(temporary, markdown_path)
+    return markdown
+
+
+WER_HEADING = "## Word error rate"
+
+
+def word_error_rate_lines(wer_summary: dict) -> list[str]:
+    """The "Word error rate" section of the report, as Markdown lines."""
+    graph = wer_summary["graph"]
+    rows = []
+    for name, entry in [*wer_summary["models"].items(), *wer_summary["anchor"].items()]:
+        o = entry["overall"]
+        rows.append({
+            "name": name, "wer": o["wer"], "sub": o["sub"], "del": o["del"], "ins": o["ins"],
+            "ref": o["ref"], "utts": o["utterances"],
+            "scale": entry.get("acoustic_scale"), "rtf": entry.get("real_time_factor"),
+            **{f"voice {v}": s["wer"] for v, s in entry.get("per_voice", {}).items()},
+        })  # fmt: skip
+    voices = sorted({k for row in rows for k in row if k.startswith("voice ")})
+    columns = [
+        ("name", "system", "str"), ("wer", "WER %", "pct"), ("sub", "sub", "num"),
+        ("del", "del", "num"), ("ins", "ins", "num"), ("ref", "words", "num"),
+        ("utts", "utterances", "num"), ("scale", "acoustic scale (dev)", "num"),
+        ("rtf", "x real time", "num"), *[(v, f"{v[6:]} %", "pct") for v in voices],
+    ]  # fmt: skip
+    lines = [
+        WER_HEADING,
+        "",
+        f"Split `{wer_summary['split']}`; graph: {graph['num_words']:,} words, bigram task LM, "
+        f"{graph['sizes']['HCLG_states']:,} states, {graph['hclg_bytes'] / 1e6:.0f} MB. "
+        "The acoustic scale of each model was chosen on dev. Test sentences are "
+        "closed-vocabulary and unseen in training.",
+        "",
+        markdown_table(rows, columns),
+    ]
+    for other, b in wer_summary.get("bootstrap", {}).items():
+        lines.append(
+            f"- paired bootstrap over {b['utterances']} utterances: focus {b['wer_b']:.2%} vs "
+            f"{other} {b['wer_a']:.2%}, P(focus better) = {b['p_b_better']:.3f}"
+        )
+    return lines

@@ -45,6 +45,10 @@ class SenoneModel:
       num_states: emitting states per phone.
       silence_phone: the phone id of silence.
       path: the file it was read from.
+      phones: every phone of the model (CI phones first, then triphones), a structured array
+        ``[n_phone]`` with int64 fields ``base``, ``left``, ``right`` (base phone ids; -1 for a
+        CI phone), ``position`` (word position: 0 internal, 1 begin, 2 end, 3 single; -1 for a
+        CI phone), ``tmat`` (transition matrix id) and ``senones`` (``[num_states]``).
     """
 
     phone_names: tuple[str, ...]
@@ -54,6 +58,7 @@ class SenoneModel:
     num_states: int
     silence_phone: int
     path: str
+    phones: np.ndarray | None = None
 
     @property
     def num_senones(self) -> int:
@@ -140,6 +145,19 @@ def _parse(data: bytes, path: str) -> SenoneModel:
         raise DataError(f"{path}: a senone is shared by two base phones or two states")
     senone_to_phone.flags.writeable = False
     senone_to_state.flags.writeable = False
+    table = np.zeros(
+        header["n_phone"],
+        [(n, np.int64) for n in ("base", "left", "right", "position", "tmat")]
+        + [("senones", np.int64, (header["n_emit_state"],))],
+    )
+    table["base"] = base
+    cd = slice(n_ci, None)
+    table["left"][:n_ci] = table["right"][:n_ci] = table["position"][:n_ci] = -1
+    table["left"][cd], table["right"][cd] = phones["attr"][cd, 2], phones["attr"][cd, 3]
+    table["position"][cd] = phones["attr"][cd, 0]
+    table["tmat"] = phones["tmat"]
+    table["senones"] = senones
+    table.flags.writeable = False
     return SenoneModel(
         phone_names=tuple(names),
         senone_to_phone=senone_to_phone,
@@ -148,6 +166,7 @@ def _parse(data: bytes, path: str) -> SenoneModel:
         num_states=header["n_emit_state"],
         silence_phone=header["sil"],
         path=path,
+        phones=table,
     )
 
 

@@ -3,13 +3,16 @@
 Real frame-aligned corpora are not to be had as packages, so the default corpus is generated
 offline from pip packages only:
 
-- prompts: 5-10 words drawn uniformly from pocketsphinx's own pronunciation dictionary (so every
-  word is legal for the aligner);
+- prompts (``tfblend.corpus.prompts``): 5-10-word sentences sampled from pocketsphinx's own
+  language model restricted to its V most probable dictionary words (the default), or 5-10 words
+  drawn uniformly from the whole dictionary; every word is legal for the aligner, and no
+  sentence is in two splits;
 - speech: espeak-ng (``tfblend.corpus.espeak``) in English accents x voice variants, with speaking
   rate and pitch drawn per utterance; resampled from 22050 Hz to 16 kHz with tensorflow-io, with
   leading and trailing pauses and white noise at a random signal-to-noise ratio added;
 - labels: pocketsphinx forced alignment (``tfblend.corpus.align``), one senone id per 10 ms frame,
-  checked against espeak's own word timings; the base phone of each senone (from the model's
+  checked against espeak's own word timings and required to start and end in silence (the
+  pauses around every prompt); the base phone of each senone (from the model's
   mdef) is the second label. An utterance the aligner rejects is skipped and counted by reason.
 - features: ``tfblend.features.log_mel`` with exactly as many frames as the alignment.
 
@@ -31,7 +34,6 @@ import json
 import logging
 import multiprocessing
 import os
-import re
 import shutil
 import time
 from collections import Counter
@@ -42,12 +44,12 @@ import tensorflow_io as tfio
 
 from tfblend import features as features_lib
 from tfblend import records
-from tfblend.corpus import align, espeak, mdef
+from tfblend.corpus import align, espeak, mdef, prompts
+from tfblend.corpus.prompts import WORDS_PER_UTTERANCE, prompt_words
 from tfblend.errors import DataError
 
 SPLITS = ("train", "dev", "test")
 SAMPLE_RATE = 16000
-WORDS_PER_UTTERANCE = (5, 10)
 RATE_WPM = (130, 200)
 PITCH = (25, 75)
 PAUSE_SECONDS = (0.1, 0.35)
@@ -141,25 +143,24 @@ def voices(size: str = "small") -> dict:
     return {split: list(_SPLIT_VOICES[split][: spec.voices[split]]) for split in SPLITS}
 
 
-@functools.cache
-def prompt_words() -> tuple:
-    """The prompt vocabulary: the words of pocketsphinx's dictionary matching ``[a-z][a-z']+`` that
-    contain a vowel letter (alternate pronunciations ``word(2)`` dropped), sorted."""
-    path = mdef.default_dictionary()
-    word = re.compile(r"[a-z][a-z']+")
-    vowel = re.compile(r"[aeiouy]")
-    with open(path) as f:
-        entries = {line.split(maxsplit=1)[0] for line in f if line.strip()}
-    return tuple(sorted(w for w in entries if word.fullmatch(w) and vowel.search(w)))
-
-
-def plan_corpus(size: str = "tiny", seed: int = 0) -> list:
+def plan_corpus(
+    size: str = "tiny",
+    seed: int = 0,
+    prompt_kind: str = "lm",
+    vocabulary_size: int = prompts.DEFAULT_VOCABULARY,
+) -> list:
     """The utterances to build, as ``UtteranceJob``s, in order (train, dev, test; within a split,
-    utterance-major so that every shard mixes voices). A pure function of ``size`` and ``seed``:
+    utterance-major so that every shard mixes voices). A pure function of its arguments:
     each utterance's draws come from ``numpy.random.default_rng([seed, voice index, utterance
-    index])``, so a voice's n-th utterance is the same in every size that has it."""
+    index])``, so a voice's n-th utterance is the same in every size that has it.
+
+    ``prompt_kind`` is ``lm`` (sentences from the task LM over the ``vocabulary_size`` most
+    probable words, disjoint across splits) or ``uniform`` (words uniformly from the dictionary;
+    ``vocabulary_size`` unused); see ``tfblend.corpus.prompts``."""
     spec = _size(size)
-    vocabulary = prompt_words()
+    if prompt_kind not in prompts.KINDS:
+        raise DataError(f"unknown prompt kind {prompt_kind!r}; choose one of {prompts.KINDS}")
+    lm = prompts.task_lm(prompts.vocabulary(vocabulary_size)) if prompt_kind == "lm" else None
     for voice in _ROSTER:
         espeak.check_voice(voice)
     jobs = []
@@ -168,8 +169,10 @@ def plan_corpus(size: str = "tiny", seed: int = 0) -> list:
         for i in range(spec.utterances_per_voice[split]):
             for voice in split_voices:
                 rng = np.random.default_rng([seed, _ROSTER.index(voice), i])
-                num_words = int(rng.integers(WORDS_PER_UTTERANCE[0], WORDS_PER_UTTERANCE[1] + 1))
-                words = tuple(vocabulary[k] for k in rng.integers(len(vocabulary), size=num_words))
+                if lm is None:
+                    words = prompts.uniform_prompt(rng)
+                else:
+                    words = prompts.sample_sentence(lm, rng, split)
                 lead, trail = rng.uniform(*PAUSE_SECONDS, size=2)
                 jobs.append(UtteranceJob(
                     utt_id=f"{voice}-{i:04d}",
@@ -247,6 +250,9 @@ class _Worker:
         except align.AlignmentError as e:
             return _Result(job.utt_id, None, e.reason, seconds, False, float("nan"))
         senones = alignment.senones
+        edges = self.model.senone_to_phone[senones[[0, -1]]]
+        if (edges != self.model.silence_phone).any():  # a word stretched over a pause
+            return _Result(job.utt_id, None, "edge_silence", seconds, False, float("nan"))
         feats = features_lib.log_mel(
             pcm.astype(np.float32) / 32768.0, self.feature_config, num_frames=senones.shape[0]
         ).numpy()
@@ -282,6 +288,8 @@ def build_corpus(
     *,
     feature_config: features_lib.FeatureConfig | None = None,
     overwrite: bool = False,
+    prompt_kind: str = "lm",
+    vocabulary_size: int = prompts.DEFAULT_VOCABULARY,
 ) -> dict:
     """Builds the synthetic corpus into ``output_dir/{train,dev,test}/`` (utterance shards).
 
@@ -294,12 +302,14 @@ def build_corpus(
       num_workers: processes synthesising and aligning (None: one per CPU, but at most one per
         100 utterances, so 1 for tiny). The output does not depend on it.
       feature_config: the front end (default ``FeatureConfig()``: 40 log-mel, 25/10 ms).
+      prompt_kind, vocabulary_size: the prompts (``plan_corpus``).
 
     Returns:
       ``{split: manifest}``. Each manifest's ``metadata`` has ``features`` (the config) and
       ``corpus``: size, seed, voices of every split, the ranges drawn from, utterances planned,
       skipped by reason (and which), alignments that needed the retry, audio seconds, senones
-      seen, phone names. ``output_dir/build.json`` records timings.
+      seen, phone names. ``output_dir/build.json`` records timings; each split's ``text``
+      holds its transcripts (``utt-id words...``).
 
     Raises:
       DataError when a split directory exists (without ``overwrite``) or nothing is left of a
@@ -319,7 +329,7 @@ def build_corpus(
             f"{output_dir}: {', '.join(existing)} already exist (overwrite replaces them)"
         )
     start = time.time()
-    jobs = plan_corpus(size, seed)
+    jobs = plan_corpus(size, seed, prompt_kind, vocabulary_size)
     if num_workers is None:  # a worker costs a TensorFlow start-up: one per 100 utterances at most
         num_workers = max(1, min(os.cpu_count() or 1, len(jobs) // 100))
     model = mdef.default_senone_model()
@@ -345,7 +355,10 @@ def build_corpus(
                         "pitch": list(PITCH),
                         "pause_seconds": list(PAUSE_SECONDS),
                         "snr_db": list(SNR_DB),
-                        "prompt_vocabulary": len(prompt_words()),
+                        "prompts": prompt_kind,
+                        "prompt_vocabulary": (
+                            vocabulary_size if prompt_kind == "lm" else len(prompt_words())
+                        ),
                         "word_timing_max_ms": [
                             1000 * align.MAX_MEAN_WORD_DEVIATION,
                             1000 * align.MAX_WORD_DEVIATION,
@@ -363,6 +376,7 @@ def build_corpus(
                     num_phones=model.num_phones,
                     metadata=metadata,
                 )
+                _write_text(os.path.join(staging, split), split_jobs, metadata["corpus"])
                 timings[split] = round(time.time() - split_start, 2)
         for split in SPLITS:
             target = os.path.join(output_dir, split)
@@ -384,6 +398,15 @@ def build_corpus(
         json.dump(build, f, indent=1)
     os.replace(build_path + ".tmp", build_path)
     return manifests
+
+
+def _write_text(split_dir, split_jobs, info):
+    """``split_dir/text``: the transcript of every kept utterance, Kaldi-style
+    (``utt-id word word ...``), for scoring word error rates."""
+    lines = [f"{job.utt_id} {' '.join(job.words)}\n" for job in split_jobs
+             if job.utt_id not in info["skipped"]]  # fmt: skip
+    with open(os.path.join(split_dir, "text"), "w") as f:
+        f.writelines(sorted(lines))
 
 
 @contextlib.contextmanager
