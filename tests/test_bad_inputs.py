@@ -13,8 +13,8 @@ import tensorflow as tf
 
 from tfblend import records
 from tfblend.errors import DataError
-from tfblend.pipeline import frame_dataset
 from tfblend.models.cnn import PRESETS
+from tfblend.pipeline import frame_dataset
 
 
 def _copy(tiny_corpus, tmp_path, split="train"):
