@@ -158,6 +158,22 @@ def test_retained_gain(utterances):
     assert result["high"] - result["low"] < 0.05
 
 
+def test_compare_to_all_shares_the_resamples(utterances):
+    one = _delayed(utterances, 1, seeds=3, noise=0.1, seed=0)
+    two = _delayed(utterances, 2, seeds=3, noise=0.1, seed=1)
+    same = _delayed(utterances, 1, seeds=2, noise=0.1, seed=2)
+    models = {"blend": one, "cnn": two, "twin": same}
+    result = statistics.compare_to_all("blend", models, num_resamples=3000, seed=4)
+    assert list(result) == ["cnn", "twin"]
+    alone = statistics.paired_bootstrap(one, two, num_resamples=3000, seed=4)
+    assert result["cnn"].difference == pytest.approx(alone.difference)
+    assert result["cnn"].verdict == "better"
+    huge = statistics.compare_to_all("blend", models, num_resamples=3000, margins={"cnn": 0.5})
+    assert huge["cnn"].verdict == "not distinguishable"
+    with pytest.raises(ValueError, match="not one of"):
+        statistics.compare_to_all("teacher", models)
+
+
 def test_bad_counts_are_refused():
     with pytest.raises(ValueError, match="must both be"):
         statistics.paired_bootstrap((np.ones((2, 3)), np.ones((2, 4))), (np.ones(3), np.ones(3)))

@@ -205,6 +205,49 @@ def paired_bootstrap(
     )
 
 
+def compare_to_all(
+    focus: str,
+    models: dict,
+    *,
+    num_resamples: int = 10_000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    higher_is_better: bool = True,
+    margins: dict | None = None,
+) -> dict:
+    """:func:`paired_bootstrap` of ``focus`` against every other model, on one set of resamples.
+
+    Args:
+      focus: the model compared (e.g. the blended CNN).
+      models: name -> ``(numerator [S, U], denominator [S, U])``, ``focus`` among them.
+      margins: name -> the margin its comparison needs (see :func:`verdict`; default 0).
+      num_resamples, seed, confidence, higher_is_better: as :func:`paired_bootstrap`.
+
+    Returns:
+      name -> :class:`Comparison` of ``focus - name``, for every other model, in order.
+    """
+    if focus not in models:
+        raise ValueError(f"{focus!r} is not one of the models {list(models)}")
+    observed, resampled = bootstrap_ratios(models, num_resamples=num_resamples, seed=seed)
+    out = {}
+    for name in models:
+        if name == focus:
+            continue
+        low, high = interval(resampled[focus] - resampled[name], confidence)
+        margin = (margins or {}).get(name, 0.0)
+        out[name] = Comparison(
+            difference=observed[focus] - observed[name],
+            low=low,
+            high=high,
+            confidence=confidence,
+            verdict=verdict(low, high, higher_is_better=higher_is_better, margin=margin),
+            a=observed[focus],
+            b=observed[name],
+            num_resamples=num_resamples,
+        )
+    return out
+
+
 def retained_gain(
     small: tuple,
     large: tuple,
