@@ -93,6 +93,7 @@ class TeacherMixture:
     """One teacher or a weighted mixture of several, run on padded batches of utterances.
 
     Attributes:
+      dirs: the teacher directories, in the order given.
       members: ``[(model, info)]`` per teacher directory (``info`` is its ``model.json``).
       weights: float ``[n]``, positive, summing to 1.
       num_classes, feature_dim: shared by every member.
