@@ -6,15 +6,17 @@ real per-utterance accuracies, and a known difference between them comes from th
 themselves.
 """
 
+import json
 import os
 
 import numpy as np
 import pytest
 
 from tfblend import statistics
+from tfblend.errors import DataError
 from tfblend.records import iterate_utterances
 from tfblend.study_plots import plot_k_sweep, plot_per_voice
-from tfblend.utterance_scores import score_model_dirs, stack_seeds
+from tfblend.utterance_scores import UtteranceCounts, score_model_dirs, stack_seeds
 
 
 @pytest.fixture(scope="module")
@@ -231,3 +233,7 @@ def test_per_utterance_counts_add_up_to_evaluate(tiny_corpus, tiny_student):
     for voice, accuracy in reference["per_speaker"].items():
         assert by_voice[voice]["mean"] == pytest.approx(accuracy)
     assert (counts["ens"][0].correct == run.correct).all()  # an ensemble of a model with itself
+    again = UtteranceCounts.from_dict(json.loads(json.dumps(run.to_dict())))
+    assert again.utt_ids == run.utt_ids and (again.correct == run.correct).all()
+    with pytest.raises(DataError, match="different lengths"):
+        UtteranceCounts.from_dict({**run.to_dict(), "frames": run.frames.tolist()[1:]})

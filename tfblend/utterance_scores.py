@@ -31,6 +31,28 @@ class UtteranceCounts:
     correct: np.ndarray
     frames: np.ndarray
 
+    def to_dict(self) -> dict:
+        """JSON-ready lists (a study stage stores them; :meth:`from_dict` reads them back)."""
+        return {
+            "utt_ids": list(self.utt_ids),
+            "speakers": list(self.speakers),
+            "correct": self.correct.tolist(),
+            "frames": self.frames.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, value: dict) -> "UtteranceCounts":
+        counts = cls(
+            list(value["utt_ids"]),
+            list(value["speakers"]),
+            np.asarray(value["correct"], np.int64),
+            np.asarray(value["frames"], np.int64),
+        )
+        sizes = {len(counts.utt_ids), len(counts.speakers), counts.correct.size, counts.frames.size}
+        if len(sizes) != 1 or (counts.correct > counts.frames).any():
+            raise DataError("per-utterance counts of different lengths, or more hits than frames")
+        return counts
+
     @property
     def accuracy(self) -> float:
         """Frame accuracy over the whole set: sum of correct frames / sum of frames."""
