@@ -154,11 +154,13 @@ class TeacherMixture:
         if len(entries) == 1:
             return entries[0]
         for entry, (_, info) in zip(entries, self.members, strict=True):
-            entry["kind"] = info["kind"]
+            entry["kind"] = info.get("kind", "sequence")
         return {"model": "mixture", "weights": list(self.weights), "teachers": entries}
 
     def _logits(self, model, info, features, lengths):
-        if info["kind"] == "window":
+        # A teacher directory written without "kind" (by hand) is run as the sequence model
+        # dumps always assumed before mixtures.
+        if info.get("kind", "sequence") == "window":
             return _window_logits(model, info["context"], features, lengths)
         mask = tf.sequence_mask(lengths, tf.shape(features)[1])
         return tf.cast(model({"features": features, "mask": mask}, training=False), tf.float32)
