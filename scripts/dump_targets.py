@@ -6,17 +6,26 @@ importance weights (--method=sampled, unbiased). Probabilities are stored at T =
 applies any T later) as float16 or 8-bit log-probabilities. The target shards mirror the
 utterance shards, in the same order, and record the features' digest so the join is checked.
 
+Several --teacher_dir values make one target set from a weighted mixture of the models'
+posteriors (p = sum_i w_i p_i, mixed before the top k; --teacher_weights, equal by default), e.g.
+the BLSTM teacher and the CNN baseline, or several teacher seeds; the manifest records every
+teacher, its digest and its weight.
+
 Split the work over processes or machines with --shard_index/--num_shards; a killed dump rerun
 skips the shards already complete. With --from_targets, a smaller k is cut from an existing
 top-k dump without running the teacher.
 
-Reads:  <data_dir>/<split> (utterance set), <teacher_dir> (train_teacher.py), or --from_targets.
+Reads:  <data_dir>/<split> (utterance set), <teacher_dir> (train_teacher.py; in a mixture also
+        train_student.py or blend.py model directories), or --from_targets.
 Writes: <output_dir>/ targets-*.tfrecord, one targets-*.json per complete shard, manifest.json
         (once every shard is complete).
 
 Examples:
   python scripts/dump_targets.py --data_dir=work/demo/corpus --teacher_dir=work/demo/teacher \
       --output_dir=work/demo/targets_k51 --top_fraction=0.01
+  python scripts/dump_targets.py --data_dir=work/demo/corpus --teacher_dir=work/demo/teacher \
+      --teacher_dir=work/demo/cnn --teacher_weights=0.5,0.5 --output_dir=work/demo/targets_mix \
+      --top_fraction=0.01
   python scripts/dump_targets.py --from_targets=work/demo/targets_k512 --k=51 \
       --output_dir=work/demo/targets_k51
 """
@@ -33,11 +42,21 @@ from tfblend.targets import METHODS, TAILS, derive_targets, dump_targets
 cli.define_flags(
     "data_dir",
     "split",
-    "teacher_dir",
     "output_dir",
     "seed",
     split="train",
     required=("output_dir",),
+)
+flags.DEFINE_multi_string(
+    "teacher_dir",
+    None,
+    "Model directory of a trained teacher (train_teacher.py); repeat it to mix several models' "
+    "posteriors.",
+)
+flags.DEFINE_list(
+    "teacher_weights",
+    None,
+    "Mixture weights, one per --teacher_dir, summing to 1 (default: equal).",
 )
 flags.DEFINE_enum("method", "topk", list(METHODS), "How frames are sparsified.")
 flags.DEFINE_integer("k", 0, "Entries per frame (topk), the cap (topp) or the draws (sampled).")
@@ -70,6 +89,7 @@ def main(_):
             cli.split_dir(FLAGS.data_dir, FLAGS.split),
             FLAGS.teacher_dir,
             FLAGS.output_dir,
+            teacher_weights=FLAGS.teacher_weights,
             method=FLAGS.method,
             k=FLAGS.k,
             top_fraction=FLAGS.top_fraction,

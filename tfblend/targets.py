@@ -40,7 +40,6 @@ import numpy as np
 import tensorflow as tf
 
 from tfblend.errors import DataError
-from tfblend.modeldir import load_model_dir
 from tfblend.pipeline import eval_utterances
 from tfblend.records import (
     FORMAT_VERSION,
@@ -57,6 +56,7 @@ from tfblend.records import (
     write_json,
     write_manifest,
 )
+from tfblend.teachers import TeacherMixture
 
 METHODS = ("topk", "topp", "sampled")
 TAILS = ("renormalize", "ghost", "ignore")
@@ -163,9 +163,10 @@ class _Sparsifier:
 
 def dump_targets(
     data_dir: str,
-    teacher_dir: str,
+    teacher_dir: str | list,
     output_dir: str,
     *,
+    teacher_weights=None,
     method: str = "topk",
     k: int = 0,
     top_fraction: float = 0.0,
@@ -183,8 +184,10 @@ def dump_targets(
 
     Args:
       data_dir: the utterance set (one split) to label.
-      teacher_dir: a teacher's model directory (:mod:`tfblend.modeldir`), a sequence model.
+      teacher_dir: a teacher's model directory (:mod:`tfblend.modeldir`), or a list of model
+        directories whose posteriors are mixed (:class:`tfblend.teachers.TeacherMixture`).
       output_dir: the target set to write (created; complete shards in it are kept).
+      teacher_weights: the mixture's weights (a list or ``"0.5,0.5"``; None: equal).
       method: "topk", "topp" or "sampled" (module docstring).
       k, top_fraction: entries per frame (``topk``), the cap (``topp``) or the draws
         (``sampled``): exactly one of the two.
@@ -208,16 +211,18 @@ def dump_targets(
     if not 0 <= shard_index < num_shards:
         raise DataError(f"--shard_index {shard_index} is outside [0, {num_shards})")
     manifest = read_manifest(data_dir)
-    teacher, info = load_model_dir(teacher_dir, role="teacher")
+    teacher_dirs = [teacher_dir] if isinstance(teacher_dir, str | os.PathLike) else teacher_dir
+    teacher = TeacherMixture(teacher_dirs, teacher_weights)
+    named = " + ".join(map(str, teacher_dirs))
     num_classes = manifest["num_classes"]
-    if info["num_classes"] != num_classes:
+    if teacher.num_classes != num_classes:
         raise DataError(
-            f"the teacher in {teacher_dir} has {info['num_classes']} classes, the "
+            f"the teacher in {named} has {teacher.num_classes} classes, the "
             f"data in {data_dir} {num_classes}"
         )
-    if info["feature_dim"] != manifest["feature_dim"]:
+    if teacher.feature_dim != manifest["feature_dim"]:
         raise DataError(
-            f"the teacher in {teacher_dir} takes {info['feature_dim']}-dim features, "
+            f"the teacher in {named} takes {teacher.feature_dim}-dim features, "
             f"{data_dir} has {manifest['feature_dim']}"
         )
     width = resolve_k(num_classes, k, top_fraction)
@@ -231,11 +236,7 @@ def dump_targets(
         "log_step": log_step if value_encoding == "log_uint8" else None,
         "has_mass": tail == "ghost",
         "seed": seed if method == "sampled" else None,
-        "teacher": {
-            "dir": os.path.abspath(teacher_dir),
-            "model": info["model"],
-            "sha256": info["sha256"],
-        },
+        "teacher": teacher.describe(),
         "features_digest": feature_values_digest(manifest),
         "features_ids_digest": manifest["content_digest"],
     }
@@ -243,7 +244,6 @@ def dump_targets(
     _check_settings(output_dir, settings)
     teach = _teaching_function(teacher, _Sparsifier(method, width, p, seed), manifest)
     total = len(manifest["shards"])
-    cmvn_stats = info["train_dir"] if info["cmvn"] == "global" else None
     for index in range(shard_index, total, num_shards):
         entry_path = _entry_path(output_dir, index, total)
         if os.path.exists(entry_path):
@@ -252,12 +252,11 @@ def dump_targets(
             continue
         entry = _dump_shard(
             teach,
+            teacher,
             data_dir,
             output_dir,
             index,
             total,
-            info,
-            cmvn_stats,
             settings,
             batch_size,
         )
@@ -307,17 +306,15 @@ def _teaching_function(teacher, sparsify, manifest: dict):
         ]
     )
     def teach(features, lengths, batch_index):
-        mask = tf.sequence_mask(lengths, tf.shape(features)[1])
-        logits = teacher({"features": features, "mask": mask}, training=False)
-        return sparsify(logits, batch_index)
+        return sparsify(teacher(features, lengths), batch_index)
 
     return teach
 
 
-def _dump_shard(
-    teach, data_dir, output_dir, index, total, info, cmvn_stats, settings, batch_size
-) -> dict:
-    utterances = eval_utterances(data_dir, cmvn=info["cmvn"], cmvn_stats=cmvn_stats, shards=[index])
+def _dump_shard(teach, teacher, data_dir, output_dir, index, total, settings, batch_size) -> dict:
+    utterances = eval_utterances(
+        data_dir, cmvn=teacher.cmvn, cmvn_stats=teacher.cmvn_stats, shards=[index]
+    )
     keep = ("utt_id", "num_frames", "features")
     # Not converted: AutoGraph cannot convert this lambda and warned once per shard.
     batches = utterances.map(

@@ -34,6 +34,7 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import shutil
 import time
 from collections import Counter
@@ -44,7 +45,7 @@ import tensorflow_io as tfio
 
 from tfblend import features as features_lib
 from tfblend import records
-from tfblend.corpus import align, espeak, mdef, prompts
+from tfblend.corpus import align, buildcache, espeak, mdef, prompts
 from tfblend.corpus.prompts import WORDS_PER_UTTERANCE, prompt_words
 from tfblend.errors import DataError
 
@@ -97,6 +98,14 @@ SIZES = {
         voices={"train": 14, "dev": 2, "test": 4},
         utterances_per_voice={"train": 50, "dev": 40, "test": 50},
         num_shards={"train": 8, "dev": 2, "test": 4},
+    ),
+    # the study: about 3 hours of training speech (28 voices), 4 dev voices, 6 held-out test
+    # voices with over 300 utterances. Planned from the small corpus with LM prompts: sentences
+    # of about 2.4 s, about 27% of planned utterances rejected by the alignment checks.
+    "medium": CorpusSize(
+        voices={"train": 28, "dev": 4, "test": 6},
+        utterances_per_voice={"train": 220, "dev": 40, "test": 80},
+        num_shards={"train": 32, "dev": 4, "test": 8},
     ),
     # over 10 hours of audio, 32 + 4 + 6 voices
     "large": CorpusSize(
@@ -297,7 +306,7 @@ def build_corpus(
       output_dir: created if missing. Existing split directories are an error unless
         ``overwrite``, in which case they are replaced once the new corpus is complete.
       size: ``tiny`` (tests: 36 utterances, seconds), ``small`` (about 1 hour of audio),
-        ``large`` (over 10 hours); see ``SIZES``.
+        ``medium`` (about 3.5 hours), ``large`` (over 10 hours); see ``SIZES``.
       seed: every random draw derives from it; same seed and size, same bytes.
       num_workers: processes synthesising and aligning (None: one per CPU, but at most one per
         100 utterances, so 1 for tiny). The output does not depend on it.
@@ -313,7 +322,9 @@ def build_corpus(
 
     Raises:
       DataError when a split directory exists (without ``overwrite``) or nothing is left of a
-      split. On any failure nothing is left in ``output_dir`` but what was there before.
+      split. On any error nothing is left in ``output_dir`` but what was there before; a killed
+      (or interrupted) build leaves its finished pieces in ``output_dir/.build-cache``, and a
+      rerun with the same arguments reuses them (:mod:`tfblend.corpus.buildcache`).
     """
     output_dir = os.fspath(output_dir)
     spec = _size(size)
@@ -334,10 +345,23 @@ def build_corpus(
         num_workers = max(1, min(os.cpu_count() or 1, len(jobs) // 100))
     model = mdef.default_senone_model()
     os.makedirs(output_dir, exist_ok=True)
+    for name in os.listdir(output_dir):  # what killed builds left half-staged
+        if re.fullmatch(r"\.build-\d+", name):
+            shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
     staging = os.path.join(output_dir, f".build-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
     try:
-        with _results(jobs, feature_config, num_workers) as results:
+        compute = functools.partial(
+            _results, feature_config=feature_config, num_workers=num_workers
+        )
+        with buildcache.cached_results(
+            output_dir,
+            jobs,
+            compute,
+            result_type=_Result,
+            key=feature_config.to_dict(),
+            num_classes=model.num_senones,
+            num_phones=model.num_phones,
+        ) as results:
             manifests, timings = {}, {}
             for split in SPLITS:
                 split_jobs = [job for job in jobs if job.split == split]
@@ -385,6 +409,7 @@ def build_corpus(
             os.replace(os.path.join(staging, split), target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    buildcache.remove(output_dir)
     build = {
         "size": size,
         "seed": seed,
