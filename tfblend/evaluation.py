@@ -383,7 +383,7 @@ def evaluate_models(
       "info": [model.json...]}}}``.
     """
     from tfblend.modeldir import load_model_dir
-    from tfblend.models.flops import forward_flops
+    from tfblend.models.flops import forward_flops, frame_flops
     from tfblend.records import read_manifest
 
     test_dir = os.path.join(data_root, split)
@@ -403,8 +403,12 @@ def evaluate_models(
             cmvn_modes.add(info["cmvn"])
             if info["kind"] == "window":
                 scorers[name] = window_scorer(model, info["context"])
-                shape = [1, 2 * info["context"] + 1, info["feature_dim"]]
-                info["flops_per_frame"] = forward_flops(model, shape)
+                if hasattr(model, "receptive_field"):
+                    # Scored (and served) densely: count what one pass computes per frame.
+                    flops = frame_flops(model, info["feature_dim"])["dense"]
+                else:
+                    flops = forward_flops(model, [1, 2 * info["context"] + 1, info["feature_dim"]])
+                info["flops_per_frame"] = flops
             else:
                 scorers[name] = sequence_scorer(model)
                 frames = 100  # FLOPs of an LSTM grow linearly with length: count 1 s, divide
