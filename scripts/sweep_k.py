@@ -23,14 +23,10 @@ from absl import flags
 import tfblend  # noqa: F401  (quiets TensorFlow before it loads)
 from tfblend import cli
 from tfblend.errors import DataError
-from tfblend.evaluation import (
-    evaluate_models,
-    markdown_table,
-    plot_accuracy_vs_k,
-    report_rows,
-)
+from tfblend.evaluation import evaluate_models, markdown_table, report_rows
 from tfblend.records import read_manifest, write_json
 from tfblend.stages import StageRunner, model_done, set_done
+from tfblend.study_plots import plot_k_sweep
 
 cli.define_flags(
     "data_dir",
@@ -137,7 +133,7 @@ def main(_):
     }
     if not points:
         raise DataError("no blend was evaluated")
-    plot_accuracy_vs_k(points, num_classes, os.path.join(report, "accuracy_vs_k.png"), baselines)
+    plot_k_sweep(points, num_classes, os.path.join(report, "accuracy_vs_k.png"), baselines)
     print(table)
     print(f"Report: {report}/sweep.md, accuracy_vs_k.png")
     cli.say(json.dumps({"stage_seconds": runner.times}))

@@ -66,6 +66,7 @@ class VGGConfig(hyperparams.Config):
     preset: str = "small"
     channels: int = 1
     dropout: float = 0.0
+    normalization: str = "frame"
 
 
 @dataclasses.dataclass
@@ -196,13 +197,14 @@ def load_experiment(config_file: str | None = None, params_override: str = "") -
 def _choices() -> dict[str, tuple]:
     """The settings with a fixed set of values, from the modules that define them."""
     from tfblend.losses import _TAILS
-    from tfblend.models.cnn import PRESETS
+    from tfblend.models.cnn import NORMALIZATIONS, PRESETS
     from tfblend.pipeline import CMVN_MODES
 
     return {
         "data.cmvn": CMVN_MODES,
         "data.auto_shard": ("auto", "file", "data"),
         "model.vgg.preset": tuple(sorted(PRESETS)),
+        "model.vgg.normalization": NORMALIZATIONS,
         "optimizer.schedule": ("cosine", "constant"),
         "distill.tail": _TAILS,
     }

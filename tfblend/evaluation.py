@@ -267,49 +267,6 @@ def plot_training_curves(histories: dict, path: str) -> None:
     _save_figure(figure, path)
 
 
-def plot_accuracy_vs_k(points: list[dict], num_classes: int, path: str, baselines: dict) -> None:
-    """Accuracy of the blended student against k as a fraction of the classes (log x axis).
-
-    Args:
-      points: dicts with ``k`` and ``accuracy`` (a float or a seed summary).
-      num_classes: K, for the x axis.
-      path: the PNG to write.
-      baselines: name -> accuracy, drawn as horizontal lines (e.g. the CNN baseline, teacher).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    def mean(value):
-        return value["mean"] if isinstance(value, dict) else value
-
-    points = sorted(points, key=lambda p: p["k"])
-    x = [p["k"] / num_classes * 100 for p in points]
-    y = [mean(p["accuracy"]) * 100 for p in points]
-    figure, axis = plt.subplots(figsize=(6.5, 4))
-    axis.plot(x, y, marker="o", label="blended CNN")
-    for name, value in baselines.items():
-        axis.axhline(
-            mean(value) * 100,
-            linestyle="--",
-            linewidth=1,
-            label=name,
-            color=f"C{1 + list(baselines).index(name)}",
-        )
-    axis.axvline(1.0, color="grey", linewidth=0.8, linestyle=":")
-    axis.set_xscale("log")
-    axis.set(
-        xlabel="k, % of the classes (log scale)",
-        ylabel="test frame accuracy, %",
-        title="Dark knowledge: accuracy against the teacher targets kept",
-    )
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    _save_figure(figure, path)
-
-
 def _save_figure(figure, path: str) -> None:
     import matplotlib.pyplot as plt
 
