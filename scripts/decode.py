@@ -172,7 +172,7 @@ def main(_):
     rows.update({n: a["overall"] for n, a in summary["anchor"].items()})
     print(wer_lib.format_table(rows))
     if FLAGS.report_dir:
-        from tfblend.evaluation import add_word_error_rates
+        from tfblend.report import add_word_error_rates
 
         add_word_error_rates(FLAGS.report_dir, summary)
         cli.say(f"WER column added to {FLAGS.report_dir}/results.md")

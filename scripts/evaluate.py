@@ -24,7 +24,8 @@ from absl import flags
 import tfblend  # noqa: F401  (quiets TensorFlow before it loads)
 from tfblend import cli
 from tfblend.errors import DataError
-from tfblend.evaluation import evaluate_models, write_report
+from tfblend.evaluation import evaluate_models
+from tfblend.report import write_report
 
 cli.define_flags(
     "data_dir", "split", "output_dir", split="test", required=("data_dir", "output_dir")
@@ -59,7 +60,7 @@ def main(_):
     if FLAGS.wer_json:
         import json
 
-        from tfblend.evaluation import add_word_error_rates
+        from tfblend.report import add_word_error_rates
 
         with open(FLAGS.wer_json) as stream:
             markdown = add_word_error_rates(FLAGS.output_dir, json.load(stream))

@@ -74,7 +74,7 @@ EPOCHS = {
 
 def _dev_accuracy(model_dir: str) -> float:
     """The last epoch's dev accuracy of a finished run (its history.csv)."""
-    from tfblend.evaluation import read_history
+    from tfblend.report import read_history
 
     history = read_history(model_dir)
     if "val_accuracy" not in history:

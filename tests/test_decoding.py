@@ -245,7 +245,7 @@ def test_bad_input_is_named(tiny_corpus, small_graph, oracle_export, tmp_path):
 
 
 def test_report_gains_a_wer_column_and_section(tmp_path):
-    from tfblend.evaluation import add_word_error_rates
+    from tfblend.report import add_word_error_rates
 
     seed = {"mean": 0.4, "std": 0.0, "values": [0.4]}
     results = {"split": "test", "frames": 10, "models": {
