@@ -487,7 +487,12 @@ def test_the_dump_forward_pass_is_traced_once():
     teacher = get_model("lstm", num_classes=7, num_layers=1, units=4)
     teacher({"features": np.zeros([1, 3, 5], np.float32), "mask": np.ones([1, 3], bool)})  # built,
     # as a loaded teacher is (creating variables inside a tf.function traces it twice)
-    teach = _teaching_function(teacher, _Sparsifier("topk", 3, 0.0, 0), {"feature_dim": 5})
+
+    def scores(features, lengths):  # the call contract of tfblend.teachers.TeacherMixture
+        mask = tf.sequence_mask(lengths, tf.shape(features)[1])
+        return teacher({"features": features, "mask": mask}, training=False)
+
+    teach = _teaching_function(scores, _Sparsifier("topk", 3, 0.0, 0), {"feature_dim": 5})
     for batch, frames in ((2, 11), (3, 40), (1, 7), (2, 11)):
         features = tf.random.normal([batch, frames, 5])
         ids, probs, mass = teach(features, tf.fill([batch], frames), tf.constant(0))
