@@ -44,7 +44,9 @@ flags.DEFINE_bool(
     "Build --graph_dir from the corpus's task LM (reused while its inputs are unchanged); "
     "--nobuild_graph decodes with the graph --graph_dir holds.",
 )
-flags.DEFINE_list("acoustic_scales", ["0.1", "0.16", "0.25"], "Scales tried on the dev split.")
+flags.DEFINE_list(
+    "acoustic_scales", ["0.05", "0.07", "0.1", "0.16"], "Scales tried on the dev split."
+)
 flags.DEFINE_float("beam", 13.0, "Decoding beam.")
 flags.DEFINE_integer("max_active", 5000, "Most active tokens per frame.")
 flags.DEFINE_integer("per_voice", None, "Decode the first N utterances of each test voice.")

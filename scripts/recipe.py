@@ -60,7 +60,7 @@ FLAGS = flags.FLAGS
 # stage fits about 5 minutes of the small demo on 2 cores.
 WER_SUBSET = {
     "tiny": {"test": 3, "dev": 3},
-    "small": {"test": 12, "dev": 3},
+    "small": {"test": 12, "dev": 10},
     "large": {"test": 20, "dev": 10},
 }
 
