@@ -69,3 +69,20 @@ def tiny_student(tiny_corpus, tmp_path_factory) -> str:
         "--params_override=model.vgg.preset=tiny",
     )
     return model_dir
+
+
+def read_target_records(directory) -> tuple[dict, dict]:
+    """A target set's manifest and its records, utt_id -> {field: numpy array}."""
+    import os
+
+    import tensorflow as tf
+
+    from tfblend.records import read_manifest, target_parser
+
+    manifest = read_manifest(directory, expected_format="tfblend.targets")
+    parse = target_parser(manifest)
+    out = {}
+    for shard in manifest["shards"]:
+        for record in tf.data.TFRecordDataset(os.path.join(directory, shard["file"])).map(parse):
+            out[record["utt_id"].numpy().decode()] = {k: v.numpy() for k, v in record.items()}
+    return manifest, out

@@ -6,22 +6,13 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import read_target_records
 
 from tfblend.errors import DataError
 from tfblend.modeldir import load_model_dir
 from tfblend.pipeline import eval_utterances, frame_dataset
-from tfblend.records import feature_values_digest, read_manifest, target_parser
+from tfblend.records import feature_values_digest, read_manifest
 from tfblend.targets import derive_targets, dump_targets, sampled_targets, top_p_targets
-
-
-def _records(directory):
-    manifest = read_manifest(directory, expected_format="tfblend.targets")
-    parse = target_parser(manifest)
-    out = {}
-    for shard in manifest["shards"]:
-        for record in tf.data.TFRecordDataset(os.path.join(directory, shard["file"])).map(parse):
-            out[record["utt_id"].numpy().decode()] = {k: v.numpy() for k, v in record.items()}
-    return manifest, out
 
 
 def _shard_files(directory):
@@ -41,7 +32,7 @@ def top5(tmp_path_factory, train_dir, tiny_teacher):
 
 
 def test_topk_dump_matches_the_teacher(train_dir, tiny_teacher, top5):
-    manifest, records = _records(top5)
+    manifest, records = read_target_records(top5)
     utterances = read_manifest(train_dir)
     assert manifest["k"] == 5 and manifest["method"] == "topk"
     assert manifest["features_digest"] == feature_values_digest(utterances)
@@ -117,8 +108,8 @@ def test_storage_is_one_percent_of_dense_at_k_one_percent(tmp_path, train_dir, t
     quantised = str(tmp_path / "k51q")
     small = dump_targets(train_dir, tiny_teacher, quantised, k=51, value_encoding="log_uint8")
     assert small["bytes_per_frame"] < manifest["bytes_per_frame"]
-    _, exact = _records(out)
-    _, approx = _records(quantised)
+    _, exact = read_target_records(out)
+    _, approx = read_target_records(quantised)
     for utt_id, record in exact.items():
         kept = record["probs"] > 1e-6
         ratio = approx[utt_id]["probs"][kept] / record["probs"][kept]
@@ -130,14 +121,14 @@ def test_ghost_tail_stores_the_kept_mass(tmp_path, train_dir, tiny_teacher):
     out = str(tmp_path / "ghost")
     manifest = dump_targets(train_dir, tiny_teacher, out, k=5, tail="ghost")
     assert manifest["has_mass"]
-    _, records = _records(out)
+    _, records = read_target_records(out)
     for record in records.values():
         np.testing.assert_allclose(record["mass"], record["probs"].sum(axis=1), atol=5e-3)
 
 
 def test_sampled_and_top_p_dumps(tmp_path, train_dir, tiny_teacher):
     sampled = dump_targets(train_dir, tiny_teacher, str(tmp_path / "s"), method="sampled", k=8)
-    _, records = _records(str(tmp_path / "s"))
+    _, records = read_target_records(str(tmp_path / "s"))
     assert sampled["method"] == "sampled"
     for record in records.values():
         np.testing.assert_allclose(record["probs"].sum(axis=1), 1.0, atol=1e-2)

@@ -8,25 +8,15 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import run_script
+from conftest import read_target_records, run_script
 
 from tfblend.errors import DataError
 from tfblend.evaluation import sequence_scorer, window_scorer
 from tfblend.modeldir import load_model_dir
 from tfblend.pipeline import eval_utterances
-from tfblend.records import read_manifest, target_parser
+from tfblend.records import read_manifest
 from tfblend.targets import dump_targets
 from tfblend.teachers import TeacherMixture, parse_weights
-
-
-def _records(directory):
-    manifest = read_manifest(directory, expected_format="tfblend.targets")
-    parse = target_parser(manifest)
-    out = {}
-    for shard in manifest["shards"]:
-        for record in tf.data.TFRecordDataset(os.path.join(directory, shard["file"])).map(parse):
-            out[record["utt_id"].numpy().decode()] = {k: v.numpy() for k, v in record.items()}
-    return manifest, out
 
 
 def test_mixture_is_the_weighted_mean_of_posteriors_before_top_k(
@@ -61,7 +51,7 @@ def test_mixture_is_the_weighted_mean_of_posteriors_before_top_k(
             },
         ],
     }
-    _, stored = _records(out)
+    _, stored = read_target_records(out)
     score_blstm = sequence_scorer(blstm)
     score_cnn = window_scorer(cnn, cnn_info["context"])
     utterances = list(

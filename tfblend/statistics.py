@@ -191,18 +191,15 @@ def paired_bootstrap(
     Returns:
       A :class:`Comparison`.
     """
-    observed, resampled = bootstrap_ratios({"a": a, "b": b}, num_resamples=num_resamples, seed=seed)
-    low, high = interval(resampled["a"] - resampled["b"], confidence)
-    return Comparison(
-        difference=observed["a"] - observed["b"],
-        low=low,
-        high=high,
-        confidence=confidence,
-        verdict=verdict(low, high, higher_is_better=higher_is_better, margin=margin),
-        a=observed["a"],
-        b=observed["b"],
+    return compare_to_all(
+        "a",
+        {"a": a, "b": b},
         num_resamples=num_resamples,
-    )
+        seed=seed,
+        confidence=confidence,
+        higher_is_better=higher_is_better,
+        margins={"b": margin},
+    )["b"]
 
 
 def compare_to_all(
