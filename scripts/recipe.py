@@ -41,7 +41,7 @@ from tfblend.errors import DataError
 from tfblend.stages import StageRunner, model_done, set_done
 
 flags.DEFINE_string("work_dir", None, "Where every stage writes.")
-flags.DEFINE_enum("size", "small", ["tiny", "small", "large"], "Corpus size.")
+flags.DEFINE_enum("size", "small", ["tiny", "small", "medium", "large"], "Corpus size.")
 flags.DEFINE_integer("seeds", 1, "Repeat every training stage with this many seeds.")
 flags.DEFINE_float("top_fraction", 0.01, "Teacher targets kept per frame, as a fraction of K.")
 flags.DEFINE_list(
@@ -61,6 +61,7 @@ FLAGS = flags.FLAGS
 WER_SUBSET = {
     "tiny": {"test": 3, "dev": 3},
     "small": {"test": 12, "dev": 10},
+    "medium": {"test": 30, "dev": 10},
     "large": {"test": 20, "dev": 10},
 }
 
@@ -68,6 +69,7 @@ WER_SUBSET = {
 EPOCHS = {
     "tiny": {"teacher": 2, "window": 1},
     "small": {"teacher": 5, "window": 3},
+    "medium": {"teacher": 2, "window": 1},
     "large": {"teacher": 12, "window": 6},
 }
 

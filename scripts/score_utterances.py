@@ -1,0 +1,65 @@
+"""Per-utterance frame counts of models (or ensembles) on a labelled split.
+
+What a study's paired bootstrap resamples (tfblend.statistics): for every utterance of the split,
+in the set's canonical order, the frames and the frames whose most probable senone is the aligned
+one. Each --run names its output file and a model directory, or several joined by "+" for their
+ensemble (the mean of the members' posteriors, as evaluate.py's --ensemble does). A run whose
+output exists is skipped, so a killed scoring continues where it stopped.
+
+Reads:  <data_dir>/<split> (and <data_dir>/train for the CMVN statistics), the model directories.
+Writes: every --run's OUTPUT (JSON: utt_ids, speakers, correct, frames), whole or not at all.
+
+Example:
+  python scripts/score_utterances.py --data_dir=work/study/corpus --split=test \
+      --run=work/study/scores/cnn-seed0.json=work/study/cnn-small-seed0 \
+      --run=work/study/scores/ens-seed0.json=work/study/teacher-seed0+work/study/cnn-small-seed0
+"""
+
+import os
+
+from absl import flags
+
+import tfblend  # noqa: F401  (quiets TensorFlow before it loads)
+from tfblend import cli
+from tfblend.errors import DataError
+from tfblend.records import write_json
+from tfblend.utterance_scores import score_model_dirs
+
+cli.define_flags("data_dir", required=("data_dir",))
+flags.DEFINE_string("split", "test", "The split scored.")
+flags.DEFINE_multi_string(
+    "run", [], "OUTPUT=MODEL_DIR[+MODEL_DIR...]: score a model (several: their ensemble)."
+)
+flags.mark_flag_as_required("run")
+FLAGS = flags.FLAGS
+
+
+def _runs(values) -> list[tuple[str, list[str]]]:
+    runs = []
+    for value in values:
+        output, _, dirs = value.partition("=")
+        if not output or not dirs:
+            raise DataError(f"--run={value}: expected OUTPUT=MODEL_DIR[+MODEL_DIR...]")
+        runs.append((output, dirs.split("+")))
+    return runs
+
+
+def main(_):
+    for output, dirs in _runs(FLAGS.run):
+        if os.path.exists(output):
+            cli.say(f"{output}: exists, skipped")
+            continue
+        members = {f"member{i}": [d] for i, d in enumerate(dirs)}
+        ensembles = {"ensemble": list(members)} if len(members) > 1 else {}
+        counts = score_model_dirs(FLAGS.data_dir, FLAGS.split, members, ensembles)
+        result = counts["ensemble" if ensembles else "member0"][0]
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        write_json(output, result.to_dict())
+        cli.say(
+            f"{' + '.join(dirs)}: {result.accuracy:.2%} of {int(result.frames.sum()):,} frames "
+            f"in {len(result.utt_ids)} utterances -> {output}"
+        )
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,298 @@
+"""The study's stages: where each model of ``scripts/study.py`` lives and the script that makes it.
+
+Every method of :class:`StudyPlan` that makes something runs one stage through
+:class:`tfblend.stages.StageRunner` (skipped when complete, resumed when partial) and returns the
+directory or file it made. Names encode what a run depends on (preset, chunking, k, alpha, T,
+seed), so a changed choice trains a new run instead of reusing a different one, and every
+training directory also refuses a rerun with other settings (``tfblend.rundir``).
+
+Layout under the study's work dir:
+  corpus/                          the corpus (make_corpus.py)
+  teacher-seed{S}/                 BLSTM teachers
+  cnn-{student}-seed{S}/           CNN baselines; {student} is the preset, ``-c{L}`` when dense
+  dnn-seed{S}/                     DNN baselines
+  smooth-{student}-eps{E}-seed{S}/ label-smoothing controls
+  targets_{kind}-{teacher}/        stored teacher targets (top-k, derived top-k, sampled, mixture)
+  blend_{student}_{kind}_a{A}_T{T}-seed{S}/   blended CNNs
+  scores/{run}.json                per-utterance test frame counts (score_utterances.py)
+  exports/{run}/1/, wer/{run}/     the SavedModels decoded and their WER (decode.py)
+"""
+
+import dataclasses
+import json
+import os
+
+from tfblend.errors import DataError
+from tfblend.records import read_manifest
+from tfblend.stages import model_done, set_done
+from tfblend.targets import resolve_k
+
+#: Training lengths per corpus size, in epochs: the teacher, and every student (all students get
+#: the same budget on the same data). The medium study's budget is set by its 8 hours on 2 cores.
+EPOCHS = {
+    "tiny": {"teacher": 1, "student": 1},
+    "small": {"teacher": 5, "student": 3},
+    "medium": {"teacher": 2, "student": 1},
+    "large": {"teacher": 4, "student": 2},
+}
+
+#: Test utterances decoded per held-out voice, per corpus size.
+WER_PER_VOICE = {"tiny": 3, "small": 12, "medium": 30, "large": 40}
+
+
+@dataclasses.dataclass(frozen=True)
+class StudentSpec:
+    """A CNN student: a VGG preset trained on windows (``chunk_frames`` 0) or densely on chunks."""
+
+    preset: str
+    chunk_frames: int
+
+    @property
+    def key(self) -> str:
+        """Its part of a directory name: ``small``, ``deep-c16``."""
+        return self.preset + (f"-c{self.chunk_frames}" if self.chunk_frames else "")
+
+    @property
+    def label(self) -> str:
+        """Its name in reports: ``small (windows)``, ``deep (dense, chunks of 16)``."""
+        how = f"dense, chunks of {self.chunk_frames}" if self.chunk_frames else "windows"
+        return f"{self.preset} ({how})"
+
+    @property
+    def overrides(self) -> str:
+        """The ``--params_override`` that selects it."""
+        return f"model.vgg.preset={self.preset},data.chunk_frames={self.chunk_frames}"
+
+
+def dev_accuracy(model_dir: str) -> float:
+    """The last epoch's dev frame accuracy of a finished run (its history.csv)."""
+    from tfblend.report import read_history
+
+    history = read_history(model_dir)
+    if "val_accuracy" not in history:
+        raise DataError(f"{model_dir}/history.csv has no val_accuracy")
+    return float(history["val_accuracy"][-1])
+
+
+def corpus_facts(corpus: str) -> dict:
+    """Utterances, frames, hours (10 ms frames) and voices of each split, and the build's wall
+    time (``build_seconds`` of make_corpus.py's build.json; None when it has none)."""
+    facts = {}
+    for split in ("train", "dev", "test"):
+        manifest = read_manifest(os.path.join(corpus, split))
+        facts[split] = {
+            "utterances": manifest["num_utterances"],
+            "frames": manifest["num_frames"],
+            "hours": manifest["num_frames"] / 100 / 3600,
+            "voices": len(manifest["speakers"]),
+        }
+    build = os.path.join(corpus, "build.json")
+    facts["build_seconds"] = None
+    if os.path.exists(build):
+        with open(build) as stream:
+            facts["build_seconds"] = json.load(stream).get("build_seconds")
+    return facts
+
+
+class StudyPlan:
+    """The study's runs, each made by one stage of ``runner``.
+
+    Args:
+      work: the study's work dir.
+      size: the corpus size (a key of :data:`EPOCHS`).
+      runner: a :class:`tfblend.stages.StageRunner`.
+      teacher_epochs, student_epochs: None for the size's defaults.
+    """
+
+    def __init__(self, work: str, size: str, runner, teacher_epochs=None, student_epochs=None):
+        self.work = work
+        self.corpus = os.path.join(work, "corpus")
+        self.runner = runner
+        self.epochs = {
+            "teacher": teacher_epochs or EPOCHS[size]["teacher"],
+            "student": student_epochs or EPOCHS[size]["student"],
+        }
+        self.wer_per_voice = WER_PER_VOICE[size]
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.work, name)
+
+    @property
+    def num_classes(self) -> int:
+        """K, from the training set's manifest."""
+        return read_manifest(os.path.join(self.corpus, "train"))["num_classes"]
+
+    def k_of(self, value: float) -> int:
+        """k from a count (>= 1) or a fraction of K (< 1)."""
+        if value >= 1:
+            return resolve_k(self.num_classes, k=int(value))
+        return resolve_k(self.num_classes, top_fraction=value)
+
+    # Training runs.
+
+    def _train(self, name: str, script: str, **flag_values) -> str:
+        directory = self._path(name)
+        self.runner.stage(
+            name, model_done(directory), script, data_dir=self.corpus, model_dir=directory,
+            **flag_values,
+        )  # fmt: skip
+        return directory
+
+    def student_spec(self, preset: str, chunk_frames: int) -> StudentSpec:
+        if chunk_frames < 0:
+            raise DataError(f"--students: chunk frames of {preset} must be >= 0")
+        return StudentSpec(preset, chunk_frames)
+
+    def teacher(self, seed: int) -> str:
+        return self._train(
+            f"teacher-seed{seed}", "train_teacher.py", seed=seed, epochs=self.epochs["teacher"]
+        )
+
+    def _student_flags(self, student: StudentSpec, seed: int) -> dict:
+        return {
+            "seed": seed,
+            "epochs": self.epochs["student"],
+            "params_override": student.overrides,
+        }
+
+    def cnn(self, student: StudentSpec, seed: int) -> str:
+        return self._train(
+            f"cnn-{student.key}-seed{seed}", "train_student.py", model="vgg",
+            **self._student_flags(student, seed),
+        )  # fmt: skip
+
+    def dnn(self, seed: int) -> str:
+        return self._train(
+            f"dnn-seed{seed}", "train_student.py", model="dnn", seed=seed,
+            epochs=self.epochs["student"],
+        )  # fmt: skip
+
+    def smoothing(self, student: StudentSpec, epsilon: str, seed: int) -> str:
+        return self._train(
+            f"smooth-{student.key}-eps{epsilon}-seed{seed}", "train_student.py", model="vgg",
+            label_smoothing=epsilon, **self._student_flags(student, seed),
+        )  # fmt: skip
+
+    def blend(self, student: StudentSpec, targets: str, kind: str, setting, seed: int) -> str:
+        alpha, temperature = setting
+        return self._train(
+            f"blend_{student.key}_{kind}_a{alpha:g}_T{temperature:g}-seed{seed}", "blend.py",
+            targets_dir=targets, alpha=alpha, temperature=temperature,
+            **self._student_flags(student, seed),
+        )  # fmt: skip
+
+    # Teacher targets of the training split.
+
+    def _dump(self, name: str, **flag_values) -> str:
+        directory = self._path(name)
+        self.runner.stage(name, set_done(directory), "dump_targets.py", output_dir=directory,
+                          **flag_values)  # fmt: skip
+        return directory
+
+    def dump_top_k(self, teacher: str, k: int) -> str:
+        return self._dump(
+            f"targets_top{k}-{os.path.basename(teacher)}", data_dir=self.corpus, split="train",
+            teacher_dir=teacher, k=k,
+        )  # fmt: skip
+
+    def derive(self, dumped: str, dumped_k: int, k: int) -> str:
+        """Top-k targets cut from a larger top-k dump (the dump itself when ``k`` is its k)."""
+        if k == dumped_k:
+            return dumped
+        name = os.path.basename(dumped).replace(f"targets_top{dumped_k}-", f"targets_top{k}-")
+        return self._dump(name, from_targets=dumped, k=k)
+
+    def dump_sampled(self, teacher: str, draws: int) -> str:
+        return self._dump(
+            f"targets_sampled{draws}-{os.path.basename(teacher)}", data_dir=self.corpus,
+            split="train", teacher_dir=teacher, method="sampled", k=draws, seed=0,
+        )  # fmt: skip
+
+    def dump_mixture(self, teacher: str, cnn: str, k: int) -> str:
+        """Top-k targets of the equal-weight mixture of two models' posteriors."""
+        return self._dump(
+            f"targets_top{k}-{os.path.basename(teacher)}+{os.path.basename(cnn)}",
+            data_dir=self.corpus, split="train", teacher_dir=[teacher, cnn],
+            teacher_weights="0.5,0.5", k=k,
+        )  # fmt: skip
+
+    @staticmethod
+    def bytes_per_frame(targets: str) -> float:
+        return read_manifest(targets, expected_format="tfblend.targets")["bytes_per_frame"]
+
+    # The models of the report: their runs, per-utterance scores and WER.
+
+    def entry(self, name: str, role: str, dirs: list, **extra) -> dict:
+        """One model of the report: ``dirs`` (one run per seed), ``role`` (``teacher``, ``cnn``,
+        ``dnn``, ``smoothing``, ``blend``, ``sweep``, ``sampled``, ``ensemble``,
+        ``ensemble_blend``) and the files its scoring and decoding write."""
+        runs = [os.path.basename(d) for d in dirs]
+        return self._entry(name, role, [[d] for d in dirs], runs, extra)
+
+    def ensemble_entry(self, name: str, pairs: list) -> dict:
+        """The ensemble of each (teacher, cnn) pair: the mean of their posteriors."""
+        runs = ["+".join(os.path.basename(d) for d in pair) for pair in pairs]
+        return self._entry(name, "ensemble", [list(p) for p in pairs], runs, {})
+
+    def _entry(self, name, role, members, runs, extra) -> dict:
+        return {
+            "name": name,
+            "role": role,
+            "seeds": len(runs),
+            "members": members,
+            "runs": runs,
+            "scores": [self._path(f"scores/{run}.json") for run in runs],
+            "wer": [],
+            **extra,
+        }
+
+    def score(self, models: list) -> None:
+        """Per-utterance test frame counts of every seed of every model (one stage)."""
+        runs = [
+            f"{output}={'+'.join(members)}"
+            for model in models
+            for members, output in zip(model["members"], model["scores"], strict=True)
+        ]
+        complete = all(os.path.exists(r.partition("=")[0]) for r in runs)
+        self.runner.stage(
+            "score", complete, "score_utterances.py", data_dir=self.corpus, split="test", run=runs
+        )
+
+    def _export(self, model_dir: str) -> str:
+        run = os.path.basename(model_dir)
+        export = self._path(f"exports/{run}/1")
+        self.runner.stage(
+            f"export {run}", os.path.exists(os.path.join(export, "saved_model.pb")), "export.py",
+            model_dir=model_dir, export_base=self._path("exports"), name=run, version=1,
+        )  # fmt: skip
+        return export
+
+    def decode(self, model: dict, per_voice: int, dev_per_voice: int) -> None:
+        """Exports every seed's run(s) and decodes what the exports serve (ensembles: the mean
+        of the members' posteriors); fills ``model["wer"]``."""
+        for members, run in zip(model["members"], model["runs"], strict=True):
+            output = self._path(f"wer/{run}")
+            exports = [self._export(d) for d in members]
+            if len(exports) == 1:
+                flag_values = {"model": [f"model={exports[0]}"]}
+            else:
+                names = [f"member{i}" for i in range(len(exports))]
+                flag_values = {
+                    "model": [f"{n}={e}" for n, e in zip(names, exports, strict=True)],
+                    "ensemble": ["model=" + "+".join(names)],
+                }
+            result = os.path.join(output, "model", "wer.json")
+            self.runner.stage(
+                f"wer {run}", os.path.exists(result), "decode.py", data_dir=self.corpus,
+                graph_dir=self._path("graph"), output_dir=output, per_voice=per_voice,
+                dev_per_voice=dev_per_voice, **flag_values,
+            )  # fmt: skip
+            model["wer"].append(result)
+
+    def relative(self, model: dict) -> dict:
+        """``model`` as study.json stores it: paths relative to the work dir."""
+        out = {k: v for k, v in model.items() if k != "members"}
+        out["dirs"] = [[os.path.relpath(d, self.work) for d in m] for m in model["members"]]
+        out["scores"] = [os.path.relpath(p, self.work) for p in model["scores"]]
+        out["wer"] = [os.path.relpath(p, self.work) for p in model["wer"]]
+        return out
