@@ -78,31 +78,6 @@ def _pairs(values):
     return out
 
 
-def _ensembles(values, exports, arks):
-    """``{name: [member, ...]}`` from --ensemble NAME=A+B values; DataError on a name already
-    taken, fewer than two members, a member named twice or one that is not a --model."""
-    out = {}
-    for name, spec in _pairs(values).items():
-        members = spec.split("+")
-        where = f"--ensemble={name}={spec}"
-        if name in exports or name in arks:
-            raise DataError(f"{where}: {name!r} is already the name of a --model or --loglikes")
-        if len(members) < 2:
-            raise DataError(f"{where}: an ensemble needs at least two members (NAME=A+B)")
-        if len(set(members)) != len(members):
-            raise DataError(f"{where}: names a member twice")
-        for member in members:
-            if member in arks:
-                raise DataError(
-                    f"{where}: {member!r} is a --loglikes ark; members must be --model exports "
-                    "(the senone priors are read from the export)"
-                )
-            if member not in exports:
-                raise DataError(f"{where}: {member!r} is not a --model (models: {list(exports)})")
-        out[name] = members
-    return out
-
-
 def _graph(test_dir):
     """The graph: built (or reused, by digest) from the corpus's task LM for an LM-prompted
     corpus (unless --nobuild_graph); otherwise --graph_dir must hold one. Either way its
@@ -139,12 +114,12 @@ def main(_):
     from tfblend.decoding import evaluate as decode_eval
     from tfblend.decoding import wer as wer_lib
     from tfblend.decoding.decoder import ExportScorer, GraphDecoder, read_ark
-    from tfblend.decoding.ensemble import Ensemble
+    from tfblend.decoding.ensemble import Ensemble, parse_ensembles
 
     exports, arks = _pairs(FLAGS.model), _pairs(FLAGS.loglikes)
     if not exports and not arks and not FLAGS.anchor:
         raise DataError("give at least one --model=NAME=EXPORT_DIR or --loglikes=NAME=ARK")
-    members = _ensembles(FLAGS.ensemble, exports, arks)
+    members = parse_ensembles(_pairs(FLAGS.ensemble), exports, arks)
     scorers = {name: ExportScorer(export_dir) for name, export_dir in exports.items()}
     ensembles = {  # test and dev accumulate apart
         name: {split: Ensemble(name, {m: scorers[m] for m in names}) for split in ("test", "dev")}

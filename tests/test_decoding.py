@@ -343,9 +343,8 @@ def odd_exports(tiny_corpus, tmp_path_factory):
     return out
 
 
-def _served_posteriors(export_dir, features):
-    """float32 [T, K] posteriors, from the export's own ``posteriors`` output."""
-    loaded = tf.saved_model.load(export_dir)
+def _served_posteriors(loaded, features):
+    """float32 [T, K] posteriors, from a loaded export's own ``posteriors`` output."""
     if "utterance" in loaded.signatures:
         return loaded.signatures["utterance"](features=tf.constant(features))["posteriors"].numpy()
     out = loaded.signatures["serving_default"](
@@ -366,8 +365,9 @@ def test_ensemble_loglikes_are_the_log_mean_posterior_minus_the_log_prior(
         ensemble.add(name, decode_eval.score_matrices(scorer, utterances))
     loglikes = ensemble.loglikes()
     log_prior = senone_log_priors(tiny_corpus / "train", scorers["cnn"].num_classes)
+    loaded = [tf.saved_model.load(path) for path in member_exports.values()]
     for utterance in utterances:
-        posteriors = [_served_posteriors(p, utterance.features) for p in member_exports.values()]
+        posteriors = [_served_posteriors(export, utterance.features) for export in loaded]
         expected = np.log(np.mean(posteriors, axis=0)) - log_prior
         assert loglikes[utterance.utt_id].shape == expected.shape
         np.testing.assert_allclose(loglikes[utterance.utt_id], expected, atol=1e-5, rtol=0)
@@ -414,11 +414,19 @@ def test_bad_ensembles_are_named(tiny_corpus, small_graph, member_exports, odd_e
     common = [f"--data_dir={tiny_corpus}", f"--graph_dir={small_graph}", "--nobuild_graph",
               f"--output_dir={tmp_path / 'o'}", f"--model=cnn={member_exports['cnn']}",
               f"--model=few={odd_exports['few']}"]  # fmt: skip
-    for ensemble, *fragments in (
-        ("e=cnn+blend", "--ensemble=e=cnn+blend: 'blend' is not a --model"),
-        ("e=cnn", "--ensemble=e=cnn: an ensemble needs at least two members"),
-        ("e=cnn+few", "ensemble e: members cnn", odd_exports["few"], "42 senones"),
+    result = run_script("decode.py", *common, "--ensemble=e=cnn+few", check=False)
+    _one_line_error(result, "ensemble e: members cnn", odd_exports["few"], "42 senones")
+    assert not (tmp_path / "o").exists()  # refused before anything was decoded
+    from tfblend.decoding.ensemble import parse_ensembles
+
+    exports, arks = {"cnn": "C", "teacher": "T"}, {"ark": "A"}
+    assert parse_ensembles({"e": "cnn+teacher"}, exports, arks) == {"e": ["cnn", "teacher"]}
+    for spec, message in (
+        ({"e": "cnn+blend"}, "--ensemble=e=cnn\\+blend: 'blend' is not a --model"),
+        ({"e": "cnn"}, "--ensemble=e=cnn: an ensemble needs at least two members"),
+        ({"e": "cnn+cnn"}, "names a member twice"),
+        ({"e": "cnn+ark"}, "'ark' is a --loglikes ark; members must be --model exports"),
+        ({"cnn": "cnn+teacher"}, "'cnn' is already the name of a --model"),
     ):
-        result = run_script("decode.py", *common, f"--ensemble={ensemble}", check=False)
-        _one_line_error(result, *fragments)
-    assert not (tmp_path / "o").exists()
+        with pytest.raises(DataError, match=message):
+            parse_ensembles(spec, exports, arks)

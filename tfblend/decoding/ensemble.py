@@ -93,3 +93,33 @@ class Ensemble:
             raise ValueError(f"ensemble {self.name}: members {missing} were not added")
         offset = np.float32(np.log(len(self.members)))
         return {utt_id: total - offset for utt_id, total in self._sums.items()}
+
+
+def parse_ensembles(specs: dict, exports: dict, arks: dict) -> dict:
+    """``{name: [member, ...]}`` from ``{name: "A+B[+C]"}`` (``scripts/decode.py
+    --ensemble=NAME=A+B``), where members are names of ``exports`` (name -> export dir).
+
+    Raises DataError naming the flag value for a name already taken by an export or an ark
+    (``arks``: name -> ark), fewer than two members, a member named twice, or a member that is
+    an ark (it stores no priors) or no export at all.
+    """
+    out = {}
+    for name, spec in specs.items():
+        members = spec.split("+")
+        where = f"--ensemble={name}={spec}"
+        if name in exports or name in arks:
+            raise DataError(f"{where}: {name!r} is already the name of a --model or --loglikes")
+        if len(members) < 2:
+            raise DataError(f"{where}: an ensemble needs at least two members (NAME=A+B)")
+        if len(set(members)) != len(members):
+            raise DataError(f"{where}: names a member twice")
+        for member in members:
+            if member in arks:
+                raise DataError(
+                    f"{where}: {member!r} is a --loglikes ark; members must be --model exports "
+                    "(the senone priors are read from the export)"
+                )
+            if member not in exports:
+                raise DataError(f"{where}: {member!r} is not a --model (models: {list(exports)})")
+        out[name] = members
+    return out
