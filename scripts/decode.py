@@ -4,8 +4,8 @@ For every model (an export, whose own served log_likelihoods are decoded, a Kald
 log-likelihood matrices, or an --ensemble of exports: log(mean of the members' posteriors) - log
 prior, from the matrices the members served; see tfblend.decoding.ensemble) the acoustic scale
 is chosen on --dev_split from --acoustic_scales and then applied once to --split (never chosen
-on it). The decoding graph is built from the corpus's
-task LM (and reused while its inputs are unchanged), or given (--nobuild_graph).
+on it). The decoding graph is built from the corpus's task LM (and reused while its inputs are
+unchanged), or given (--nobuild_graph).
 --anchor adds pocketsphinx's own recognizer (its GMM acoustic model) on the same test audio,
 re-rendered from the corpus plan, with the task LM and with its default LM.
 
@@ -20,7 +20,7 @@ Example:
   python scripts/decode.py --data_dir=work/demo/corpus --graph_dir=work/demo/graph \
       --model=blended=savedmodels/tfblend_blended_cnn/1 --output_dir=work/demo/wer
   ... --model=teacher=work/demo/exports/teacher/1 --model=cnn=work/demo/exports/cnn/1 \
-      --ensemble=teacher+cnn=teacher+cnn
+      --ensemble=ensemble=teacher+cnn
 """
 
 import json
