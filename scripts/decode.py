@@ -1,9 +1,11 @@
 """Word error rates: decode exported models' log-likelihoods with HCLG and score them.
 
-For every model (an export, whose own served log_likelihoods are decoded, or a Kaldi ark of
-log-likelihood matrices) the acoustic scale is chosen on --dev_split from --acoustic_scales and
-then applied once to --split (never chosen on it). The decoding graph is built from the corpus's
-task LM (and reused while its inputs are unchanged), or given (--nobuild_graph).
+For every model (an export, whose own served log_likelihoods are decoded, a Kaldi ark of
+log-likelihood matrices, or an --ensemble of exports: log(mean of the members' posteriors) - log
+prior, from the matrices the members served; see tfblend.decoding.ensemble) the acoustic scale
+is chosen on --dev_split from --acoustic_scales and then applied once to --split (never chosen
+on it). The decoding graph is built from the corpus's task LM (and reused while its inputs are
+unchanged), or given (--nobuild_graph).
 --anchor adds pocketsphinx's own recognizer (its GMM acoustic model) on the same test audio,
 re-rendered from the corpus plan, with the task LM and with its default LM.
 
@@ -17,6 +19,8 @@ Writes: <output_dir>/<model>/hyp.txt (utt-id words...) and wer.json (per utteran
 Example:
   python scripts/decode.py --data_dir=work/demo/corpus --graph_dir=work/demo/graph \
       --model=blended=savedmodels/tfblend_blended_cnn/1 --output_dir=work/demo/wer
+  ... --model=teacher=work/demo/exports/teacher/1 --model=cnn=work/demo/exports/cnn/1 \
+      --ensemble=ensemble=teacher+cnn
 """
 
 import json
@@ -36,6 +40,12 @@ flags.DEFINE_string("dev_split", "dev", "Split the acoustic scale is chosen on."
 flags.DEFINE_multi_string("model", [], "NAME=EXPORT_DIR: decode what this export serves.")
 flags.DEFINE_multi_string(
     "loglikes", [], "NAME=TEST_ARK[,DEV_ARK]: Kaldi ark/scp of [T, K] log-likelihoods."
+)
+flags.DEFINE_multi_string(
+    "ensemble",
+    [],
+    "NAME=A+B[+C]: decode the mean of the posteriors of the --model exports A, B (same senone "
+    "count and priors), with its own acoustic scale from dev.",
 )
 flags.DEFINE_string("graph_dir", None, "Decoding graph directory.")
 flags.DEFINE_bool(
@@ -104,10 +114,17 @@ def main(_):
     from tfblend.decoding import evaluate as decode_eval
     from tfblend.decoding import wer as wer_lib
     from tfblend.decoding.decoder import ExportScorer, GraphDecoder, read_ark
+    from tfblend.decoding.ensemble import Ensemble, parse_ensembles
 
     exports, arks = _pairs(FLAGS.model), _pairs(FLAGS.loglikes)
     if not exports and not arks and not FLAGS.anchor:
         raise DataError("give at least one --model=NAME=EXPORT_DIR or --loglikes=NAME=ARK")
+    members = parse_ensembles(_pairs(FLAGS.ensemble), exports, arks)
+    scorers = {name: ExportScorer(export_dir) for name, export_dir in exports.items()}
+    ensembles = {  # test and dev accumulate apart
+        name: {split: Ensemble(name, {m: scorers[m] for m in names}) for split in ("test", "dev")}
+        for name, names in members.items()
+    }
     test_dir = cli.split_dir(FLAGS.data_dir, FLAGS.split)
     dev_dir = cli.split_dir(FLAGS.data_dir, FLAGS.dev_split)
     if FLAGS.dev_split == FLAGS.split:
@@ -147,15 +164,16 @@ def main(_):
             f"{time.time() - start:.0f} s"
         )
 
-    for name, export_dir in exports.items():
-        scorer = ExportScorer(export_dir)
-        decoder.check_senones(scorer.num_classes, f"export {export_dir}")
-        run(
-            name,
-            decode_eval.score_matrices(scorer, test_utts),
-            decode_eval.score_matrices(scorer, dev_utts),
-            export_dir,
-        )
+    for scorer in scorers.values():
+        decoder.check_senones(scorer.num_classes, f"export {scorer.export_dir}")
+    for name, scorer in scorers.items():
+        test_ll = decode_eval.score_matrices(scorer, test_utts)
+        dev_ll = decode_eval.score_matrices(scorer, dev_utts)
+        run(name, test_ll, dev_ll, scorer.export_dir)
+        for parts in ensembles.values():
+            if name in parts["test"].members:
+                parts["test"].add(name, test_ll)
+                parts["dev"].add(name, dev_ll)
     for name, value in arks.items():
         test_ark, _, dev_ark = value.partition(",")
         if not dev_ark:
@@ -163,6 +181,9 @@ def main(_):
         test_ll, dev_ll = read_ark(test_ark), read_ark(dev_ark)
         wanted = {u.utt_id for u in test_utts}
         run(name, {u: m for u, m in test_ll.items() if u in wanted}, dev_ll, test_ark)
+    for name, parts in ensembles.items():
+        source = "mean posterior of " + " + ".join(f"{m} ({exports[m]})" for m in members[name])
+        run(name, parts["test"].loglikes(), parts["dev"].loglikes(), source)
     if FLAGS.anchor:
         summary["anchor"] = _anchor(test_dir, test_utts, refs, speakers, graph_dir, all_hyps)
     if FLAGS.focus:

@@ -302,3 +302,131 @@ def test_anchor_hears_the_audio_the_features_came_from(tiny_corpus, small_graph)
     assert words and set(words) <= vocabulary
     with pytest.raises(DataError, match="nowhere-0000 is not in the corpus plan"):
         anchor.rendered_audio(info, ["nowhere-0000"])
+
+
+def _export_model_dir(model_dir, path):
+    """A model directory exported as ``scripts/export.py`` exports it (priors and CMVN of its
+    training set)."""
+    from tfblend.export import train_cmvn
+    from tfblend.modeldir import load_model_dir
+
+    model, info = load_model_dir(model_dir)
+    return export_model(
+        model, path, kind=info["kind"], feature_dim=info["feature_dim"],
+        log_priors=senone_log_priors(info["train_dir"], info["num_classes"]),
+        context=info["context"], cmvn=train_cmvn(info["train_dir"]) if info["cmvn"] == "global"
+        else None,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def member_exports(tiny_teacher, tiny_student, tmp_path_factory):
+    """Exports of the tiny BLSTM teacher and the tiny CNN: {name: export_dir}."""
+    base = tmp_path_factory.mktemp("members")
+    return {
+        "teacher": _export_model_dir(tiny_teacher, str(base / "teacher" / "1")),
+        "cnn": _export_model_dir(tiny_student, str(base / "cnn" / "1")),
+    }
+
+
+@pytest.fixture(scope="module")
+def odd_exports(tiny_corpus, tmp_path_factory):
+    """Oracle exports that cannot join the members' ensembles: "few" scores 42 senones,
+    "dev_prior" divides by priors counted on dev."""
+    base, out = tmp_path_factory.mktemp("odd"), {}
+    for name, classes, prior_split in (("few", 42, "train"), ("dev_prior", 5126, "dev")):
+        model = _Oracle(classes, context=2)
+        model(np.zeros((1, 5, 40), np.float32))
+        priors = senone_log_priors(tiny_corpus / prior_split, classes)
+        out[name] = export_model(model, str(base / name / "1"), kind="window", feature_dim=40,
+                                 log_priors=priors, context=2)  # fmt: skip
+    return out
+
+
+def _served_posteriors(loaded, features):
+    """float32 [T, K] posteriors, from a loaded export's own ``posteriors`` output."""
+    if "utterance" in loaded.signatures:
+        return loaded.signatures["utterance"](features=tf.constant(features))["posteriors"].numpy()
+    out = loaded.signatures["serving_default"](
+        features=tf.constant(features[None]), lengths=tf.constant([features.shape[0]])
+    )
+    return out["posteriors"].numpy()[0]
+
+
+def test_ensemble_loglikes_are_the_log_mean_posterior_minus_the_log_prior(
+    tiny_corpus, member_exports, odd_exports
+):
+    from tfblend.decoding.ensemble import Ensemble
+
+    scorers = {name: ExportScorer(path) for name, path in member_exports.items()}
+    utterances = list(iterate_utterances(tiny_corpus / "test"))[:3]
+    ensemble = Ensemble("ens", scorers)
+    for name, scorer in scorers.items():
+        ensemble.add(name, decode_eval.score_matrices(scorer, utterances))
+    loglikes = ensemble.loglikes()
+    log_prior = senone_log_priors(tiny_corpus / "train", scorers["cnn"].num_classes)
+    loaded = [tf.saved_model.load(path) for path in member_exports.values()]
+    for utterance in utterances:
+        posteriors = [_served_posteriors(export, utterance.features) for export in loaded]
+        expected = np.log(np.mean(posteriors, axis=0)) - log_prior
+        assert loglikes[utterance.utt_id].shape == expected.shape
+        np.testing.assert_allclose(loglikes[utterance.utt_id], expected, atol=1e-5, rtol=0)
+    # Members must agree on the senone count and on the prior their log-likelihoods divide by.
+    odd = {name: ExportScorer(path) for name, path in odd_exports.items()}
+    with pytest.raises(DataError, match=r"ensemble e: members cnn \(.*\) and few .* 42 senones"):
+        Ensemble("e", {"cnn": scorers["cnn"], "few": odd["few"]})
+    with pytest.raises(DataError, match="dev_prior .* were exported with different senone prio"):
+        Ensemble("e", {"teacher": scorers["teacher"], "dev_prior": odd["dev_prior"]})
+    with pytest.raises(DataError, match="needs at least two members"):
+        Ensemble("e", {"cnn": scorers["cnn"]})
+
+
+def test_decode_script_decodes_an_ensemble(tiny_corpus, small_graph, member_exports, tmp_path):
+    out = tmp_path / "wer"
+    models = [f"--model={name}={path}" for name, path in member_exports.items()]
+    result = run_script(
+        "decode.py", f"--data_dir={tiny_corpus}", f"--graph_dir={small_graph}", "--nobuild_graph",
+        *models, "--ensemble=ens=teacher+cnn", "--focus=ens", f"--output_dir={out}",
+        "--per_voice=1", "--dev_per_voice=1", "--acoustic_scales=0.1",
+    )  # fmt: skip
+    assert "| ens |" in result.stdout, result.stdout
+    summary = json.loads((out / "wer.json").read_text())
+    assert list(summary["models"]) == ["teacher", "cnn", "ens"]
+    assert set(summary["bootstrap"]) == {"teacher", "cnn"}
+    entry = summary["models"]["ens"]
+    assert entry["source"].startswith("mean posterior of teacher") and entry["acoustic_scale"]
+    assert json.loads((out / "ens" / "wer.json").read_text())["overall"] == entry["overall"]
+    # The script decoded the ensemble's log-likelihoods, not a member's.
+    from tfblend.decoding.ensemble import Ensemble
+
+    scorers = {name: ExportScorer(path) for name, path in member_exports.items()}
+    refs = decode_eval.load_references(str(tiny_corpus / "test"))
+    utterances = decode_eval.select_utterances(str(tiny_corpus / "test"), refs, 1)
+    ensemble = Ensemble("ens", scorers)
+    for name, scorer in scorers.items():
+        ensemble.add(name, decode_eval.score_matrices(scorer, utterances))
+    decoder = GraphDecoder(small_graph)
+    hyps, _, _ = decode_eval.decode_all(decoder, ensemble.loglikes(), 0.1)
+    assert wer.read_text(str(out / "ens" / "hyp.txt")) == hyps
+
+
+def test_bad_ensembles_are_named(tiny_corpus, small_graph, member_exports, odd_exports, tmp_path):
+    common = [f"--data_dir={tiny_corpus}", f"--graph_dir={small_graph}", "--nobuild_graph",
+              f"--output_dir={tmp_path / 'o'}", f"--model=cnn={member_exports['cnn']}",
+              f"--model=few={odd_exports['few']}"]  # fmt: skip
+    result = run_script("decode.py", *common, "--ensemble=e=cnn+few", check=False)
+    _one_line_error(result, "ensemble e: members cnn", odd_exports["few"], "42 senones")
+    assert not (tmp_path / "o").exists()  # refused before anything was decoded
+    from tfblend.decoding.ensemble import parse_ensembles
+
+    exports, arks = {"cnn": "C", "teacher": "T"}, {"ark": "A"}
+    assert parse_ensembles({"e": "cnn+teacher"}, exports, arks) == {"e": ["cnn", "teacher"]}
+    for spec, message in (
+        ({"e": "cnn+blend"}, "--ensemble=e=cnn\\+blend: 'blend' is not a --model"),
+        ({"e": "cnn"}, "--ensemble=e=cnn: an ensemble needs at least two members"),
+        ({"e": "cnn+cnn"}, "names a member twice"),
+        ({"e": "cnn+ark"}, "'ark' is a --loglikes ark; members must be --model exports"),
+        ({"cnn": "cnn+teacher"}, "'cnn' is already the name of a --model"),
+    ):
+        with pytest.raises(DataError, match=message):
+            parse_ensembles(spec, exports, arks)

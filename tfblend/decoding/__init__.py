@@ -5,6 +5,8 @@
 - ``graph``: HCLG (kaldifst, kaldilm), cached on disk by the digest of its inputs;
 - ``decoder``: kaldi-decoder's FasterDecoder over a ``[T, K]`` log-likelihood matrix, and the
   sources of matrices (an export's ``log_likelihoods``, a Kaldi ark);
+- ``ensemble``: an ensemble's log-likelihoods (log mean posterior - log prior) from its
+  members' served matrices;
 - ``wer``: WER with kaldialign, per utterance, per voice and overall, and a paired bootstrap;
 - ``anchor``: pocketsphinx's own recognizer on the same test audio.
 

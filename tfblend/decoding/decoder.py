@@ -102,8 +102,12 @@ class ExportScorer:
     Args:
       export_dir: ``<base>/<name>/<version>`` written by ``tfblend.export``.
 
-    Raises DataError naming the export when it is not a tfblend export or serves no
-    ``log_likelihoods``.
+    Attributes: ``num_classes`` K, ``feature_dim`` D, ``kind``, ``metadata`` (the export's
+    ``tfblend.json``), ``log_priors`` (float32 ``[K]``: the senone log priors its served
+    ``log_likelihoods`` are relative to, i.e. ``log_likelihoods = log_posteriors - log_priors``).
+
+    Raises DataError naming the export when it is not a tfblend export, serves no
+    ``log_likelihoods`` or stores no ``[K]`` priors.
     """
 
     def __init__(self, export_dir: str):
@@ -116,6 +120,12 @@ class ExportScorer:
         self.kind = self.metadata["kind"]
         self.num_classes = int(self.metadata["num_classes"])
         self.feature_dim = int(self.metadata["feature_dim"])
+        self.log_priors = np.asarray(self.metadata.get("log_priors", ()), np.float32)
+        if self.log_priors.shape != (self.num_classes,):
+            raise DataError(
+                f"{export_dir}: assets.extra/tfblend.json holds log_priors of shape "
+                f"{self.log_priors.shape}, not [{self.num_classes}]"
+            )
         loaded = tf.saved_model.load(export_dir)
         name = "utterance" if self.kind == "window" else "serving_default"
         if name not in loaded.signatures:
