@@ -12,6 +12,7 @@ number of errors per utterance.
 
 import json
 import os
+import pathlib
 import re
 
 import numpy as np
@@ -266,6 +267,36 @@ def test_bad_inputs_name_the_file(tmp_path, runs, transcripts):
     path.write_text(json.dumps(value))
     with pytest.raises(DataError, match=r"wer/1/wer\.json: decoded other utterances"):
         write_results(study_json, str(output), str(tmp_path / "fig"))
+    # A choice made on dev that is not in its grid.
+    study = json.loads(pathlib.Path(study_json).read_text())
+    study["choices"]["smoothing"]["chosen"] = "0.2"
+    pathlib.Path(study_json).write_text(json.dumps(study))
+    with pytest.raises(DataError, match=r"study\.json: choices\.smoothing: chosen '0\.2'"):
+        write_results(study_json, str(output), str(tmp_path / "fig"))
+
+
+def test_minimal_study_never_crashes(tmp_path, runs):
+    """Two models and nothing else (no corpus facts, no WER, no sweep, no stage times)."""
+    _write(tmp_path, "scores/A.json", runs["A"])
+    models = [
+        {"name": "cnn", "role": "cnn", "seeds": 1, "scores": ["scores/A.json"]},
+        {"name": "blend", "role": "blend", "seeds": 1, "scores": ["scores/A.json"]},
+    ]
+    _write(tmp_path, "report/study.json", {"models": models})
+    markdown = write_results(
+        str(tmp_path / "report" / "study.json"),
+        str(tmp_path / "RESULTS.md"),
+        str(tmp_path / "fig"),
+        num_resamples=RESAMPLES,
+    )
+    assert "**not run** — blend has no k in study.json" in _goal(markdown, "G3", "frame accuracy")
+    assert "**not run** — no teacher model" in _goal(markdown, "G1", "frame accuracy")
+    assert "**not run**" in _goal(markdown, "G2", "frame accuracy")
+    comparisons = markdown.split("## The blended CNN against", 1)[1]
+    assert _row(comparisons, "cnn")[3:] == ["+0.00", "[+0.00, +0.00]", "not distinguishable"]
+    assert "Not recorded: study.json has no stage times." in markdown
+    assert [x.endswith("**not run** (G1: frame accuracy not run, WER not run).") for x in
+            markdown.splitlines() if x.startswith("- Finding 1")] == [True]  # fmt: skip
 
 
 def test_stage_kinds():

@@ -126,7 +126,7 @@ def read_json(path: str, what: str):
             return json.load(stream)
     except OSError as error:
         raise DataError(f"{path}: cannot read {what}: {error.strerror or error}") from error
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: {what} is not valid JSON: {error}") from error
 
 
@@ -167,6 +167,43 @@ def _read_wer(path: str) -> dict:
     return out
 
 
+def _fail(path: str, what: str):
+    raise DataError(f"{path}: {what}")
+
+
+def check_fields(study, path: str) -> None:
+    """DataError naming ``path`` where a field the report reads has the wrong shape (absent
+    optional fields are reported as not recorded)."""
+    if not isinstance(study, dict) or not isinstance(study.get("models"), list):
+        _fail(path, "no 'models' list")
+    for entry in study["models"]:
+        if not isinstance(entry, dict) or not {"name", "role"} <= set(entry):
+            _fail(path, f"a model without a name and a role: {entry!r}")
+        for key in ("scores", "wer"):
+            files = entry.get(key, [])
+            if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+                _fail(path, f"model {entry['name']}: {key!r} must be a list of paths")
+        for key in ("k", "draws", "seeds"):
+            if key in entry and not isinstance(entry[key], int):
+                _fail(path, f"model {entry['name']}: {key!r} must be an integer")
+    corpus = study.get("corpus", {})
+    for split in ("train", "dev", "test"):
+        facts = corpus.get(split)
+        if facts is not None and not {"utterances", "frames", "hours", "voices"} <= set(facts):
+            _fail(path, f"corpus.{split} needs utterances, frames, hours and voices")
+    for name, choice in study.get("choices", {}).items():
+        if not isinstance(choice, dict) or not isinstance(choice.get("grid"), dict):
+            _fail(path, f"choices.{name} needs a grid of dev accuracies")
+        if choice.get("chosen") not in choice["grid"]:
+            _fail(path, f"choices.{name}: chosen {choice.get('chosen')!r} is not in its grid")
+    for field in ("stages", "bytes_per_frame"):
+        values = study.get(field, {})
+        if not isinstance(values, dict) or not all(
+            isinstance(v, int | float) for v in values.values()
+        ):
+            _fail(path, f"{field} must map names to numbers")
+
+
 def read_study(study_json: str, study_dir: str | None = None) -> StudyData:
     """Reads and checks ``study.json`` and every file it names (module docstring).
 
@@ -176,12 +213,11 @@ def read_study(study_json: str, study_dir: str | None = None) -> StudyData:
     """
     study = read_json(study_json, "the study's summary")
     directory = study_dir or os.path.dirname(os.path.dirname(os.path.abspath(study_json)))
-    entries = study.get("models") if isinstance(study, dict) else None
-    if not isinstance(entries, list):
-        raise DataError(f"{study_json}: no 'models' list")
-    names = [e.get("name") for e in entries]
-    if None in names or len(set(names)) != len(names):
-        raise DataError(f"{study_json}: every model needs a name, each used once: {names}")
+    check_fields(study, study_json)
+    entries = study["models"]
+    names = [e["name"] for e in entries]
+    if len(set(names)) != len(names):
+        raise DataError(f"{study_json}: every model needs a name of its own: {names}")
     for role in UNIQUE_ROLES:
         count = sum(e.get("role") == role for e in entries)
         if count > 1:
@@ -223,7 +259,7 @@ def read_study(study_json: str, study_dir: str | None = None) -> StudyData:
         models.append(
             ModelResults(
                 name=entry["name"],
-                role=entry.get("role", ""),
+                role=entry["role"],
                 entry=entry,
                 asked_seeds=_asked_seeds(study, entry, study_json),
                 frames=stack_seeds(runs) if runs else None,
@@ -247,5 +283,5 @@ def read_study(study_json: str, study_dir: str | None = None) -> StudyData:
         utt_ids=list(utt_ids),
         speakers=list(speakers),
         wer_utt_ids=wer_utt_ids,
-        wer_speakers=[voice_of.get(u, "unknown") for u in wer_utt_ids],
+        wer_speakers=[voice_of[u] for u in wer_utt_ids] if reference else [],
     )

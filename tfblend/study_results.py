@@ -189,14 +189,11 @@ def per_voice_lines(data: StudyData, output_md: str, figures_dir: str) -> list:
         (study_goals.FRAME_ACCURACY, data.speakers, "per_voice_accuracy.png", "frame accuracy"),
         (study_goals.WER, data.wer_speakers, "per_voice_wer.png", "WER"),
     ):
-        results = {
-            m.name: statistics.per_voice(speakers, *getattr(m, metric.counts))
-            for m in models
-            if getattr(m, metric.counts) is not None
-        }
-        if not results:
+        have = [m for m in models if getattr(m, metric.counts) is not None]
+        if not have or not speakers:  # no WER, or no scored utterances to give the voices
             lines += [f"Test {label} per voice: not run (no model has it).", ""]
             continue
+        results = {m.name: statistics.per_voice(speakers, *getattr(m, metric.counts)) for m in have}
         path = os.path.join(figures_dir, file)
         study_plots.plot_per_voice(
             results, path, ylabel=f"test {label}, %", title=f"Held-out voices: test {label}"
