@@ -147,7 +147,7 @@ def _read_scores(path: str) -> UtteranceCounts:
     value = read_json(path, "per-utterance scores")
     try:
         return UtteranceCounts.from_dict(value)
-    except (KeyError, TypeError, DataError) as error:
+    except (KeyError, TypeError, ValueError) as error:  # DataError is a ValueError
         raise DataError(f"{path}: not per-utterance scores ({error})") from error
 
 
@@ -176,6 +176,9 @@ def check_fields(study, path: str) -> None:
     optional fields are reported as not recorded)."""
     if not isinstance(study, dict) or not isinstance(study.get("models"), list):
         _fail(path, "no 'models' list")
+    for field in ("corpus", "choices", "stages", "bytes_per_frame", "epochs"):
+        if not isinstance(study.get(field, {}), dict):
+            _fail(path, f"{field} must be an object")
     for entry in study["models"]:
         if not isinstance(entry, dict) or not {"name", "role"} <= set(entry):
             _fail(path, f"a model without a name and a role: {entry!r}")
@@ -189,11 +192,17 @@ def check_fields(study, path: str) -> None:
     corpus = study.get("corpus", {})
     for split in ("train", "dev", "test"):
         facts = corpus.get(split)
-        if facts is not None and not {"utterances", "frames", "hours", "voices"} <= set(facts):
-            _fail(path, f"corpus.{split} needs utterances, frames, hours and voices")
+        keys = ("utterances", "frames", "hours", "voices")
+        if facts is not None and not (
+            isinstance(facts, dict) and all(isinstance(facts.get(k), int | float) for k in keys)
+        ):
+            _fail(path, f"corpus.{split} needs the numbers {', '.join(keys)}")
+    if not isinstance(corpus.get("build_seconds") or 0, int | float):
+        _fail(path, "corpus.build_seconds must be a number or null")
     for name, choice in study.get("choices", {}).items():
-        if not isinstance(choice, dict) or not isinstance(choice.get("grid"), dict):
-            _fail(path, f"choices.{name} needs a grid of dev accuracies")
+        grid = choice.get("grid") if isinstance(choice, dict) else None
+        if not isinstance(grid, dict) or not all(isinstance(v, int | float) for v in grid.values()):
+            _fail(path, f"choices.{name} needs a grid of dev accuracies (numbers)")
         if choice.get("chosen") not in choice["grid"]:
             _fail(path, f"choices.{name}: chosen {choice.get('chosen')!r} is not in its grid")
     for field in ("stages", "bytes_per_frame"):

@@ -55,7 +55,7 @@ def _link(path: str, output_md: str) -> str:
     return os.path.relpath(os.path.abspath(path), os.path.dirname(os.path.abspath(output_md)))
 
 
-def corpus_lines(study: dict) -> list:
+def _corpus_lines(study: dict) -> list:
     corpus = study.get("corpus", {})
     rows = []
     for split in ("train", "dev", "test"):
@@ -72,7 +72,7 @@ def corpus_lines(study: dict) -> list:
     return [*lines, "", f"Build time: {built}.", ""]
 
 
-def training_lines(study: dict) -> list:
+def _training_lines(study: dict) -> list:
     epochs = study.get("epochs", {})
     lines = [
         "## What was trained",
@@ -95,7 +95,7 @@ def training_lines(study: dict) -> list:
     return [*lines, ""]
 
 
-def model_lines(data: StudyData) -> list:
+def _model_lines(data: StudyData) -> list:
     rows = []
     for m in data.models:
         seeds = f"{m.scored_seeds}"
@@ -116,7 +116,7 @@ def model_lines(data: StudyData) -> list:
 _LOWER = " (lower is better: a negative difference is the first model's gain)"
 
 
-def comparison_lines(data: StudyData, comparisons: dict) -> list:
+def _comparison_lines(data: StudyData, comparisons: dict) -> list:
     focus = data.focus
     lines = ["## The blended CNN against every other model", ""]
     if focus is None:
@@ -155,7 +155,7 @@ GOAL_TITLES = {
 }
 
 
-def goal_lines(data: StudyData, goals: list) -> list:
+def _goal_lines(data: StudyData, goals: list) -> list:
     lines = [
         "## Goals",
         "",
@@ -185,7 +185,7 @@ def _equal_bytes(data: StudyData) -> str:
     return f"sampled {sizes['sampled']}, top-{k} {sizes[k]} ({relation})"
 
 
-def per_voice_lines(data: StudyData, output_md: str, figures_dir: str) -> list:
+def _per_voice_lines(data: StudyData, output_md: str, figures_dir: str) -> list:
     lines = ["## Per voice", ""]
     models = [m for m in data.models if m.role not in PER_VOICE_ROLES_LEFT_OUT]
     for metric, speakers, file, label in (
@@ -212,7 +212,7 @@ def per_voice_lines(data: StudyData, output_md: str, figures_dir: str) -> list:
     return lines
 
 
-def sweep_lines(data: StudyData, output_md: str, figures_dir: str) -> list:
+def _sweep_lines(data: StudyData, output_md: str, figures_dir: str) -> list:
     lines = ["## Teacher targets kept (k)", ""]
     points = [
         m for m in data.models
@@ -252,7 +252,7 @@ def stage_kind(stage: str) -> str:
     return STAGE_KINDS.get(prefix, prefix)
 
 
-def compute_lines(study: dict) -> list:
+def _compute_lines(study: dict) -> list:
     stages = study.get("stages", {})
     lines = ["## Compute", ""]
     if not stages:
@@ -306,14 +306,14 @@ def results_markdown(
         "",
         *study_goals.finding_lines(goals),
         "",
-        *corpus_lines(data.study),
-        *training_lines(data.study),
-        *model_lines(data),
-        *comparison_lines(data, comparisons),
-        *goal_lines(data, goals),
-        *per_voice_lines(data, output_md, figures_dir),
-        *sweep_lines(data, output_md, figures_dir),
-        *compute_lines(data.study),
+        *_corpus_lines(data.study),
+        *_training_lines(data.study),
+        *_model_lines(data),
+        *_comparison_lines(data, comparisons),
+        *_goal_lines(data, goals),
+        *_per_voice_lines(data, output_md, figures_dir),
+        *_sweep_lines(data, output_md, figures_dir),
+        *_compute_lines(data.study),
     ]
     return "\n".join(lines).rstrip("\n") + "\n"
 
