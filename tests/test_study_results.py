@@ -238,6 +238,7 @@ def test_partial_study_says_not_run(tmp_path, runs, transcripts):
             assert "**not run**" in _goal(markdown, goal, metric)
     assert "**not run**" in _goal(markdown, "G1", "WER")
     assert "Test WER per voice: not run" in markdown
+    assert "Not run: blended CNN was not decoded." in markdown
     assert not (tmp_path / "fig" / "per_voice_wer.png").exists()
     assert _row(markdown, "blended CNN")[4] == "not decoded"
 

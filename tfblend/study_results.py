@@ -132,7 +132,8 @@ def _comparison_lines(data: StudyData, comparisons: dict) -> list:
         lines.append(f"{metric.label}{'' if metric.higher_is_better else _LOWER}:")
         lines.append("")
         if not found:
-            lines += [f"Not run: {focus.name} was not decoded or scored.", ""]
+            why = "no other model was" if getattr(focus, metric.counts) else f"{focus.name} was not"
+            lines += [f"Not run: {why} {'decoded' if metric is study_goals.WER else 'scored'}.", ""]
             continue
         rows = []
         for name, c in found.items():
