@@ -1,0 +1,88 @@
+"""The study command: a killed study resumes, skipping what is complete, and writes RESULTS.md."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+from conftest import ROOT
+
+# The smallest study that still has every kind of stage: trainings, a target dump, a blend,
+# the scoring and the report (no sweep, sampled or ensemble blend, no decoding).
+FLAGS = [
+    "--size=tiny",
+    "--seeds=1",
+    "--teacher_seeds=1",
+    "--students=tiny:0",
+    "--smoothing_grid=0.1",
+    "--blend_grid=0.5:1",
+    "--sweep_fractions=",
+    "--nosampled",
+    "--noensemble_blend",
+    "--nower",
+]
+
+
+def _study(work, *extra):
+    return [
+        sys.executable,
+        str(ROOT / "scripts" / "study.py"),
+        f"--work_dir={work}",
+        f"--results={work}/RESULTS.md",
+        f"--figures_dir={work}/figures",
+        *FLAGS,
+        *extra,
+    ]
+
+
+def test_killed_study_resumes(tiny_corpus, tiny_teacher, tiny_student, tmp_path):
+    work = tmp_path / "study"
+    # Finished runs a study would have made (same corpus; the CNN with the study's settings):
+    # their stages must be skipped, not redone.
+    shutil.copytree(tiny_corpus, work / "corpus")
+    shutil.copytree(tiny_teacher, work / "teacher-seed0")
+    shutil.copytree(tiny_student, work / "cnn-tiny-seed0")
+    blend = work / "blend_tiny_k51_a0.5_T1-seed0"
+
+    process = subprocess.Popen(
+        _study(work), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    first = []
+    for line in process.stdout:
+        first.append(line)
+        if f"stage {blend.name}: " in line:
+            break  # the blend has started: kill the whole study in the middle of it
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert any(f"stage {blend.name}: " in line for line in first), "".join(first[-20:])
+    assert not (work / "RESULTS.md").exists()
+    assert not (blend / "model.json").exists()
+    dnn_info = work / "dnn-seed0" / "model.json"
+    finished = dnn_info.stat().st_mtime_ns
+    times = json.loads((work / "report" / "stages.json").read_text())
+    assert {"dnn-seed0", "smooth-tiny-eps0.1-seed0", "targets_top51-teacher-seed0"} <= set(times)
+    assert blend.name not in times
+
+    result = subprocess.run(_study(work), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for name in ("corpus", "teacher-seed0", "cnn-tiny-seed0", "dnn-seed0",
+                 "smooth-tiny-eps0.1-seed0", "targets_top51-teacher-seed0"):  # fmt: skip
+        assert f"stage {name}: complete, skipped" in result.stdout, name
+    assert f"stage {blend.name}: done" in result.stdout
+    assert dnn_info.stat().st_mtime_ns == finished  # not retrained
+    assert (blend / "model.json").exists()
+
+    study = json.loads((work / "report" / "study.json").read_text())
+    roles = {model["role"]: model for model in study["models"]}
+    assert set(roles) == {"teacher", "cnn", "dnn", "smoothing", "blend", "ensemble"}
+    for model in study["models"]:
+        for scores in model["scores"]:
+            counts = json.loads((work / scores).read_text())
+            assert len(counts["utt_ids"]) == len(counts["frames"]) > 0
+    assert study["corpus"]["test"]["utterances"] == len(counts["utt_ids"])
+    assert set(json.loads((work / "report" / "stages.json").read_text())) >= {blend.name, "score"}
+    report = (work / "RESULTS.md").read_text()
+    assert "blended CNN (k=51)" in report
