@@ -46,9 +46,7 @@ flags.DEFINE_list(
     "CNN candidates PRESET:CHUNK_FRAMES (0: windows); the best on dev (seed 0) is the student.",
 )
 flags.DEFINE_list("smoothing_grid", ["0.1", "0.3"], "Label-smoothing epsilons tried on dev.")
-flags.DEFINE_list(
-    "blend_grid", ["0.5:1", "0.2:1", "0.5:2"], "Blend ALPHA:T pairs tried on dev."
-)
+flags.DEFINE_list("blend_grid", ["0.5:1", "0.2:1", "0.5:2"], "Blend ALPHA:T pairs tried on dev.")
 flags.DEFINE_float("top_fraction", 0.01, "k of the blended CNN, as a fraction of the classes.")
 flags.DEFINE_list(
     "sweep_fractions", ["1", "5", "0.1"], "Other k of the sweep: an integer k, or a fraction of K."
