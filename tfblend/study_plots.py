@@ -57,7 +57,8 @@ def plot_per_voice(
     plt = _pyplot()
     width = 0.8 / len(results)
     x = np.arange(len(voices))
-    figure, axis = plt.subplots(figsize=(max(6.5, 1.3 * len(voices) * (1 + len(results) / 4)), 4.2))
+    inches = min(14.0, max(6.5, 1.3 * len(voices) * (1 + len(results) / 4)))
+    figure, axis = plt.subplots(figsize=(inches, 4.2))
     for i, (name, by_voice) in enumerate(results.items()):
         means, stds = zip(*(_mean_std(by_voice[v]) for v in voices), strict=True)
         axis.bar(
