@@ -5,8 +5,9 @@ PY := $(VENV)/bin/python
 # Reinstall only when the dependency declaration changes: a second run starts in seconds.
 STAMP := $(VENV)/.tfblend-installed
 WORK_DIR ?= work/demo
+STUDY_DIR ?= work/study
 
-.PHONY: setup demo test test-all lint bench bazel-query clean
+.PHONY: setup demo study test test-all lint bench bazel-query clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +20,10 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) scripts/recipe.py --work_dir=$(WORK_DIR) --size=small
+
+# The issue-13 study (about 8 hours on 2 cores; resumable: run it again after an interruption).
+study: $(STAMP)
+	$(PY) scripts/study.py --work_dir=$(STUDY_DIR) --size=medium --seeds=3 --teacher_seeds=2
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow"
