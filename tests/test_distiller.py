@@ -433,7 +433,14 @@ REPLICA_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.parametrize(
-    "modes", ["stored,online", "chunks,chunks_uneven,online_chunks"], ids=["windows", "chunks"]
+    "modes",
+    [
+        pytest.param("stored,online", id="windows"),
+        # Behind `slow` to keep the default suite under 10 minutes: a chunk batch's step equals
+        # the window batch of its real frames (test_chunk_batch_is_the_window_batch_of_its_real_
+        # frames, default), and the windows case runs by default.
+        pytest.param("chunks,chunks_uneven,online_chunks", id="chunks", marks=pytest.mark.slow),
+    ],
 )
 def test_one_and_two_replicas_give_the_same_update(tmp_path, modes):
     """Two steps (SGD with momentum) on a 32-example global batch: the default strategy and

@@ -8,16 +8,34 @@ from conftest import ROOT, run_script
 SCRIPTS = sorted(p.name for p in (ROOT / "scripts").glob("*.py"))
 
 
+@pytest.fixture(scope="module")
+def help_outputs() -> dict:
+    """Every script's ``--help`` (stdout, stderr), the processes run side by side: each spends
+    most of its seconds importing TensorFlow, so one at a time cost ~6 s x every script."""
+    import subprocess
+    import sys
+
+    processes = {
+        script: subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / script), "--help"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for script in SCRIPTS
+    }
+    return {script: process.communicate(timeout=600) for script, process in processes.items()}
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_help_says_what_it_reads_writes_and_how(script):
-    result = run_script(script, "--help", check=False)  # absl exits 1 after --help
-    text = result.stdout
+def test_help_says_what_it_reads_writes_and_how(script, help_outputs):
+    text, stderr = help_outputs[script]  # absl exits 1 after --help
     for part in ("Reads:", "Writes:", "Example"):
         assert part in text, f"{script} --help lacks {part!r}"
     assert "--" in text.split("flags:")[-1], f"{script} --help lists no flags"
     # TensorFlow's start-up noise (cuDNN/cuBLAS factories, oneDNN notices) stays hidden.
     noise = ("cuDNN", "cuBLAS", "cuFFT", "oneDNN", "TF-TRT", "cpu_feature_guard", "FutureWarning")
-    assert not any(word in result.stderr for word in noise), result.stderr[-2000:]
+    assert not any(word in stderr for word in noise), stderr[-2000:]
 
 
 def _one_line_error(result, *fragments):
