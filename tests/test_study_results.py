@@ -133,8 +133,9 @@ def _study(root, runs, refs, *, full=True) -> str:
             "smoothing": {"grid": {"0.1": 0.30, "0.3": 0.29}, "chosen": "0.1"},
         },
         "bytes_per_frame": {"1": 7, "51": 307, "512": 3073, "sampled": 307},
-        "stages": {"teacher[0]": 3600.0, "cnn[0]": 1800.0, "smooth eps=0.1[0]": 900.0,
-                   "targets[0]": 450.0, "score": 90.0, "wer export cnn": 60.0},
+        "stages": {"teacher-seed0": 3600.0, "cnn-small-seed0": 1800.0,
+                   "smooth-small-eps0.1-seed0": 900.0, "targets_top51-teacher-seed0": 450.0,
+                   "score": 90.0, "export cnn-small-seed0": 60.0},
     }  # fmt: skip
     _write(root, "report/study.json", study)
     return os.path.join(root, "report", "study.json")
@@ -223,7 +224,8 @@ def test_results_of_a_full_study(tmp_path, runs, transcripts):
     assert _row(markdown, "51")[:3] == ["51", "0.99", "307"]
     assert "Build time: not recorded." in markdown
     assert "Total: 6,900 s = 1.92 h" in markdown
-    assert _row(markdown, "students")[1] == "2,700"
+    assert _row(markdown, "CNN baselines (and preset candidates)")[1] == "1,800"
+    assert _row(markdown, "label-smoothing controls")[1] == "900"
     assert not [f for f in os.listdir(tmp_path / "out") if ".tmp-" in f]
 
 
@@ -301,8 +303,10 @@ def test_minimal_study_never_crashes(tmp_path, runs):
 
 
 def test_stage_kinds():
-    assert stage_kind("teacher[1]") == "teacher"
-    assert stage_kind("smooth eps=0.3[0]") == "students"
-    assert stage_kind("wer export blend") == "wer"
-    assert stage_kind("targets[0]") == "dumps"
+    assert stage_kind("teacher-seed1") == "teachers"
+    assert stage_kind("smooth-small-eps0.3-seed0") == "label-smoothing controls"
+    assert stage_kind("blend_deep-c16_k51_a0.5_T1-seed2").startswith("blended CNNs")
+    assert stage_kind("wer teacher-seed0+cnn-small-seed0") == "decoding (WER)"
+    assert stage_kind("export dnn-seed0") == "exports"
+    assert stage_kind("targets_top513-teacher-seed0") == "target dumps"
     assert stage_kind("mystery") == "mystery"

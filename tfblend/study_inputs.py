@@ -256,7 +256,7 @@ def read_study(study_json: str, study_dir: str | None = None) -> StudyData:
             elif set(table) != set(wer_reference):
                 other = sorted(set(table) ^ set(wer_reference))[0]
                 raise DataError(
-                    f"{path}: decoded other utterances than {wer_reference_path} " f"(e.g. {other})"
+                    f"{path}: decoded other utterances than {wer_reference_path} (e.g. {other})"
                 )
             tables.append(table)
         words = None

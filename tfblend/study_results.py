@@ -8,29 +8,27 @@ interval. Roles missing from a partial study are reported as not run.
 """
 
 import os
+import re
 
 from tfblend import statistics, study_goals, study_plots
 from tfblend.study_inputs import StudyData, read_study
 
 #: Stage-name prefixes (the words before ``[`` or a space) -> the kind the compute table sums.
 STAGE_KINDS = {
-    "teacher": "teacher",
-    "targets": "dumps",
-    "dump": "dumps",
-    "score": "scoring",
-    "scoring": "scoring",
-    "evaluate": "scoring",
-    "wer": "wer",
-    "decode": "wer",
     "corpus": "corpus",
-    **{
-        name: "students"
-        for name in (
-            "cnn", "dnn", "smooth", "smoothing", "blend", "sweep", "sampled", "student",
-            "ensemble_blend", "choose",
-        )
-    },
-}  # fmt: skip
+    "teacher": "teachers",
+    "cnn": "CNN baselines (and preset candidates)",
+    "dnn": "DNN baselines",
+    "smooth": "label-smoothing controls",
+    "blend": "blended CNNs (grid, seeds, sweep, sampled, ensemble-taught)",
+    "targets": "target dumps",
+    "dump": "target dumps",
+    "score": "scoring",
+    "evaluate": "scoring",
+    "export": "exports",
+    "wer": "decoding (WER)",
+    "decode": "decoding (WER)",
+}
 #: The per-voice tables leave the k sweep out; the plots show only the models of finding 2 (the
 #: single models and the blend: a bar group per voice stays readable).
 PER_VOICE_ROLES_LEFT_OUT = ("sweep",)
@@ -247,9 +245,11 @@ def _sweep_lines(data: StudyData, output_md: str, figures_dir: str) -> list:
 
 
 def stage_kind(stage: str) -> str:
-    """The kind of a stage name (``teacher[0]`` -> teacher, ``smooth eps=0.1[2]`` -> students);
-    a prefix :data:`STAGE_KINDS` does not know is its own kind."""
-    prefix = stage.split("[", 1)[0].split()[0] if stage.strip() else stage
+    """The kind of a stage name, from its first word (up to ``-``, ``_``, ``[`` or a space):
+    ``teacher-seed0`` -> teachers, ``blend_small_k51_a0.5_T1-seed2`` -> blended CNNs,
+    ``wer cnn-small-seed1`` -> decoding; a word :data:`STAGE_KINDS` does not know is its own
+    kind."""
+    prefix = re.split(r"[-_\[ ]", stage.strip(), maxsplit=1)[0]
     return STAGE_KINDS.get(prefix, prefix)
 
 
