@@ -263,7 +263,8 @@ def main(_):
 
 def _wer_stage(recipe, work, corpus, report_dir, named, blend_export):
     """Exports every model of the table (seed 0; the blended CNN's export is the one above) and
-    decodes what the exports serve: one decode.py run, scale chosen on dev."""
+    decodes what the exports serve, and the teacher+CNN ensemble (the mean of their served
+    posteriors): one decode.py run, scale chosen on dev."""
     exports = {}
     for name, model_dir in named.items():
         export = os.path.join(work, "exports", os.path.basename(model_dir), "1")
@@ -286,6 +287,7 @@ def _wer_stage(recipe, work, corpus, report_dir, named, blend_export):
         data_dir=corpus,
         graph_dir=os.path.join(work, "graph"),
         model=[f"{name}={path}" for name, path in exports.items()],
+        ensemble=["ensemble teacher+CNN=teacher (BLSTM)+CNN baseline"],
         output_dir=os.path.join(work, "wer"),
         per_voice=subset["test"],
         dev_per_voice=subset["dev"],
