@@ -37,8 +37,7 @@ from absl import flags
 
 import tfblend  # noqa: F401  (quiets TensorFlow before it loads)
 from tfblend import cli
-from tfblend.errors import DataError
-from tfblend.stages import StageRunner, model_done, set_done
+from tfblend.stages import StageRunner, choose_on_dev, model_done, set_done
 
 flags.DEFINE_string("work_dir", None, "Where every stage writes.")
 flags.DEFINE_enum("size", "small", ["tiny", "small", "medium", "large"], "Corpus size.")
@@ -72,16 +71,6 @@ EPOCHS = {
     "medium": {"teacher": 2, "window": 1},
     "large": {"teacher": 12, "window": 6},
 }
-
-
-def _dev_accuracy(model_dir: str) -> float:
-    """The last epoch's dev accuracy of a finished run (its history.csv)."""
-    from tfblend.report import read_history
-
-    history = read_history(model_dir)
-    if "val_accuracy" not in history:
-        raise DataError(f"{model_dir}/history.csv has no val_accuracy")
-    return history["val_accuracy"][-1]
 
 
 def main(_):
@@ -145,11 +134,7 @@ def main(_):
             epochs=epochs["window"],
         )
         candidates[epsilon] = directory
-    best = max(candidates, key=lambda eps: _dev_accuracy(candidates[eps]))
-    cli.say(
-        f"label smoothing: epsilon {best} is best on dev "
-        f"({', '.join(f'{e}: {_dev_accuracy(d):.2%}' for e, d in candidates.items())})"
-    )
+    best, _ = choose_on_dev("label smoothing epsilon", candidates)
     smooth_dirs = [candidates[best]]
     for seed in seeds[1:]:
         directory = os.path.join(work, f"smooth-eps{best}-seed{seed}")

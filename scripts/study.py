@@ -29,8 +29,8 @@ from absl import flags
 import tfblend  # noqa: F401  (quiets TensorFlow before it loads)
 from tfblend import cli
 from tfblend.records import write_json
-from tfblend.stages import StageRunner, set_done
-from tfblend.study_plan import EPOCHS, StudyPlan, corpus_facts, dev_accuracy
+from tfblend.stages import StageRunner, choose_on_dev, set_done
+from tfblend.study_plan import EPOCHS, StudentSpec, StudyPlan, corpus_facts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -65,16 +65,6 @@ flags.mark_flag_as_required("work_dir")
 FLAGS = flags.FLAGS
 
 
-def _choose(label: str, candidates: dict) -> str:
-    """The candidate (name -> finished model dir) with the best dev accuracy, said aloud."""
-    scores = {name: dev_accuracy(d) for name, d in candidates.items()}
-    best = max(scores, key=lambda name: (scores[name], -list(scores).index(name)))
-    cli.say(
-        f"{label}: {best} is best on dev ({', '.join(f'{n}: {s:.2%}' for n, s in scores.items())})"
-    )
-    return best
-
-
 def main(_):
     work = FLAGS.work_dir
     runner = StageRunner(os.path.join(work, "report"))
@@ -91,18 +81,15 @@ def main(_):
     teachers = [plan.teacher(seed) for seed in range(FLAGS.teacher_seeds)]
 
     # The student: every candidate preset trained with seed 0, the best on dev kept.
-    candidates = {}
-    for spec in FLAGS.students:
-        preset, _, chunk = spec.partition(":")
-        student = plan.student_spec(preset, int(chunk or 0))
-        candidates[student.label] = (student, plan.cnn(student, 0))
-    chosen = _choose("student", {n: d for n, (_, d) in candidates.items()})
-    student = candidates[chosen][0]
+    specs = {spec.label: spec for spec in map(StudentSpec.parse, FLAGS.students)}
+    candidates = {label: plan.cnn(spec, 0) for label, spec in specs.items()}
+    chosen, student_grid = choose_on_dev("student", candidates)
+    student = specs[chosen]
     cnn = [plan.cnn(student, seed) for seed in seeds]
     dnn = [plan.dnn(seed) for seed in seeds]
 
     smooth_dirs = {eps: plan.smoothing(student, eps, 0) for eps in FLAGS.smoothing_grid}
-    epsilon = _choose("label smoothing", smooth_dirs)
+    epsilon, smoothing_grid = choose_on_dev("label smoothing", smooth_dirs)
     smooth = [plan.smoothing(student, epsilon, seed) for seed in seeds]
 
     top_k = plan.k_of(FLAGS.top_fraction)
@@ -120,7 +107,7 @@ def main(_):
         name: plan.blend(student, targets[top_k], f"k{top_k}", setting, 0)
         for name, setting in grid.items()
     }
-    blend_choice = _choose("blend", blend_grid_dirs)
+    blend_choice, blend_grid = choose_on_dev("blend", blend_grid_dirs)
     setting = grid[blend_choice]
     blend = [plan.blend(student, targets[top_k], f"k{top_k}", setting, s) for s in seeds]
     sweep = {
@@ -169,18 +156,9 @@ def main(_):
         "num_classes": plan.num_classes,
         "epochs": plan.epochs,
         "choices": {
-            "student": {
-                "grid": {n: dev_accuracy(d) for n, (_, d) in candidates.items()},
-                "chosen": chosen,
-            },
-            "smoothing": {
-                "grid": {e: dev_accuracy(d) for e, d in smooth_dirs.items()},
-                "chosen": epsilon,
-            },
-            "blend": {
-                "grid": {n: dev_accuracy(d) for n, d in blend_grid_dirs.items()},
-                "chosen": blend_choice,
-            },
+            "student": {"grid": student_grid, "chosen": chosen},
+            "smoothing": {"grid": smoothing_grid, "chosen": epsilon},
+            "blend": {"grid": blend_grid, "chosen": blend_choice},
         },
         "models": [plan.relative(m) for m in models],
         "bytes_per_frame": bytes_per_frame,

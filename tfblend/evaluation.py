@@ -89,6 +89,19 @@ class FrameMetrics:
         return out
 
 
+def ensemble_log_probs(members: list) -> np.ndarray:
+    """An ensemble's log-posteriors: the log of the mean of its members' posteriors.
+
+    Args:
+      members: every member's log-probabilities of one utterance, float32 ``[T, K]`` each.
+
+    Returns:
+      float ``[T, K]``, floored at log(1e-30) where every member gives (about) zero.
+    """
+    mean = np.mean([np.exp(log_probs) for log_probs in members], axis=0)
+    return np.log(np.maximum(mean, 1e-30))
+
+
 def window_scorer(model, context: int):
     """Scorer of a model of context windows: ``fn(features [T, D]) -> log-probs [T, K]``.
 
@@ -184,8 +197,7 @@ def evaluate(
         features = utterance["features"]
         outputs = {name: scorer(features) for name, scorer in scorers.items()}
         for name, members in ensembles.items():
-            mean = np.mean([np.exp(outputs[m]) for m in members], axis=0)
-            outputs[name] = np.log(np.maximum(mean, 1e-30))
+            outputs[name] = ensemble_log_probs([outputs[m] for m in members])
         for name, log_probs in outputs.items():
             metrics[name].update(log_probs, labels, speech, phones, senone_to_phone, speaker)
     return {name: m.result(with_phones) for name, m in metrics.items()}

@@ -26,6 +26,26 @@ def model_done(model_dir: str) -> bool:
     return os.path.exists(os.path.join(model_dir, INFO_FILE))
 
 
+def dev_accuracy(model_dir: str) -> float:
+    """The last epoch's dev frame accuracy of a finished run (its history.csv)."""
+    from tfblend.report import read_history
+
+    history = read_history(model_dir)
+    if "val_accuracy" not in history:
+        raise DataError(f"{model_dir}/history.csv has no val_accuracy")
+    return float(history["val_accuracy"][-1])
+
+
+def choose_on_dev(label: str, candidates: dict) -> tuple[str, dict]:
+    """The candidate (name -> finished model dir) with the best dev accuracy (ties: the first),
+    said aloud; ``(best name, {name: dev accuracy})``. Choices are made on dev, never on test."""
+    scores = {name: dev_accuracy(directory) for name, directory in candidates.items()}
+    best = max(scores, key=scores.get)
+    listed = ", ".join(f"{name}: {score:.2%}" for name, score in scores.items())
+    say(f"{label}: {best} is best on dev ({listed})")
+    return best, scores
+
+
 def set_done(directory: str) -> bool:
     """True when an utterance or target set is complete (its manifest.json is written last)."""
     return os.path.exists(os.path.join(directory, "manifest.json"))

@@ -47,6 +47,18 @@ class StudentSpec:
     preset: str
     chunk_frames: int
 
+    @classmethod
+    def parse(cls, spec: str) -> "StudentSpec":
+        """From ``PRESET[:CHUNK_FRAMES]`` (``--students``; 0 or nothing: windows)."""
+        preset, _, chunk = spec.partition(":")
+        try:
+            chunk_frames = int(chunk or 0)
+        except ValueError:
+            chunk_frames = -1
+        if not preset or chunk_frames < 0:
+            raise DataError(f"--students: {spec!r} is not PRESET[:CHUNK_FRAMES >= 0]")
+        return cls(preset, chunk_frames)
+
     @property
     def key(self) -> str:
         """Its part of a directory name: ``small``, ``deep-c16``."""
@@ -62,16 +74,6 @@ class StudentSpec:
     def overrides(self) -> str:
         """The ``--params_override`` that selects it."""
         return f"model.vgg.preset={self.preset},data.chunk_frames={self.chunk_frames}"
-
-
-def dev_accuracy(model_dir: str) -> float:
-    """The last epoch's dev frame accuracy of a finished run (its history.csv)."""
-    from tfblend.report import read_history
-
-    history = read_history(model_dir)
-    if "val_accuracy" not in history:
-        raise DataError(f"{model_dir}/history.csv has no val_accuracy")
-    return float(history["val_accuracy"][-1])
 
 
 def corpus_facts(corpus: str) -> dict:
@@ -137,11 +139,6 @@ class StudyPlan:
             **flag_values,
         )  # fmt: skip
         return directory
-
-    def student_spec(self, preset: str, chunk_frames: int) -> StudentSpec:
-        if chunk_frames < 0:
-            raise DataError(f"--students: chunk frames of {preset} must be >= 0")
-        return StudentSpec(preset, chunk_frames)
 
     def teacher(self, seed: int) -> str:
         return self._train(

@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from tfblend.errors import DataError
+from tfblend.evaluation import ensemble_log_probs, sequence_scorer, window_scorer
 from tfblend.pipeline import eval_utterances
 
 
@@ -91,9 +92,7 @@ def score_utterances(
         frames.append(len(labels))
         outputs = {name: scorer(utterance["features"]) for name, scorer in scorers.items()}
         for name, members in ensembles.items():
-            outputs[name] = np.log(
-                np.maximum(np.mean([np.exp(outputs[m]) for m in members], 0), 1e-30)
-            )
+            outputs[name] = ensemble_log_probs([outputs[m] for m in members])
         for name, log_probs in outputs.items():
             correct[name].append(int((np.argmax(log_probs, axis=1) == labels).sum()))
     frames = np.asarray(frames, np.int64)
@@ -131,7 +130,6 @@ def score_model_dirs(
     Returns:
       name -> list of :class:`UtteranceCounts`, one per seed.
     """
-    from tfblend.evaluation import sequence_scorer, window_scorer
     from tfblend.modeldir import load_model_dir
 
     ensembles = ensembles or {}
