@@ -21,6 +21,8 @@ Example:
       --model=blended=savedmodels/tfblend_blended_cnn/1 --output_dir=work/demo/wer
   ... --model=teacher=work/demo/exports/teacher/1 --model=cnn=work/demo/exports/cnn/1 \
       --ensemble=ensemble=teacher+cnn
+  ... --member=teacher=work/demo/exports/teacher/1 --member=cnn=... --ensemble=ens=teacher+cnn
+      (decodes the ensemble only; its members are scored for it, not decoded)
 """
 
 import json
@@ -39,12 +41,19 @@ cli.define_flags(
 flags.DEFINE_string("dev_split", "dev", "Split the acoustic scale is chosen on.")
 flags.DEFINE_multi_string("model", [], "NAME=EXPORT_DIR: decode what this export serves.")
 flags.DEFINE_multi_string(
+    "member",
+    [],
+    "NAME=EXPORT_DIR: an export that only serves an --ensemble: scored once for it, not "
+    "decoded on its own (its own WER is decoded elsewhere, e.g. by an earlier --model run).",
+)
+flags.DEFINE_multi_string(
     "loglikes", [], "NAME=TEST_ARK[,DEV_ARK]: Kaldi ark/scp of [T, K] log-likelihoods."
 )
 flags.DEFINE_multi_string(
     "ensemble",
     [],
-    "NAME=A+B[+C]: decode the mean of the posteriors of the --model exports A, B (same senone "
+    "NAME=A+B[+C]: decode the mean of the posteriors of the --model or --member exports A, B "
+    "(same senone "
     "count and priors), with its own acoustic scale from dev.",
 )
 flags.DEFINE_string("graph_dir", None, "Decoding graph directory.")
@@ -116,10 +125,18 @@ def main(_):
     from tfblend.decoding.decoder import ExportScorer, GraphDecoder, read_ark
     from tfblend.decoding.ensemble import Ensemble, parse_ensembles
 
-    exports, arks = _pairs(FLAGS.model), _pairs(FLAGS.loglikes)
-    if not exports and not arks and not FLAGS.anchor:
+    decoded, arks = _pairs(FLAGS.model), _pairs(FLAGS.loglikes)
+    serving_only = _pairs(FLAGS.member)
+    if not decoded and not arks and not FLAGS.ensemble and not FLAGS.anchor:
         raise DataError("give at least one --model=NAME=EXPORT_DIR or --loglikes=NAME=ARK")
+    for name in serving_only:
+        if name in decoded:
+            raise DataError(f"--member={name}: {name!r} is already the name of a --model")
+    exports = {**decoded, **serving_only}
     members = parse_ensembles(_pairs(FLAGS.ensemble), exports, arks)
+    for name in serving_only:
+        if not any(name in names for names in members.values()):
+            raise DataError(f"--member={name}: {name!r} is a member of no --ensemble")
     scorers = {name: ExportScorer(export_dir) for name, export_dir in exports.items()}
     ensembles = {  # test and dev accumulate apart
         name: {split: Ensemble(name, {m: scorers[m] for m in names}) for split in ("test", "dev")}
@@ -169,7 +186,8 @@ def main(_):
     for name, scorer in scorers.items():
         test_ll = decode_eval.score_matrices(scorer, test_utts)
         dev_ll = decode_eval.score_matrices(scorer, dev_utts)
-        run(name, test_ll, dev_ll, scorer.export_dir)
+        if name in decoded:
+            run(name, test_ll, dev_ll, scorer.export_dir)
         for parts in ensembles.values():
             if name in parts["test"].members:
                 parts["test"].add(name, test_ll)

@@ -383,16 +383,18 @@ def test_ensemble_loglikes_are_the_log_mean_posterior_minus_the_log_prior(
 
 def test_decode_script_decodes_an_ensemble(tiny_corpus, small_graph, member_exports, tmp_path):
     out = tmp_path / "wer"
-    models = [f"--model={name}={path}" for name, path in member_exports.items()]
+    # The teacher is decoded too (--model); the CNN only serves the ensemble (--member).
     result = run_script(
         "decode.py", f"--data_dir={tiny_corpus}", f"--graph_dir={small_graph}", "--nobuild_graph",
-        *models, "--ensemble=ens=teacher+cnn", "--focus=ens", f"--output_dir={out}",
+        f"--model=teacher={member_exports['teacher']}", f"--member=cnn={member_exports['cnn']}",
+        "--ensemble=ens=teacher+cnn", "--focus=ens", f"--output_dir={out}",
         "--per_voice=1", "--dev_per_voice=1", "--acoustic_scales=0.1",
     )  # fmt: skip
     assert "| ens |" in result.stdout, result.stdout
     summary = json.loads((out / "wer.json").read_text())
-    assert list(summary["models"]) == ["teacher", "cnn", "ens"]
-    assert set(summary["bootstrap"]) == {"teacher", "cnn"}
+    assert list(summary["models"]) == ["teacher", "ens"]
+    assert set(summary["bootstrap"]) == {"teacher"}
+    assert not (out / "cnn").exists()
     entry = summary["models"]["ens"]
     assert entry["source"].startswith("mean posterior of teacher") and entry["acoustic_scale"]
     assert json.loads((out / "ens" / "wer.json").read_text())["overall"] == entry["overall"]
@@ -417,6 +419,14 @@ def test_bad_ensembles_are_named(tiny_corpus, small_graph, member_exports, odd_e
     result = run_script("decode.py", *common, "--ensemble=e=cnn+few", check=False)
     _one_line_error(result, "ensemble e: members cnn", odd_exports["few"], "42 senones")
     assert not (tmp_path / "o").exists()  # refused before anything was decoded
+    for flag, message in (
+        (f"--member=few={odd_exports['few']}", "--member=few: 'few' is a member of no --ensemble"),
+        (f"--member=cnn={member_exports['cnn']}", "'cnn' is already the name of a --model"),
+    ):
+        result = run_script("decode.py", *common[:4], f"--model=cnn={member_exports['cnn']}", flag,
+                            check=False)  # fmt: skip
+        _one_line_error(result, message)
+        assert not (tmp_path / "o").exists()
     from tfblend.decoding.ensemble import parse_ensembles
 
     exports, arks = {"cnn": "C", "teacher": "T"}, {"ark": "A"}

@@ -274,8 +274,8 @@ class StudyPlan:
                 flag_values = {"model": [f"model={exports[0]}"]}
             else:
                 names = [f"member{i}" for i in range(len(exports))]
-                flag_values = {
-                    "model": [f"{n}={e}" for n, e in zip(names, exports, strict=True)],
+                flag_values = {  # members are decoded as runs of their own
+                    "member": [f"{n}={e}" for n, e in zip(names, exports, strict=True)],
                     "ensemble": ["model=" + "+".join(names)],
                 }
             result = os.path.join(output, "model", "wer.json")

@@ -97,7 +97,8 @@ class Ensemble:
 
 def parse_ensembles(specs: dict, exports: dict, arks: dict) -> dict:
     """``{name: [member, ...]}`` from ``{name: "A+B[+C]"}`` (``scripts/decode.py
-    --ensemble=NAME=A+B``), where members are names of ``exports`` (name -> export dir).
+    --ensemble=NAME=A+B``), where members are names of ``exports`` (name -> export dir: the
+    --model and --member exports).
 
     Raises DataError naming the flag value for a name already taken by an export or an ark
     (``arks``: name -> ark), fewer than two members, a member named twice, or a member that is
@@ -120,6 +121,8 @@ def parse_ensembles(specs: dict, exports: dict, arks: dict) -> dict:
                     "(the senone priors are read from the export)"
                 )
             if member not in exports:
-                raise DataError(f"{where}: {member!r} is not a --model (models: {list(exports)})")
+                raise DataError(
+                    f"{where}: {member!r} is not a --model or --member (exports: {list(exports)})"
+                )
         out[name] = members
     return out
