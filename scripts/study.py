@@ -6,7 +6,10 @@ label-smoothing control, the blended CNN at k = --top_fraction of the classes, t
 blend from sampled targets at the same bytes per frame, and the blend from the teacher + CNN
 ensemble. Choices are made on dev with seed 0, never on test: the CNN preset (--students), the
 smoothing epsilon (--smoothing_grid) and the blend's alpha and T (--blend_grid). Then every model
-is scored per test utterance (frames) and decoded (WER), and RESULTS.md is written from what ran.
+is scored per test utterance (frames) and decoded (WER). Last, the learning-curve diagnosis: seed
+0 of the CNN baseline and of the blended CNN trained again for --longer_epochs, and every model's
+frame accuracy after each epoch on dev (never test) in study.json, to tell how much of a gap is the
+training budget. RESULTS.md is written from what ran.
 
 Resumable: every stage skips what is complete and a killed stage continues (training from its
 last checkpoint, a target dump from its last complete shard); run the same command again.
@@ -56,6 +59,13 @@ flags.DEFINE_bool("ensemble_blend", True, "Blend from the teacher + CNN ensemble
 flags.DEFINE_bool("wer", True, "Decode every model (but the sweep's) and score WER.")
 flags.DEFINE_integer("wer_per_voice", None, "Test utterances decoded per voice (default by size).")
 flags.DEFINE_integer("wer_dev_per_voice", 10, "Dev utterances per voice for the acoustic scale.")
+flags.DEFINE_integer(
+    "longer_epochs",
+    None,
+    "Seed 0 of the CNN baseline and of the blended CNN trained again for this many epochs "
+    "(dev learning curves only; default: twice the students' epochs; 0: not trained).",
+    lower_bound=0,
+)
 flags.DEFINE_integer("corpus_seed", 0, "Seed of the generated corpus.")
 flags.DEFINE_string("results", os.path.join(ROOT, "RESULTS.md"), "The report written at the end.")
 flags.DEFINE_string(
@@ -147,6 +157,20 @@ def main(_):
             if model["role"] != "sweep":
                 plan.decode(model, per_voice, FLAGS.wer_dev_per_voice)
 
+    # The diagnosis, on dev: every model's seed 0 after each epoch, and the CNN and the blend
+    # trained longer (what more budget would give, and what it does to the blend's lead).
+    curves = [(m["name"], m["role"], m["members"][0][0]) for m in models if m["role"] != "ensemble"]
+    longer = 2 * plan.epochs["student"] if FLAGS.longer_epochs is None else FLAGS.longer_epochs
+    if longer and longer != plan.epochs["student"]:
+        curves += [
+            (f"CNN baseline, {longer} epochs", "cnn_longer", plan.cnn(student, 0, epochs=longer)),
+            (
+                f"blended CNN (k={top_k}), {longer} epochs",
+                "blend_longer",
+                plan.blend(student, targets[top_k], f"k{top_k}", setting, 0, epochs=longer),
+            ),
+        ]
+
     study = {
         "command": " ".join(["python", *sys.argv]),
         "size": FLAGS.size,
@@ -162,6 +186,8 @@ def main(_):
         },
         "models": [plan.relative(m) for m in models],
         "bytes_per_frame": bytes_per_frame,
+        "learning_curves": [plan.learning_curve(*curve) for curve in curves],
+        "longer_epochs": longer,
         "stages": runner.times,
     }
     study_json = os.path.join(work, "report", "study.json")

@@ -7,7 +7,12 @@ import signal
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
+
+from tfblend.errors import DataError
+from tfblend.report import read_history
+from tfblend.study_plan import StudentSpec, StudyPlan
 
 # The smallest study that still has every kind of stage: trainings, a target dump, a blend,
 # the scoring and the report (no sweep, sampled or ensemble blend, no decoding).
@@ -22,6 +27,7 @@ FLAGS = [
     "--nosampled",
     "--noensemble_blend",
     "--nower",
+    "--longer_epochs=0",
 ]
 
 
@@ -86,3 +92,43 @@ def test_killed_study_resumes(tiny_corpus, tiny_teacher, tiny_student, tmp_path)
     assert set(json.loads((work / "report" / "stages.json").read_text())) >= {blend.name, "score"}
     report = (work / "RESULTS.md").read_text()
     assert "blended CNN (k=51)" in report
+    # The learning curves are seed 0's history.csv of every trained model (not the ensemble).
+    curves = {curve["role"]: curve for curve in study["learning_curves"]}
+    assert set(curves) == {"teacher", "cnn", "dnn", "smoothing", "blend"}
+    for role, model in roles.items():
+        if role != "ensemble":
+            history = read_history(str(work / model["dirs"][0][0]))
+            assert curves[role]["dev_accuracy"] == history["val_accuracy"], role
+            assert curves[role]["train_accuracy"] == history["accuracy"], role
+    assert curves["blend"]["seconds"] == study["stages"][blend.name] > 0
+    assert "## Learning curves on dev (seed 0)" in report
+
+
+class _Recorder:
+    """A stage runner that records the stages a plan asks for instead of running them."""
+
+    def __init__(self):
+        self.stages, self.times = [], {}
+
+    def stage(self, label, complete, script, **flag_values):
+        self.stages.append((label, script, flag_values))
+
+
+def test_longer_runs_are_runs_of_their_own(tmp_path):
+    runner = _Recorder()
+    plan = StudyPlan(str(tmp_path), "medium", runner)  # students: 1 epoch
+    student = StudentSpec.parse("small")
+    assert (
+        plan.cnn(student, 0) == plan.cnn(student, 0, epochs=1) == str(tmp_path / "cnn-small-seed0")
+    )
+    assert plan.cnn(student, 0, epochs=2) == str(tmp_path / "cnn-small-e2-seed0")
+    blend = plan.blend(student, "T", "k51", (0.2, 1.0), 1, epochs=3)
+    assert blend == str(tmp_path / "blend_small_k51_a0.2_T1-e3-seed1")
+    assert [(label, flags["epochs"]) for label, _, flags in runner.stages] == [
+        ("cnn-small-seed0", 1),
+        ("cnn-small-seed0", 1),
+        ("cnn-small-e2-seed0", 2),
+        ("blend_small_k51_a0.2_T1-e3-seed1", 3),
+    ]
+    with pytest.raises(DataError, match=r"cnn-small-seed0/history\.csv: no accuracy"):
+        plan.learning_curve("CNN", "cnn", str(tmp_path / "cnn-small-seed0"))

@@ -298,8 +298,52 @@ def test_minimal_study_never_crashes(tmp_path, runs):
     comparisons = markdown.split("## The blended CNN against", 1)[1]
     assert _row(comparisons, "cnn")[3:] == ["+0.00", "[+0.00, +0.00]", "not distinguishable"]
     assert "Not recorded: study.json has no stage times." in markdown
+    assert "## Learning curves on dev (seed 0)\n\nNot recorded by this study." in markdown
     assert [x.endswith("**not run** (G1: frame accuracy not run, WER not run).") for x in
             markdown.splitlines() if x.startswith("- Finding 1")] == [True]  # fmt: skip
+
+
+def _curve(name, role, train, dev, seconds=None) -> dict:
+    return {"name": name, "role": role, "run": name, "train_accuracy": train,
+            "dev_accuracy": dev, "seconds": seconds}  # fmt: skip
+
+
+def test_learning_curves_section(tmp_path, runs, transcripts):
+    """The section renders study.json's curves (as scripts/study.py stores them) and compares
+    them: the teacher after the students' epochs, the longer runs, the blend's lead at each."""
+    study_json = _study(tmp_path / "study", runs, transcripts)
+    study = json.loads(pathlib.Path(study_json).read_text())
+    study["longer_epochs"] = 2
+    study["learning_curves"] = [
+        _curve("teacher", "teacher", [0.30, 0.55], [0.40, 0.60], 200.0),
+        _curve("cnn", "cnn", [0.28], [0.30], 90.0),
+        _curve("blend", "blend", [0.36], [0.34]),
+        _curve("cnn long", "cnn_longer", [0.30, 0.47], [0.35, 0.45]),
+        _curve("blend long", "blend_longer", [0.33, 0.50], [0.38, 0.51]),
+    ]
+    pathlib.Path(study_json).write_text(json.dumps(study))
+    markdown = write_results(
+        study_json, str(tmp_path / "R.md"), str(tmp_path / "fig"), num_resamples=RESAMPLES
+    )
+    section = markdown.split("## Learning curves on dev (seed 0)", 1)[1].split("\n## ", 1)[0]
+    assert _row(section, "teacher") == ["teacher", "2", "40.00 → 60.00", "55.00", "-5.00", "100"]
+    assert _row(section, "blend")[3:] == ["36.00", "+2.00", "not recorded"]
+    for line in (
+        "- The teacher after 1 epoch against the CNN trained for 1 epoch (the same passes over "
+        "the data): +10.00 points on dev.",
+        "- The teacher (2 epochs) against the CNN (1 epoch): +30.00 points on dev.",
+        "- The teacher (2 epochs) against the CNN (2 epochs): +15.00 points on dev.",
+        "- Training the CNN for 2 epochs instead of 1 epoch gains +15.00 points on dev.",
+        "- The blended CNN's lead over the CNN at 1 epoch: +4.00 points on dev.",
+        "- The blended CNN's lead over the CNN at 2 epochs: +6.00 points on dev.",
+        "- Training accuracy not above dev (no sign of overfitting at this budget): teacher, "
+        "cnn, blend long.",
+    ):
+        assert line in section.splitlines(), (line, section)
+    study["learning_curves"][1]["dev_accuracy"] = [0.3, 0.4]  # two epochs, one train accuracy
+    pathlib.Path(study_json).write_text(json.dumps(study))
+    with pytest.raises(DataError, match=r"study\.json: a learning curve needs a name, a role"):
+        write_results(study_json, str(tmp_path / "R.md"), str(tmp_path / "fig"))
 
 
 def test_stage_kinds():

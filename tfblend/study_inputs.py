@@ -8,7 +8,8 @@
    "num_classes", "epochs": {"teacher", "student"},
    "choices": {name: {"grid": {setting: dev frame accuracy}, "chosen": setting}},
    "models": [{"name", "role", "seeds"?, "k"?, "draws"?, "scores": [...], "wer": [...]}],
-   "bytes_per_frame": {"<k>" or "sampled": bytes}, "stages": {stage: seconds}}
+   "bytes_per_frame": {"<k>" or "sampled": bytes}, "stages": {stage: seconds},
+   "learning_curves": [...], "longer_epochs": N}   (tfblend.study_diagnosis)
 
 ``study.json`` sits in ``<study_dir>/report/``; the paths in it are relative to ``<study_dir>``. A
 model's ``scores`` are :meth:`tfblend.utterance_scores.UtteranceCounts.to_dict` files, one per seed;
@@ -211,6 +212,21 @@ def check_fields(study, path: str) -> None:
             isinstance(v, int | float) for v in values.values()
         ):
             _fail(path, f"{field} must map names to numbers")
+    for curve in study.get("learning_curves", []):
+        if not _is_curve(curve):
+            _fail(
+                path, f"a learning curve needs a name, a role and per-epoch accuracies: {curve!r}"
+            )
+
+
+def _is_curve(curve) -> bool:
+    if not isinstance(curve, dict) or not {"name", "role"} <= set(curve):
+        return False
+    train, dev = curve.get("train_accuracy"), curve.get("dev_accuracy")
+    return all(
+        isinstance(a, list) and a and all(isinstance(v, int | float) for v in a)
+        for a in (train, dev)
+    ) and len(train) == len(dev)
 
 
 def read_study(study_json: str, study_dir: str | None = None) -> StudyData:

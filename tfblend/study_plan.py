@@ -9,11 +9,13 @@ training directory also refuses a rerun with other settings (``tfblend.rundir``)
 Layout under the study's work dir:
   corpus/                          the corpus (make_corpus.py)
   teacher-seed{S}/                 BLSTM teachers
-  cnn-{student}-seed{S}/           CNN baselines; {student} is the preset, ``-c{L}`` when dense
+  cnn-{student}-seed{S}/           CNN baselines; {student} is the preset, ``-c{L}`` when dense;
+                                   ``cnn-{student}-e{N}-seed{S}`` trained for N epochs instead
+                                   of the students' budget (the learning-curve diagnosis)
   dnn-seed{S}/                     DNN baselines
   smooth-{student}-eps{E}-seed{S}/ label-smoothing controls
   targets_{kind}-{teacher}/        stored teacher targets (top-k, derived top-k, sampled, mixture)
-  blend_{student}_{kind}_a{A}_T{T}-seed{S}/   blended CNNs
+  blend_{student}_{kind}_a{A}_T{T}-seed{S}/   blended CNNs (``..._T{T}-e{N}-seed{S}`` as above)
   scores/{run}.json                per-utterance test frame counts (score_utterances.py)
   exports/{run}/1/, wer/{run}/     the SavedModels decoded and their WER (decode.py)
 """
@@ -24,6 +26,7 @@ import os
 
 from tfblend.errors import DataError
 from tfblend.records import read_manifest
+from tfblend.report import read_history
 from tfblend.stages import model_done, set_done
 from tfblend.targets import resolve_k
 
@@ -145,17 +148,21 @@ class StudyPlan:
             f"teacher-seed{seed}", "train_teacher.py", seed=seed, epochs=self.epochs["teacher"]
         )
 
-    def _student_flags(self, student: StudentSpec, seed: int) -> dict:
+    def _student_flags(self, student: StudentSpec, seed: int, epochs: int | None) -> dict:
         return {
             "seed": seed,
-            "epochs": self.epochs["student"],
+            "epochs": epochs or self.epochs["student"],
             "params_override": student.overrides,
         }
 
-    def cnn(self, student: StudentSpec, seed: int) -> str:
+    def _epochs_key(self, epochs: int | None) -> str:
+        """``-e{N}`` in a student's name when it trains for N epochs, not the students' budget."""
+        return "" if epochs in (None, self.epochs["student"]) else f"-e{epochs}"
+
+    def cnn(self, student: StudentSpec, seed: int, epochs: int | None = None) -> str:
         return self._train(
-            f"cnn-{student.key}-seed{seed}", "train_student.py", model="vgg",
-            **self._student_flags(student, seed),
+            f"cnn-{student.key}{self._epochs_key(epochs)}-seed{seed}", "train_student.py",
+            model="vgg", **self._student_flags(student, seed, epochs),
         )  # fmt: skip
 
     def dnn(self, seed: int) -> str:
@@ -167,16 +174,37 @@ class StudyPlan:
     def smoothing(self, student: StudentSpec, epsilon: str, seed: int) -> str:
         return self._train(
             f"smooth-{student.key}-eps{epsilon}-seed{seed}", "train_student.py", model="vgg",
-            label_smoothing=epsilon, **self._student_flags(student, seed),
+            label_smoothing=epsilon, **self._student_flags(student, seed, None),
         )  # fmt: skip
 
-    def blend(self, student: StudentSpec, targets: str, kind: str, setting, seed: int) -> str:
+    def blend(
+        self, student: StudentSpec, targets: str, kind: str, setting, seed: int,
+        epochs: int | None = None,
+    ) -> str:  # fmt: skip
         alpha, temperature = setting
+        name = f"blend_{student.key}_{kind}_a{alpha:g}_T{temperature:g}"
         return self._train(
-            f"blend_{student.key}_{kind}_a{alpha:g}_T{temperature:g}-seed{seed}", "blend.py",
-            targets_dir=targets, alpha=alpha, temperature=temperature,
-            **self._student_flags(student, seed),
+            f"{name}{self._epochs_key(epochs)}-seed{seed}", "blend.py", targets_dir=targets,
+            alpha=alpha, temperature=temperature, **self._student_flags(student, seed, epochs),
         )  # fmt: skip
+
+    def learning_curve(self, name: str, role: str, directory: str) -> dict:
+        """A finished run's frame accuracy after each epoch, from its ``history.csv``: on dev
+        and on the training batches (Keras's mean over each epoch's batches, taken while the
+        weights were still changing), with its stage's wall seconds (None when stages.json has
+        none). ``role``: the model's role, or ``cnn_longer`` / ``blend_longer``."""
+        history = read_history(directory)
+        if not history.get("val_accuracy") or not history.get("accuracy"):
+            raise DataError(f"{directory}/history.csv: no accuracy and val_accuracy per epoch")
+        run = os.path.basename(directory)
+        return {
+            "name": name,
+            "role": role,
+            "run": run,
+            "train_accuracy": history["accuracy"],
+            "dev_accuracy": history["val_accuracy"],
+            "seconds": self.runner.times.get(run),
+        }
 
     # Teacher targets of the training split.
 

@@ -11,6 +11,7 @@ import os
 import re
 
 from tfblend import statistics, study_goals, study_plots
+from tfblend.study_diagnosis import learning_curve_lines
 from tfblend.study_inputs import StudyData, read_study
 
 #: Stage-name prefixes (the words before ``[`` or a space) -> the kind the compute table sums.
@@ -160,7 +161,9 @@ def _goal_lines(data: StudyData, goals: list) -> list:
         "",
         "Each verdict comes from a 95% interval; differences are first − second model in "
         "percentage points (WER: lower is better, a negative difference is the first model's "
-        "gain).",
+        "gain). Where a goal is missed, the dev grids above (what was tried for the student, "
+        "the smoothing and alpha/T) and the learning curves below (how much of a gap is the "
+        "training budget) are the first places to look.",
         "",
     ]
     for goal, title in GOAL_TITLES.items():
@@ -314,6 +317,7 @@ def results_markdown(
         *_goal_lines(data, goals),
         *_per_voice_lines(data, output_md, figures_dir),
         *_sweep_lines(data, output_md, figures_dir),
+        *learning_curve_lines(data.study),
         *_compute_lines(data.study),
     ]
     return "\n".join(lines).rstrip("\n") + "\n"
