@@ -129,14 +129,8 @@ def main(_):
     serving_only = _pairs(FLAGS.member)
     if not decoded and not arks and not FLAGS.ensemble and not FLAGS.anchor:
         raise DataError("give at least one --model=NAME=EXPORT_DIR or --loglikes=NAME=ARK")
-    for name in serving_only:
-        if name in decoded:
-            raise DataError(f"--member={name}: {name!r} is already the name of a --model")
+    members = parse_ensembles(_pairs(FLAGS.ensemble), decoded, arks, serving_only)
     exports = {**decoded, **serving_only}
-    members = parse_ensembles(_pairs(FLAGS.ensemble), exports, arks)
-    for name in serving_only:
-        if not any(name in names for names in members.values()):
-            raise DataError(f"--member={name}: {name!r} is a member of no --ensemble")
     scorers = {name: ExportScorer(export_dir) for name, export_dir in exports.items()}
     ensembles = {  # test and dev accumulate apart
         name: {split: Ensemble(name, {m: scorers[m] for m in names}) for split in ("test", "dev")}

@@ -419,14 +419,6 @@ def test_bad_ensembles_are_named(tiny_corpus, small_graph, member_exports, odd_e
     result = run_script("decode.py", *common, "--ensemble=e=cnn+few", check=False)
     _one_line_error(result, "ensemble e: members cnn", odd_exports["few"], "42 senones")
     assert not (tmp_path / "o").exists()  # refused before anything was decoded
-    for flag, message in (
-        (f"--member=few={odd_exports['few']}", "--member=few: 'few' is a member of no --ensemble"),
-        (f"--member=cnn={member_exports['cnn']}", "'cnn' is already the name of a --model"),
-    ):
-        result = run_script("decode.py", *common[:4], f"--model=cnn={member_exports['cnn']}", flag,
-                            check=False)  # fmt: skip
-        _one_line_error(result, message)
-        assert not (tmp_path / "o").exists()
     from tfblend.decoding.ensemble import parse_ensembles
 
     exports, arks = {"cnn": "C", "teacher": "T"}, {"ark": "A"}
@@ -440,3 +432,11 @@ def test_bad_ensembles_are_named(tiny_corpus, small_graph, member_exports, odd_e
     ):
         with pytest.raises(DataError, match=message):
             parse_ensembles(spec, exports, arks)
+    # --member exports only serve ensembles: never also a --model, never in no ensemble.
+    assert parse_ensembles({"e": "cnn+m"}, exports, arks, {"m": "M"}) == {"e": ["cnn", "m"]}
+    for serving_only, message in (
+        ({"cnn": "C2"}, "--member=cnn: 'cnn' is already the name of a --model"),
+        ({"m": "M", "n": "N"}, "--member=n: 'n' is a member of no --ensemble"),
+    ):
+        with pytest.raises(DataError, match=message):
+            parse_ensembles({"e": "cnn+m"}, exports, arks, serving_only)

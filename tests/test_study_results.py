@@ -354,3 +354,6 @@ def test_stage_kinds():
     assert stage_kind("export dnn-seed0") == "exports"
     assert stage_kind("targets_top513-teacher-seed0") == "target dumps"
     assert stage_kind("mystery") == "mystery"
+    assert stage_kind("cnn-small-e2-seed0") == stage_kind("blend_small_k51_a0.2_T1-e2-seed0")
+    assert stage_kind("cnn-small-e2-seed0").startswith("longer runs")
+    assert stage_kind("export cnn-small-e2-seed0") == "exports"

@@ -30,6 +30,7 @@ STAGE_KINDS = {
     "wer": "decoding (WER)",
     "decode": "decoding (WER)",
 }
+LONGER_RUNS = "longer runs (learning-curve diagnosis)"
 #: The per-voice tables leave the k sweep out; the plots show only the models of finding 2 (the
 #: single models and the blend: a bar group per voice stays readable).
 PER_VOICE_ROLES_LEFT_OUT = ("sweep",)
@@ -251,7 +252,10 @@ def stage_kind(stage: str) -> str:
     """The kind of a stage name, from its first word (up to ``-``, ``_``, ``[`` or a space):
     ``teacher-seed0`` -> teachers, ``blend_small_k51_a0.5_T1-seed2`` -> blended CNNs,
     ``wer cnn-small-seed1`` -> decoding; a word :data:`STAGE_KINDS` does not know is its own
-    kind."""
+    kind. Training runs longer than the students' budget (``...-e{N}-seed{S}``) are the
+    learning-curve diagnosis's."""
+    if re.match(r"(cnn|blend)\S*-e\d+-seed\d+$", stage.strip()):
+        return LONGER_RUNS
     prefix = re.split(r"[-_\[ ]", stage.strip(), maxsplit=1)[0]
     return STAGE_KINDS.get(prefix, prefix)
 

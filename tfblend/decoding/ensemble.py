@@ -95,15 +95,24 @@ class Ensemble:
         return {utt_id: total - offset for utt_id, total in self._sums.items()}
 
 
-def parse_ensembles(specs: dict, exports: dict, arks: dict) -> dict:
+def parse_ensembles(
+    specs: dict, exports: dict, arks: dict, serving_only: dict | None = None
+) -> dict:
     """``{name: [member, ...]}`` from ``{name: "A+B[+C]"}`` (``scripts/decode.py
     --ensemble=NAME=A+B``), where members are names of ``exports`` (name -> export dir: the
-    --model and --member exports).
+    --model exports, decoded themselves) or of ``serving_only`` (the --member exports, which
+    only serve ensembles).
 
     Raises DataError naming the flag value for a name already taken by an export or an ark
-    (``arks``: name -> ark), fewer than two members, a member named twice, or a member that is
-    an ark (it stores no priors) or no export at all.
+    (``arks``: name -> ark), fewer than two members, a member named twice, a member that is
+    an ark (it stores no priors) or no export at all, a --member that is also a --model, or a
+    --member of no ensemble.
     """
+    serving_only = serving_only or {}
+    for name in serving_only:
+        if name in exports:
+            raise DataError(f"--member={name}: {name!r} is already the name of a --model")
+    exports = {**exports, **serving_only}
     out = {}
     for name, spec in specs.items():
         members = spec.split("+")
@@ -125,4 +134,7 @@ def parse_ensembles(specs: dict, exports: dict, arks: dict) -> dict:
                     f"{where}: {member!r} is not a --model or --member (exports: {list(exports)})"
                 )
         out[name] = members
+    for name in serving_only:
+        if not any(name in members for members in out.values()):
+            raise DataError(f"--member={name}: {name!r} is a member of no --ensemble")
     return out
