@@ -482,7 +482,8 @@ def test_derived_targets_refuse_ids_out_of_range_and_leave_nothing(tiny_corpus, 
 
 def test_the_dump_forward_pass_is_traced_once():
     from tfblend.models import get_model
-    from tfblend.targets import _Sparsifier, _teaching_function
+    from tfblend.sparse_targets import Sparsifier
+    from tfblend.targets import _teaching_function
 
     teacher = get_model("lstm", num_classes=7, num_layers=1, units=4)
     teacher({"features": np.zeros([1, 3, 5], np.float32), "mask": np.ones([1, 3], bool)})  # built,
@@ -492,7 +493,7 @@ def test_the_dump_forward_pass_is_traced_once():
         mask = tf.sequence_mask(lengths, tf.shape(features)[1])
         return teacher({"features": features, "mask": mask}, training=False)
 
-    teach = _teaching_function(scores, _Sparsifier("topk", 3, 0.0, 0), {"feature_dim": 5})
+    teach = _teaching_function(scores, Sparsifier("topk", 3, 0.0, 0), {"feature_dim": 5})
     for batch, frames in ((2, 11), (3, 40), (1, 7), (2, 11)):
         features = tf.random.normal([batch, frames, 5])
         ids, probs, mass = teach(features, tf.fill([batch], frames), tf.constant(0))

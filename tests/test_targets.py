@@ -12,7 +12,8 @@ from tfblend.errors import DataError
 from tfblend.modeldir import load_model_dir
 from tfblend.pipeline import eval_utterances, frame_dataset
 from tfblend.records import feature_values_digest, read_manifest
-from tfblend.targets import derive_targets, dump_targets, sampled_targets, top_p_targets
+from tfblend.sparse_targets import sampled_targets, top_p_targets
+from tfblend.targets import derive_targets, dump_targets
 
 
 def _shard_files(directory):

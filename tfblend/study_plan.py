@@ -27,8 +27,8 @@ import os
 from tfblend.errors import DataError
 from tfblend.records import read_manifest
 from tfblend.report import read_history
+from tfblend.sparse_targets import resolve_k
 from tfblend.stages import model_done, set_done
-from tfblend.targets import resolve_k
 
 #: Training lengths per corpus size, in epochs: the teacher, and every student (all students get
 #: the same budget on the same data). The medium study's budget is set by its 8 hours on 2 cores.
