@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 
 from tfblend import features, records
-from tfblend.corpus import align, espeak, mdef, synthetic
+from tfblend.corpus import align, espeak, mdef, synthesis, synthetic
 from tfblend.errors import DataError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _manifests(root):
-    return {split: records.read_manifest(root / split) for split in synthetic.SPLITS}
+    return {split: records.read_manifest(root / split) for split in synthesis.SPLITS}
 
 
 def test_mdef_is_read_not_assumed(tmp_path):
@@ -47,18 +47,18 @@ def test_held_out_voices(tiny_corpus):
     assert not speakers["train"] & speakers["test"]
     assert not speakers["train"] & speakers["dev"]
     assert not speakers["dev"] & speakers["test"]
-    planned = synthetic.voices("tiny")
-    for split in synthetic.SPLITS:
+    planned = synthesis.voices("tiny")
+    for split in synthesis.SPLITS:
         assert speakers[split] <= set(planned[split])
         assert manifests[split]["metadata"]["corpus"]["voices"] == planned
     # Every size: splits disjoint, each held-out voice's accent and variant seen in training.
-    for size in synthetic.SIZES:
-        plan = synthetic.voices(size)
+    for size in synthesis.SIZES:
+        plan = synthesis.voices(size)
         assert not set(plan["train"]) & (set(plan["dev"]) | set(plan["test"]))
         train_parts = {p for v in plan["train"] for p in v.split("+")}
         if size != "tiny":
             assert all(set(v.split("+")) <= train_parts for v in plan["dev"] + plan["test"])
-    assert sum(len(v) for v in synthetic.voices("small").values()) >= 20
+    assert sum(len(v) for v in synthesis.voices("small").values()) >= 20
 
 
 def test_labels_phones_and_frames(tiny_corpus):
@@ -86,17 +86,17 @@ def test_labels_phones_and_frames(tiny_corpus):
 
 
 def test_frames_match_the_audio(tiny_corpus):
-    jobs = {job.utt_id: job for job in synthetic.plan_corpus("tiny", 0)}
+    jobs = {job.utt_id: job for job in synthesis.plan_corpus("tiny", 0)}
     config = features.FeatureConfig()
     for utt in list(records.iterate_utterances(tiny_corpus / "dev"))[:2]:
-        pcm, _ = synthetic.render(jobs[utt.utt_id])
+        pcm, _ = synthesis.render(jobs[utt.utt_id])
         assert utt.features.shape[0] == align.num_frames(pcm.shape[0])
         expected = features.log_mel(pcm / 32768.0, config, num_frames=utt.features.shape[0])
         np.testing.assert_allclose(utt.features, expected.numpy(), atol=1e-4)
 
 
 def test_skipped_utterances_are_counted(tiny_corpus):
-    plan = synthetic.plan_corpus("tiny", 0)
+    plan = synthesis.plan_corpus("tiny", 0)
     for split, manifest in _manifests(tiny_corpus).items():
         info = manifest["metadata"]["corpus"]
         planned = [job.utt_id for job in plan if job.split == split]
@@ -111,8 +111,8 @@ def test_skipped_utterances_are_counted(tiny_corpus):
 
 
 def test_misaligned_text_is_rejected():
-    job = synthetic.plan_corpus("tiny", 0)[0]
-    pcm, word_starts = synthetic.render(job)
+    job = synthesis.plan_corpus("tiny", 0)[0]
+    pcm, word_starts = synthesis.render(job)
     aligner = align.ForcedAligner()
     alignment = aligner.align(pcm, job.words)
     assert align.check_word_timing(alignment.word_starts, word_starts) < 0.04
@@ -125,9 +125,9 @@ def test_misaligned_text_is_rejected():
 @pytest.fixture
 def micro_size(monkeypatch):
     monkeypatch.setitem(
-        synthetic.SIZES,
+        synthesis.SIZES,
         "micro",
-        synthetic.CorpusSize(
+        synthesis.CorpusSize(
             voices={"train": 2, "dev": 1, "test": 1},
             utterances_per_voice={"train": 2, "dev": 1, "test": 1},
             num_shards={"train": 1, "dev": 1, "test": 1},
@@ -148,7 +148,7 @@ def _reject(monkeypatch, rejected):
 
 
 def test_injected_rejection_is_skipped_and_counted(micro_size, monkeypatch, tmp_path):
-    plan = synthetic.plan_corpus(micro_size, 0)
+    plan = synthesis.plan_corpus(micro_size, 0)
     victim = next(job.utt_id for job in plan if job.split == "train")
     _reject(monkeypatch, {victim})
     manifests = synthetic.build_corpus(tmp_path, size=micro_size, seed=0, num_workers=1)
@@ -160,7 +160,7 @@ def test_injected_rejection_is_skipped_and_counted(micro_size, monkeypatch, tmp_
 
 
 def test_failure_leaves_nothing(micro_size, monkeypatch, tmp_path):
-    plan = synthetic.plan_corpus(micro_size, 0)
+    plan = synthesis.plan_corpus(micro_size, 0)
     _reject(monkeypatch, {job.utt_id for job in plan if job.split == "dev"})
     with pytest.raises(DataError, match="dev: the aligner rejected all 1"):
         synthetic.build_corpus(tmp_path, size=micro_size, seed=0, num_workers=1)
@@ -169,7 +169,7 @@ def test_failure_leaves_nothing(micro_size, monkeypatch, tmp_path):
 
 def test_same_seed_same_bytes(tiny_corpus, tmp_path):
     synthetic.build_corpus(tmp_path, size="tiny", seed=0)
-    for split in synthetic.SPLITS:
+    for split in synthesis.SPLITS:
         names = sorted(os.listdir(tiny_corpus / split))
         assert names == sorted(os.listdir(tmp_path / split))
         match, mismatch, errors = filecmp.cmpfiles(
@@ -177,15 +177,15 @@ def test_same_seed_same_bytes(tiny_corpus, tmp_path):
         )
         assert not mismatch and not errors
     # Another seed gives other prompts, rates and noise for the same voices.
-    other = synthetic.plan_corpus("tiny", 1)
-    assert [j.voice for j in other] == [j.voice for j in synthetic.plan_corpus("tiny", 0)]
-    assert [j.words for j in other] != [j.words for j in synthetic.plan_corpus("tiny", 0)]
+    other = synthesis.plan_corpus("tiny", 1)
+    assert [j.voice for j in other] == [j.voice for j in synthesis.plan_corpus("tiny", 0)]
+    assert [j.words for j in other] != [j.words for j in synthesis.plan_corpus("tiny", 0)]
 
 
 @pytest.mark.slow
 def test_worker_processes_do_not_change_the_bytes(tiny_corpus, tmp_path):
     synthetic.build_corpus(tmp_path, size="tiny", seed=0, num_workers=2)
-    for split in synthetic.SPLITS:
+    for split in synthesis.SPLITS:
         names = sorted(os.listdir(tiny_corpus / split))
         _, mismatch, errors = filecmp.cmpfiles(
             tiny_corpus / split, tmp_path / split, names, shallow=False
@@ -211,17 +211,17 @@ def test_voice_names_are_checked():
 
 
 def test_plan_is_deterministic_and_in_range():
-    plan = synthetic.plan_corpus("small", 3)
-    assert plan == synthetic.plan_corpus("small", 3)
+    plan = synthesis.plan_corpus("small", 3)
+    assert plan == synthesis.plan_corpus("small", 3)
     vocabulary = set(synthetic.prompt_words())
     for job in plan:
         assert 5 <= len(job.words) <= 10 and set(job.words) <= vocabulary
-        assert synthetic.RATE_WPM[0] <= job.rate <= synthetic.RATE_WPM[1]
-        assert synthetic.PITCH[0] <= job.pitch <= synthetic.PITCH[1]
+        assert synthesis.RATE_WPM[0] <= job.rate <= synthesis.RATE_WPM[1]
+        assert synthesis.PITCH[0] <= job.pitch <= synthesis.PITCH[1]
     # A voice's n-th utterance is the same in every size that has it.
-    tiny = {j.utt_id: j for j in synthetic.plan_corpus("tiny", 3)}
+    tiny = {j.utt_id: j for j in synthesis.plan_corpus("tiny", 3)}
     assert all(tiny[j.utt_id] == j for j in plan if j.utt_id in tiny)
-    assert dataclasses.asdict(plan[0])["voice"] == synthetic.TRAIN_VOICES[0]
+    assert dataclasses.asdict(plan[0])["voice"] == synthesis.TRAIN_VOICES[0]
 
 
 def test_script_help_and_errors(tmp_path):
