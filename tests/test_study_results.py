@@ -207,7 +207,7 @@ def test_results_of_a_full_study(tmp_path, runs, transcripts):
     assert "**does not hold**" in g4 and "[+0.00, +0.00]" in g4
     assert "**does not hold**" in _goal(markdown, "G5", "frame accuracy")
     assert "**not run**" in _goal(markdown, "G5", "WER")
-    assert "sampled 307, top-51 307 (equal)" in markdown
+    assert "sampled 307.0, top-51 307.0 (equal)" in markdown
     assert "**holds**" in _goal(markdown, "G6", "frame accuracy")
     assert "**not distinguishable here**" in _goal(markdown, "G6", "WER")  # same word errors
     # The findings follow from the goals.
@@ -221,7 +221,7 @@ def test_results_of_a_full_study(tmp_path, runs, transcripts):
     for name in ("per_voice_accuracy.png", "per_voice_wer.png", "k_sweep.png"):
         assert (figures / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"](results/{name})" in markdown
-    assert _row(markdown, "51")[:3] == ["51", "0.99", "307"]
+    assert _row(markdown, "51")[:4] == ["51", "0.99", "307.0", blend[3] + " (3 seeds)"]
     assert "Build time: not recorded." in markdown
     assert "Total: 6,900 s = 1.92 h" in markdown
     assert _row(markdown, "CNN baselines (and preset candidates)")[1] == "1,800"

@@ -58,7 +58,7 @@ def plot_per_voice(
     width = 0.8 / len(results)
     x = np.arange(len(voices))
     inches = min(14.0, max(6.5, 1.3 * len(voices) * (1 + len(results) / 4)))
-    figure, axis = plt.subplots(figsize=(inches, 4.2))
+    figure, axis = plt.subplots(figsize=(inches, 4.8))
     for i, (name, by_voice) in enumerate(results.items()):
         means, stds = zip(*(_mean_std(by_voice[v]) for v in voices), strict=True)
         axis.bar(
@@ -72,7 +72,11 @@ def plot_per_voice(
     axis.set_xticks(x, voices, rotation=20, ha="right", fontsize=8)
     axis.set(ylabel=ylabel, title=title or "Held-out voices (error bars: one std over seeds)")
     axis.grid(alpha=0.3, axis="y")
-    axis.legend(fontsize=8, ncol=min(len(results), 4))
+    # Below the axes: inside, the legend hides the tallest bars.
+    axis.legend(
+        fontsize=8, ncol=min(len(results), 4), loc="upper center", bbox_to_anchor=(0.5, -0.22),
+        frameon=False,
+    )  # fmt: skip
     figure.tight_layout()
     _save(figure, path)
 
@@ -108,7 +112,7 @@ def plot_k_sweep(points: list, num_classes: int, path: str, baselines: dict | No
     axis.set(
         xlabel="k, % of the classes (log scale)",
         ylabel="test frame accuracy, %",
-        title="Accuracy against the teacher targets kept (error bars: one std over seeds)",
+        title="Accuracy against the teacher targets kept\n(error bars: one std over seeds)",
     )
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
