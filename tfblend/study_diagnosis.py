@@ -13,14 +13,11 @@ nothing, and it carries no interval (the seed spread is in the model table).
 """
 
 from tfblend.report import markdown_table
+from tfblend.study_goals import points
 
 
 def _pct(value: float) -> str:
     return f"{value * 100:.2f}"
-
-
-def _points(value: float) -> str:
-    return f"{value * 100:+.2f}"
 
 
 #: The table's (key, header, format) columns (``tfblend.report.markdown_table``).
@@ -42,7 +39,7 @@ def _row(curve: dict) -> dict:
         "epochs": str(len(dev)),
         "dev": " → ".join(_pct(v) for v in dev),
         "train": _pct(train[-1]),
-        "gap": _points(train[-1] - dev[-1]),
+        "gap": points(train[-1] - dev[-1]),
         "per_epoch": "not recorded" if seconds is None else f"{seconds / len(dev):,.0f}",
     }
 
@@ -67,24 +64,24 @@ def _readings(by_role: dict) -> list:
             gap = teacher["dev_accuracy"][n - 1] - _final(cnn)
             lines.append(
                 f"- The teacher after {_epochs(cnn)} against the CNN trained for {_epochs(cnn)} "
-                f"(the same passes over the data): {_points(gap)} points on dev."
+                f"(the same passes over the data): {points(gap)} points on dev."
             )
         for student in (cnn, cnn_long):
             if student:
                 lines.append(
                     f"- The teacher ({_epochs(teacher)}) against the CNN ({_epochs(student)}): "
-                    f"{_points(_final(teacher) - _final(student))} points on dev."
+                    f"{points(_final(teacher) - _final(student))} points on dev."
                 )
     if cnn and cnn_long:
         lines.append(
             f"- Training the CNN for {_epochs(cnn_long)} instead of {_epochs(cnn)} gains "
-            f"{_points(_final(cnn_long) - _final(cnn))} points on dev."
+            f"{points(_final(cnn_long) - _final(cnn))} points on dev."
         )
     for pair in ((blend, cnn), (blend_long, cnn_long)):
         if all(pair):
             lines.append(
                 f"- The blended CNN's lead over the CNN at {_epochs(pair[0])}: "
-                f"{_points(_final(pair[0]) - _final(pair[1]))} points on dev."
+                f"{points(_final(pair[0]) - _final(pair[1]))} points on dev."
             )
     not_over = [
         c["name"] for c in by_role.values() if c["train_accuracy"][-1] <= c["dev_accuracy"][-1]

@@ -73,15 +73,16 @@ def compare(focus, others, metric: Metric, *, num_resamples: int, seed: int) -> 
     )
 
 
-def _points(value: float) -> str:
+def points(value: float) -> str:
+    """A difference of fractions in signed percentage points: 0.0123 -> ``+1.23``."""
     return f"{value * 100:+.2f}"
 
 
 def interval_text(c: statistics.Comparison) -> str:
     """``+1.23 points, 95% CI [+0.40, +2.05]`` (differences in percentage points)."""
     return (
-        f"{_points(c.difference)} points, {c.confidence:.0%} CI "
-        f"[{_points(c.low)}, {_points(c.high)}]"
+        f"{points(c.difference)} points, {c.confidence:.0%} CI "
+        f"[{points(c.low)}, {points(c.high)}]"
     )
 
 

@@ -184,9 +184,7 @@ def _equal_bytes(data: StudyData) -> str:
     k = str(blend.entry.get("k")) if blend else None
     if "sampled" not in sizes or k not in sizes:
         return "not recorded"
-    # Equal layouts (k ids and k values a frame) differ by nothing but rounding.
-    equal = abs(sizes["sampled"] - sizes[k]) <= 0.005 * sizes[k]
-    relation = "equal" if equal else "NOT equal"
+    relation = "equal" if sizes["sampled"] == sizes[k] else "NOT equal"
     return f"sampled {_bytes(sizes['sampled'])}, top-{k} {_bytes(sizes[k])} ({relation})"
 
 
