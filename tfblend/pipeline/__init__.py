@@ -38,7 +38,8 @@ utterance and both directories fails the iteration otherwise).
 
 from tfblend.pipeline.chunks import PAD_LABEL, chunk_dataset, edge_pad, num_chunks, to_chunks
 from tfblend.pipeline.frames import eval_utterances, frame_dataset, utterance_dataset
-from tfblend.pipeline.source import CMVN_MODES, shuffle_blocks, splice, stateless_permutation
+from tfblend.pipeline.shuffling import shuffle_blocks, stateless_permutation
+from tfblend.pipeline.source import CMVN_MODES, splice
 
 __all__ = [
     "CMVN_MODES",

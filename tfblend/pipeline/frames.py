@@ -9,9 +9,9 @@ import numpy as np
 import tensorflow as tf
 
 from tfblend.errors import DataError
+from tfblend.pipeline.shuffling import epochs
 from tfblend.pipeline.source import (
     _AUTOTUNE,
-    _epochs,
     _finish,
     _normaliser,
     _num_batches,
@@ -159,7 +159,7 @@ def utterance_dataset(
             )
         buckets = np.searchsorted(boundaries, _utterance_lengths(source), side="right")
         batches = int(sum(math.ceil(n / batch_size) for n in np.bincount(buckets) if n))
-    return _finish(_epochs(build_epoch, epoch, repeat), batches, repeat)
+    return _finish(epochs(build_epoch, epoch, repeat), batches, repeat)
 
 
 def eval_utterances(

@@ -1,5 +1,6 @@
 """The shared machinery of the pipelines: an opened (and joined) utterance set, CMVN, label
-keys, splicing, stateless shuffling and the epoch/cardinality plumbing.
+keys, splicing, and the row-epoch/cardinality plumbing (shuffling itself is in
+:mod:`tfblend.pipeline.shuffling`).
 
 Every view in :mod:`tfblend.pipeline` (frames, chunks, utterances) reads its set through
 ``_Source`` (shards, the checked target join) and builds its epochs with ``_row_epochs`` and
@@ -18,6 +19,7 @@ import tensorflow as tf
 
 from tfblend.errors import DataError
 from tfblend.features import CmvnStats
+from tfblend.pipeline.shuffling import epochs, seed_pair, shuffle_blocks, stateless_permutation
 from tfblend.records import (
     TARGET_FORMAT,
     check_shard_files,
@@ -158,7 +160,7 @@ class _Source:
         """
         indices = tf.constant(list(range(self.num_shards) if shards is None else shards), tf.int64)
         if shuffle:
-            order = stateless_permutation(tf.size(indices), _seed_pair(seed, -1))
+            order = stateless_permutation(tf.size(indices), seed_pair(seed, -1))
             shards = tf.data.Dataset.from_tensor_slices(tf.gather(indices, order))
             records = shards.interleave(
                 self.records,
@@ -314,41 +316,6 @@ def splice(features: tf.Tensor, context: int) -> tf.Tensor:
     return tf.gather(features, index)
 
 
-def _seed_pair(seed, stream) -> tf.Tensor:
-    """int64 [2] seed of a stateless random op from an epoch seed (int or tensor) and a stream."""
-    return tf.stack([tf.cast(seed, tf.int64), tf.cast(stream, tf.int64)])
-
-
-def stateless_permutation(size, seed) -> tf.Tensor:
-    """A random permutation of ``range(size)``, a pure function of ``seed`` (int64 [2])."""
-    return tf.argsort(tf.random.stateless_uniform([size], seed=seed))
-
-
-def shuffle_blocks(dataset: tf.data.Dataset, block: int, seed) -> tf.data.Dataset:
-    """Shuffles ``dataset`` by permuting each run of ``block`` consecutive elements.
-
-    The permutations are stateless (a function of ``seed`` and the block's index), so the order
-    is recomputable from the seed alone, also when ``seed`` is a tensor (an epoch number inside
-    ``flat_map``): ``Dataset.shuffle`` cannot take a tensor seed once ``tf.random.set_seed(0)``
-    was called (TensorFlow compares the seed pair to (0, 0) in Python). Memory is one block.
-    """
-
-    def permute(index, elements):
-        size = tf.shape(tf.nest.flatten(elements)[0])[0]
-        order = stateless_permutation(size, _seed_pair(seed, index))
-        return tf.nest.map_structure(lambda value: tf.gather(value, order), elements)
-
-    return dataset.batch(block).enumerate().map(permute).unbatch()
-
-
-def _epochs(build_epoch: Callable, epoch: int, repeat: bool) -> tf.data.Dataset:
-    """Epoch ``epoch`` alone, or epochs ``epoch, epoch+1, ...`` forever, each from a seed tensor."""
-    if repeat:
-        epochs = tf.data.Dataset.counter(start=epoch).flat_map(build_epoch)
-        return epochs.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
-    return tf.data.Dataset.range(epoch, epoch + 1).flat_map(build_epoch)
-
-
 def _utterance_lengths(source: _Source) -> np.ndarray:
     """int64 [num_utterances] frame counts in canonical order (reads the context only)."""
     spec = {"num_frames": tf.io.FixedLenFeature([], tf.int64)}
@@ -395,7 +362,7 @@ def _row_epochs(
             rows = shuffle_blocks(rows, block, epoch_seed)
         return rows.batch(batch_size, drop_remainder=drop_remainder)
 
-    return _epochs(build_epoch, epoch, repeat)
+    return epochs(build_epoch, epoch, repeat)
 
 
 def _finish(dataset: tf.data.Dataset, batches: int, repeat: bool) -> tf.data.Dataset:
