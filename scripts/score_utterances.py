@@ -4,7 +4,9 @@ What a study's paired bootstrap resamples (tfblend.statistics): for every uttera
 in the set's canonical order, the frames and the frames whose most probable senone is the aligned
 one. Each --run names its output file and a model directory, or several joined by "+" for their
 ensemble (the mean of the members' posteriors, as evaluate.py's --ensemble does). A run whose
-output exists is skipped, so a killed scoring continues where it stopped.
+output exists is skipped, so a killed scoring continues where it stopped. --sequence_context=W
+scores the sequence models (the BLSTM) from each frame's window of W frames either side only, as
+a CNN of context W sees it: how much of their accuracy is the context a window model lacks.
 
 Reads:  <data_dir>/<split> (and <data_dir>/train for the CMVN statistics), the model directories.
 Writes: every --run's OUTPUT (JSON: utt_ids, speakers, correct, frames), whole or not at all.
@@ -30,6 +32,13 @@ flags.DEFINE_string("split", "test", "The split scored.")
 flags.DEFINE_multi_string(
     "run", [], "OUTPUT=MODEL_DIR[+MODEL_DIR...]: score a model (several: their ensemble)."
 )
+flags.DEFINE_integer(
+    "sequence_context",
+    None,
+    "Score sequence models from each frame's window of this many frames either side only "
+    "(default: whole utterances). Window models keep their own context.",
+    lower_bound=0,
+)
 flags.mark_flag_as_required("run")
 FLAGS = flags.FLAGS
 
@@ -51,7 +60,9 @@ def main(_):
             continue
         members = {f"member{i}": [d] for i, d in enumerate(dirs)}
         ensembles = {"ensemble": list(members)} if len(members) > 1 else {}
-        counts = score_model_dirs(FLAGS.data_dir, FLAGS.split, members, ensembles)
+        counts = score_model_dirs(
+            FLAGS.data_dir, FLAGS.split, members, ensembles, FLAGS.sequence_context
+        )
         result = counts["ensemble" if ensembles else "member0"][0]
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
         write_json(output, result.to_dict())

@@ -6,10 +6,11 @@ label-smoothing control, the blended CNN at k = --top_fraction of the classes, t
 blend from sampled targets at the same bytes per frame, and the blend from the teacher + CNN
 ensemble. Choices are made on dev with seed 0, never on test: the CNN preset (--students), the
 smoothing epsilon (--smoothing_grid) and the blend's alpha and T (--blend_grid). Then every model
-is scored per test utterance (frames) and decoded (WER). Last, the learning-curve diagnosis: seed
-0 of the CNN baseline and of the blended CNN trained again for --longer_epochs, and every model's
-frame accuracy after each epoch on dev (never test) in study.json, to tell how much of a gap is the
-training budget. RESULTS.md is written from what ran.
+is scored per test utterance (frames) and decoded (WER); the teachers are scored once more from
+each frame's CNN window only (--windowed_teacher: how much of their lead is context). Last, the
+learning-curve diagnosis: seed 0 of the CNN baseline and of the blended CNN trained again for
+--longer_epochs, and every model's frame accuracy after each epoch on dev (never test) in
+study.json, to tell how much of a gap is the training budget. RESULTS.md is written from what ran.
 
 Resumable: every stage skips what is complete and a killed stage continues (training from its
 last checkpoint, a target dump from its last complete shard); run the same command again.
@@ -56,6 +57,11 @@ flags.DEFINE_list(
 )
 flags.DEFINE_bool("sampled", True, "Blend from sampled targets at the same bytes per frame.")
 flags.DEFINE_bool("ensemble_blend", True, "Blend from the teacher + CNN ensemble's targets.")
+flags.DEFINE_bool(
+    "windowed_teacher",
+    True,
+    "Also score the teachers from each frame's CNN window only (test frames; not decoded).",
+)
 flags.DEFINE_bool("wer", True, "Decode every model (but the sweep's) and score WER.")
 flags.DEFINE_integer("wer_per_voice", None, "Test utterances decoded per voice (default by size).")
 flags.DEFINE_integer("wer_dev_per_voice", 10, "Dev utterances per voice for the acoustic scale.")
@@ -150,16 +156,25 @@ def main(_):
             plan.entry("blended CNN from the ensemble", "ensemble_blend", from_ensemble, k=top_k)
         )
 
+    if FLAGS.windowed_teacher:
+        context = plan.window_context(cnn[0])
+        name = f"teacher (BLSTM) on the CNN's {2 * context + 1} frames"
+        models.append(plan.windowed_entry(name, teachers, context))
+
     plan.score(models)
     if FLAGS.wer:
         per_voice = FLAGS.wer_per_voice or plan.wer_per_voice
         for model in models:
-            if model["role"] != "sweep":
+            if model["role"] not in ("sweep", "teacher_window"):
                 plan.decode(model, per_voice, FLAGS.wer_dev_per_voice)
 
     # The diagnosis, on dev: every model's seed 0 after each epoch, and the CNN and the blend
     # trained longer (what more budget would give, and what it does to the blend's lead).
-    curves = [(m["name"], m["role"], m["members"][0][0]) for m in models if m["role"] != "ensemble"]
+    curves = [
+        (m["name"], m["role"], m["members"][0][0])
+        for m in models
+        if m["role"] not in ("ensemble", "teacher_window")
+    ]
     longer = 2 * plan.epochs["student"] if FLAGS.longer_epochs is None else FLAGS.longer_epochs
     if longer and longer != plan.epochs["student"]:
         curves += [

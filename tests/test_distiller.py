@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from tfblend.distiller import Distiller
 from tfblend.errors import DataError
-from tfblend.evaluation import window_scorer
+from tfblend.evaluation import sequence_scorer, window_scorer
 from tfblend.losses import DenseSoftCrossEntropy, SampledSoftCrossEntropy, SparseSoftCrossEntropy
 from tfblend.modeldir import save_model_dir
 from tfblend.models import DNNBaseline, LSTMTeacher, VGGStudent
@@ -171,6 +171,23 @@ def test_dense_scoring_of_an_utterance_equals_its_windows():
         np.testing.assert_allclose(score(features), expected, atol=1e-5)
     with pytest.raises(DataError, match="receptive field of 7 frames, the data's windows have 9"):
         window_scorer(model, W + 1)
+
+
+def test_windowed_sequence_scoring_is_what_the_online_teacher_sees():
+    """evaluation.sequence_scorer(model, W) scores a sequence model from each frame's window
+    only: the Distiller's online teacher on the spliced windows, not the model on the whole
+    utterance (a BLSTM reads past the window)."""
+    frozen = teacher()
+    distiller = Distiller(student(), frozen)
+    rng = np.random.default_rng(4)
+    for frames in (1, 37):
+        features = rng.normal(size=(frames, D)).astype(np.float32)
+        expected = tf.nn.log_softmax(distiller.teacher_logits(splice(features, W))).numpy()
+        np.testing.assert_allclose(sequence_scorer(frozen, W)(features), expected, atol=1e-5)
+    whole = sequence_scorer(frozen)(features)
+    assert np.abs(whole - expected).max() > 1e-3
+    with pytest.raises(DataError, match="window context must be >= 0"):
+        sequence_scorer(frozen, -1)
 
 
 def test_stored_targets_train_and_metrics_are_the_blend():

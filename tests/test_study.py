@@ -83,20 +83,33 @@ def test_killed_study_resumes(tiny_corpus, tiny_teacher, tiny_student, tmp_path)
 
     study = json.loads((work / "report" / "study.json").read_text())
     roles = {model["role"]: model for model in study["models"]}
-    assert set(roles) == {"teacher", "cnn", "dnn", "smoothing", "blend", "ensemble"}
+    assert set(roles) == {
+        "teacher",
+        "cnn",
+        "dnn",
+        "smoothing",
+        "blend",
+        "ensemble",
+        "teacher_window",
+    }
+    context = roles["teacher_window"]["context"]
+    assert context == json.loads((work / "cnn-tiny-seed0" / "model.json").read_text())["context"]
+    assert roles["teacher_window"]["scores"] == [f"scores/teacher-seed0-w{context}.json"]
     for model in study["models"]:
         for scores in model["scores"]:
             counts = json.loads((work / scores).read_text())
             assert len(counts["utt_ids"]) == len(counts["frames"]) > 0
     assert study["corpus"]["test"]["utterances"] == len(counts["utt_ids"])
-    assert set(json.loads((work / "report" / "stages.json").read_text())) >= {blend.name, "score"}
+    stages = set(json.loads((work / "report" / "stages.json").read_text()))
+    assert stages >= {blend.name, "score", f"score ±{context} frames"}
     report = (work / "RESULTS.md").read_text()
     assert "blended CNN (k=51)" in report
+    assert "## Context: the teacher on the CNN's window\n\nThe BLSTM reads" in report
     # The learning curves are seed 0's history.csv of every trained model (not the ensemble).
     curves = {curve["role"]: curve for curve in study["learning_curves"]}
     assert set(curves) == {"teacher", "cnn", "dnn", "smoothing", "blend"}
     for role, model in roles.items():
-        if role != "ensemble":
+        if role not in ("ensemble", "teacher_window"):
             history = read_history(str(work / model["dirs"][0][0]))
             assert curves[role]["dev_accuracy"] == history["val_accuracy"], role
             assert curves[role]["train_accuracy"] == history["accuracy"], role

@@ -114,6 +114,7 @@ def _study(root, runs, refs, *, full=True) -> str:
             model("blended CNN, sampled", "sampled", ["B", "B", "B"], draws=51),
             model("ensemble teacher+CNN", "ensemble", ["B", "B"], [1, 1]),
             model("blended from the ensemble", "ensemble_blend", ["A", "A", "A"], [1, 1, 1]),
+            model("teacher on 21 frames", "teacher_window", ["B", "B"], context=10),
         ]
     study = {
         "command": "python scripts/study.py --size=tiny",
@@ -222,6 +223,15 @@ def test_results_of_a_full_study(tmp_path, runs, transcripts):
         assert (figures / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"](results/{name})" in markdown
     assert _row(markdown, "51")[:4] == ["51", "0.99", "307.0", blend[3] + " (3 seeds)"]
+    # The context section: each model against the teacher scored on windows ("B"), one line per
+    # role, the teacher on whole utterances ("C") worse, the CNN ("B" too) indistinguishable.
+    context = markdown.split("## Context", 1)[1].split("\n## ", 1)[0]
+    assert "reads 21 frames" in context
+    readings = [x for x in context.splitlines() if x.startswith("- ")]
+    assert [x.rsplit(": ", 1)[1] for x in readings] == ["worse", "not distinguishable", "better"]
+    assert readings[1].startswith("- CNN baseline − teacher on 21 frames (finding 1 at equal")
+    assert "+0.00 points, 95% CI [+0.00, +0.00]" in readings[1]
+    assert _row(markdown, "teacher on 21 frames")[4] == "not decoded"
     assert "Build time: not recorded." in markdown
     assert "Total: 6,900 s = 1.92 h" in markdown
     assert _row(markdown, "CNN baselines (and preset candidates)")[1] == "1,800"
@@ -243,6 +253,7 @@ def test_partial_study_says_not_run(tmp_path, runs, transcripts):
     assert "Not run: blended CNN was not decoded." in markdown
     assert not (tmp_path / "fig" / "per_voice_wer.png").exists()
     assert _row(markdown, "blended CNN")[4] == "not decoded"
+    assert "Not run by this study (`--windowed_teacher`)." in markdown
 
 
 def test_bad_inputs_name_the_file(tmp_path, runs, transcripts):

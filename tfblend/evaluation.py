@@ -143,16 +143,36 @@ def window_scorer(model, context: int):
     return score
 
 
-def sequence_scorer(model):
-    """Scorer of an utterance model: ``fn(features [T, D]) -> log-probs [T, K]``."""
+def sequence_scorer(model, context: int | None = None):
+    """Scorer of an utterance model: ``fn(features [T, D]) -> log-probs [T, K]``.
 
-    @tf.function(input_signature=[tf.TensorSpec([1, None, None], tf.float32)])
+    ``context`` None: the model reads the whole utterance. ``context`` W: every frame is scored
+    from its own window of W frames either side (edge frames repeated, as a window model of
+    context W sees them): the model runs on the T windows as T utterances of 2W+1 frames,
+    ``_WINDOW_CHUNK`` at a time, and each keeps its centre frame. That is what a BLSTM knows
+    within a CNN's receptive field (the Distiller's online teacher sees the same).
+    """
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32)])
     def log_probs(features):
         mask = tf.ones(tf.shape(features)[:2], tf.bool)
         logits = model({"features": features, "mask": mask}, training=False)
         return tf.nn.log_softmax(logits, axis=-1)
 
-    return lambda features: log_probs(features[None])[0].numpy()
+    if context is None:
+        return lambda features: log_probs(features[None])[0].numpy()
+    if context < 0:
+        raise DataError(f"a sequence model's window context must be >= 0, not {context}")
+
+    def windowed(features):
+        windows = splice(tf.convert_to_tensor(features), context)
+        chunks = [
+            log_probs(windows[start : start + _WINDOW_CHUNK])[:, context].numpy()
+            for start in range(0, int(windows.shape[0]), _WINDOW_CHUNK)
+        ]
+        return np.concatenate(chunks)
+
+    return windowed
 
 
 def evaluate(

@@ -1,4 +1,8 @@
-"""RESULTS.md's learning-curve section: how much of each gap on dev is the training budget.
+"""RESULTS.md's diagnosis: how much of each gap is the training budget, and how much is context.
+
+The learning-curve section (:func:`learning_curve_lines`) reads dev histories; the context
+section (:func:`context_lines`) reads the test scores of the teachers scored from the CNN's window
+only (role ``teacher_window``, ``scripts/study.py --windowed_teacher``).
 
 ``scripts/study.py`` records in study.json, for seed 0 of every trained model and for the CNN
 baseline and the blended CNN trained again for ``longer_epochs`` (roles ``cnn_longer`` and
@@ -8,12 +12,20 @@ baseline and the blended CNN trained again for ``longer_epochs`` (roles ``cnn_lo
                        "dev_accuracy": [per epoch], "seconds": wall seconds or null}],
   "longer_epochs": N (0: no longer runs)
 
-Everything here is dev frame accuracy of one seed: it explains the test verdicts, it decides
-nothing, and it carries no interval (the seed spread is in the model table).
+The learning curves are dev frame accuracy of one seed: they explain the test verdicts, decide
+nothing, and carry no interval (the seed spread is in the model table). The context section
+decides nothing either; its intervals are the study's paired bootstrap on test.
 """
 
 from tfblend.report import markdown_table
-from tfblend.study_goals import points
+from tfblend.study_goals import FRAME_ACCURACY, compare, interval_text, points
+
+#: What ``<role> − windowed teacher`` measures, for the roles the context section compares.
+CONTEXT_READINGS = (
+    ("teacher", "what the whole utterance adds to the teacher"),
+    ("cnn", "finding 1 at equal context"),
+    ("blend", "the blend against the teacher at equal context"),
+)
 
 
 def _pct(value: float) -> str:
@@ -118,3 +130,34 @@ def learning_curve_lines(study: dict) -> list:
         if curve["role"] != "sweep":
             by_role.setdefault(curve["role"], curve)
     return [*lines, "", *_readings(by_role), ""]
+
+
+def context_lines(data, *, num_resamples: int, seed: int) -> list:
+    """The context section's Markdown lines: the teacher (BLSTM) scored from each frame's CNN
+    window only, against the teacher on whole utterances, the CNN baseline and the blended CNN
+    (test frame accuracy; ``data`` a :class:`tfblend.study_inputs.StudyData`)."""
+    lines = ["## Context: the teacher on the CNN's window", ""]
+    windowed = data.role("teacher_window")
+    if windowed is None or windowed.frames is None:
+        return [*lines, "Not run by this study (`--windowed_teacher`).", ""]
+    context = windowed.entry.get("context")
+    lines += [
+        f"The BLSTM reads whole utterances; the CNN reads {2 * context + 1} frames. Scored from "
+        f"each frame's window of {context} frames either side only (the window run as a short "
+        "utterance and its centre frame kept, edge frames repeated as the CNN sees them, as the "
+        "Distiller's online teacher sees it), the teacher shows how much of its lead is context "
+        "the CNN never has. Test frame accuracy, paired bootstrap over utterances pooled over "
+        "seeds (the model table has its mean ± std).",
+        "",
+    ]
+    for role, reading in CONTEXT_READINGS:
+        model = data.role(role)
+        if model is None or model.frames is None:
+            continue
+        c = compare(model, [windowed], FRAME_ACCURACY, num_resamples=num_resamples, seed=seed)[
+            windowed.name
+        ]
+        lines.append(
+            f"- {model.name} − {windowed.name} ({reading}): {interval_text(c)}: {c.verdict}"
+        )
+    return [*lines, ""]

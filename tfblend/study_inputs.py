@@ -44,6 +44,7 @@ UNIQUE_ROLES = (
     "sampled",
     "ensemble",
     "ensemble_blend",
+    "teacher_window",
 )
 
 

@@ -16,7 +16,8 @@ Layout under the study's work dir:
   smooth-{student}-eps{E}-seed{S}/ label-smoothing controls
   targets_{kind}-{teacher}/        stored teacher targets (top-k, derived top-k, sampled, mixture)
   blend_{student}_{kind}_a{A}_T{T}-seed{S}/   blended CNNs (``..._T{T}-e{N}-seed{S}`` as above)
-  scores/{run}.json                per-utterance test frame counts (score_utterances.py)
+  scores/{run}.json                per-utterance test frame counts (score_utterances.py);
+                                   ``{teacher}-w{W}.json`` scored on windows of +-W frames
   exports/{run}/1/, wer/{run}/     the SavedModels decoded and their WER (decode.py)
 """
 
@@ -25,6 +26,7 @@ import json
 import os
 
 from tfblend.errors import DataError
+from tfblend.modeldir import read_model_info
 from tfblend.records import read_manifest
 from tfblend.report import read_history
 from tfblend.sparse_targets import resolve_k
@@ -250,7 +252,8 @@ class StudyPlan:
     def entry(self, name: str, role: str, dirs: list, **extra) -> dict:
         """One model of the report: ``dirs`` (one run per seed), ``role`` (``teacher``, ``cnn``,
         ``dnn``, ``smoothing``, ``blend``, ``sweep``, ``sampled``, ``ensemble``,
-        ``ensemble_blend``) and the files its scoring and decoding write."""
+        ``ensemble_blend``; :meth:`windowed_entry`: ``teacher_window``) and the files its
+        scoring and decoding write."""
         runs = [os.path.basename(d) for d in dirs]
         return self._entry(name, role, [[d] for d in dirs], runs, extra)
 
@@ -271,17 +274,36 @@ class StudyPlan:
             **extra,
         }
 
+    def windowed_entry(self, name: str, dirs: list, context: int) -> dict:
+        """Sequence models (the teachers, one run per seed) scored from each frame's window of
+        ``context`` frames either side only: role ``teacher_window``. Scored, not decoded (an
+        export serves whole utterances)."""
+        runs = [f"{os.path.basename(d)}-w{context}" for d in dirs]
+        return self._entry(name, "teacher_window", [[d] for d in dirs], runs, {"context": context})
+
+    @staticmethod
+    def window_context(model_dir: str) -> int:
+        """The frames either side that a window model (a CNN) sees, from its model.json."""
+        return int(read_model_info(model_dir, "student")["context"])
+
     def score(self, models: list) -> None:
-        """Per-utterance test frame counts of every seed of every model (one stage)."""
-        runs = [
-            f"{output}={'+'.join(members)}"
-            for model in models
-            for members, output in zip(model["members"], model["scores"], strict=True)
-        ]
-        complete = all(os.path.exists(r.partition("=")[0]) for r in runs)
-        self.runner.stage(
-            "score", complete, "score_utterances.py", data_dir=self.corpus, split="test", run=runs
-        )
+        """Per-utterance test frame counts of every seed of every model: one stage, and one per
+        window context of the models scored on windows (``context`` in their entry)."""
+        runs = {}
+        for model in models:
+            runs.setdefault(model.get("context"), []).extend(
+                f"{output}={'+'.join(members)}"
+                for members, output in zip(model["members"], model["scores"], strict=True)
+            )
+        for context, values in runs.items():
+            complete = all(os.path.exists(r.partition("=")[0]) for r in values)
+            label, extra = "score", {}
+            if context is not None:
+                label, extra = f"score ±{context} frames", {"sequence_context": context}
+            self.runner.stage(
+                label, complete, "score_utterances.py", data_dir=self.corpus, split="test",
+                run=values, **extra,
+            )  # fmt: skip
 
     def _export(self, model_dir: str) -> str:
         run = os.path.basename(model_dir)

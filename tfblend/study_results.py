@@ -11,7 +11,7 @@ import os
 import re
 
 from tfblend import statistics, study_goals, study_plots
-from tfblend.study_diagnosis import learning_curve_lines
+from tfblend.study_diagnosis import context_lines, learning_curve_lines
 from tfblend.study_inputs import StudyData, read_study
 
 #: Stage-name prefixes (the words before ``[`` or a space) -> the kind the compute table sums.
@@ -329,6 +329,7 @@ def results_markdown(
         *_goal_lines(data, goals),
         *_per_voice_lines(data, output_md, figures_dir),
         *_sweep_lines(data, output_md, figures_dir),
+        *context_lines(data, num_resamples=num_resamples, seed=seed),
         *learning_curve_lines(data.study),
         *_compute_lines(data.study),
     ]

@@ -116,7 +116,11 @@ def stack_seeds(runs: list) -> tuple[np.ndarray, np.ndarray]:
 
 
 def score_model_dirs(
-    data_root: str, split: str, models: dict, ensembles: dict | None = None
+    data_root: str,
+    split: str,
+    models: dict,
+    ensembles: dict | None = None,
+    sequence_context: int | None = None,
 ) -> dict:
     """Per-utterance counts of model directories (several per name: seeds) on ``data_root/split``.
 
@@ -126,6 +130,9 @@ def score_model_dirs(
       models: name -> list of model directories, one per seed.
       ensembles: name -> member names; members are paired by seed index (as in
         :func:`tfblend.evaluation.evaluate_models`).
+      sequence_context: None, or W: the sequence models (the BLSTM) score every frame from its
+        window of W frames either side only (:func:`tfblend.evaluation.sequence_scorer`); window
+        models keep the context they were trained with.
 
     Returns:
       name -> list of :class:`UtteranceCounts`, one per seed.
@@ -143,7 +150,7 @@ def score_model_dirs(
                 scorers[name] = (
                     window_scorer(model, info["context"])
                     if info["kind"] == "window"
-                    else sequence_scorer(model)
+                    else sequence_scorer(model, sequence_context)
                 )
         if len(modes) > 1:
             raise DataError(f"the models use different CMVN modes {sorted(modes)}")
