@@ -30,7 +30,7 @@ from tfblend.utterance_scores import score_model_dirs
 cli.define_flags("data_dir", required=("data_dir",))
 flags.DEFINE_string("split", "test", "The split scored.")
 flags.DEFINE_multi_string(
-    "run", [], "OUTPUT=MODEL_DIR[+MODEL_DIR...]: score a model (several: their ensemble)."
+    "run", None, "OUTPUT=MODEL_DIR[+MODEL_DIR...]: score a model (several: their ensemble)."
 )
 flags.DEFINE_integer(
     "sequence_context",

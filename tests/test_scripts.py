@@ -36,6 +36,9 @@ def test_help_says_what_it_reads_writes_and_how(script, help_outputs):
     # TensorFlow's start-up noise (cuDNN/cuBLAS factories, oneDNN notices) stays hidden.
     noise = ("cuDNN", "cuBLAS", "cuFFT", "oneDNN", "TF-TRT", "cpu_feature_guard", "FutureWarning")
     assert not any(word in stderr for word in noise), stderr[-2000:]
+    # A required flag with a default passes absl's check unset (absl warns): the script would
+    # then run on nothing and exit 0 (score_utterances.py --run did).
+    assert "mark_flag_as_required will pass" not in stderr, stderr[-2000:]
 
 
 def _one_line_error(result, *fragments):
