@@ -102,6 +102,17 @@ def ensemble_log_probs(members: list) -> np.ndarray:
     return np.log(np.maximum(mean, 1e-30))
 
 
+def _score_windows(log_probs, features, context: int) -> np.ndarray:
+    """``log_probs`` (windows ``[N, 2W+1, D]`` -> ``[N, K]``) of every spliced window of
+    ``features`` ``[T, D]``, ``_WINDOW_CHUNK`` windows at a time: float32 ``[T, K]``."""
+    windows = splice(tf.convert_to_tensor(features), context)
+    chunks = [
+        log_probs(windows[start : start + _WINDOW_CHUNK]).numpy()
+        for start in range(0, int(windows.shape[0]), _WINDOW_CHUNK)
+    ]
+    return np.concatenate(chunks)
+
+
 def window_scorer(model, context: int):
     """Scorer of a model of context windows: ``fn(features [T, D]) -> log-probs [T, K]``.
 
@@ -132,15 +143,7 @@ def window_scorer(model, context: int):
     def log_probs(windows):
         return tf.nn.log_softmax(model(windows, training=False), axis=-1)
 
-    def score(features):
-        windows = splice(tf.convert_to_tensor(features), context)
-        chunks = [
-            log_probs(windows[start : start + _WINDOW_CHUNK]).numpy()
-            for start in range(0, int(windows.shape[0]), _WINDOW_CHUNK)
-        ]
-        return np.concatenate(chunks)
-
-    return score
+    return lambda features: _score_windows(log_probs, features, context)
 
 
 def sequence_scorer(model, context: int | None = None):
@@ -164,15 +167,7 @@ def sequence_scorer(model, context: int | None = None):
     if context < 0:
         raise DataError(f"a sequence model's window context must be >= 0, not {context}")
 
-    def windowed(features):
-        windows = splice(tf.convert_to_tensor(features), context)
-        chunks = [
-            log_probs(windows[start : start + _WINDOW_CHUNK])[:, context].numpy()
-            for start in range(0, int(windows.shape[0]), _WINDOW_CHUNK)
-        ]
-        return np.concatenate(chunks)
-
-    return windowed
+    return lambda features: _score_windows(lambda w: log_probs(w)[:, context], features, context)
 
 
 def evaluate(

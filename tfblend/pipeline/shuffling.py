@@ -43,6 +43,6 @@ def shuffle_blocks(dataset: tf.data.Dataset, block: int, seed) -> tf.data.Datase
 def epochs(build_epoch: Callable, epoch: int, repeat: bool) -> tf.data.Dataset:
     """Epoch ``epoch`` alone, or epochs ``epoch, epoch+1, ...`` forever, each from a seed tensor."""
     if repeat:
-        epochs = tf.data.Dataset.counter(start=epoch).flat_map(build_epoch)
-        return epochs.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
+        stream = tf.data.Dataset.counter(start=epoch).flat_map(build_epoch)
+        return stream.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
     return tf.data.Dataset.range(epoch, epoch + 1).flat_map(build_epoch)
