@@ -123,8 +123,8 @@ def _build_case(case, config):
     """(keras model to step, batch tuple, teacher forward FLOPs per window or 0, student)."""
     import keras
 
-    from tfblend.distiller import Distiller
-    from tfblend.losses import DenseSoftCrossEntropy, SparseSoftCrossEntropy
+    from tfblend.distill.distiller import Distiller
+    from tfblend.distill.losses import DenseSoftCrossEntropy, SparseSoftCrossEntropy
     from tfblend.models import DNNBaseline, LSTMTeacher, VGGStudent
     from tfblend.models.flops import forward_flops
 

@@ -22,10 +22,10 @@ import numpy as np
 
 from benchmarks.run import corpus_dir
 from tfblend.config import load_experiment, model_kwargs, shipped_config
-from tfblend.modeldir import save_model_dir
 from tfblend.models import get_model
 from tfblend.records import read_manifest
 from tfblend.targets import dump_targets
+from tfblend.train.modeldir import save_model_dir
 
 CASES = (
     ("topk k=1% float16", {"method": "topk", "top_fraction": 0.01}),

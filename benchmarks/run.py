@@ -49,7 +49,7 @@ def corpus_dir(args) -> pathlib.Path:
     if args.data_dir:
         return pathlib.Path(args.data_dir)
     if getattr(args, "_built_corpus", None) is None:
-        from tfblend.corpus.synthetic import build_corpus
+        from tfblend.corpus.build import build_corpus
 
         args._corpus_tmp = tempfile.TemporaryDirectory(prefix="tfblend-bench-")
         root = pathlib.Path(args._corpus_tmp.name) / "tiny"

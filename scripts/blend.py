@@ -18,8 +18,8 @@ from absl import flags
 
 import tfblend  # noqa: F401  (quiets TensorFlow before it loads)
 from tfblend import cli
-from tfblend.experiments import train_window_model
-from tfblend.training import make_strategy
+from tfblend.train.experiments import train_window_model
+from tfblend.train.strategies import make_strategy
 
 cli.define_flags(
     *cli.TRAINING_FLAGS, "targets_dir", "teacher_dir", required=("data_dir", "model_dir")

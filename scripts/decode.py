@@ -120,8 +120,8 @@ def _graph(test_dir):
 
 
 def main(_):
-    from tfblend.decoding import evaluate as decode_eval
     from tfblend.decoding import wer as wer_lib
+    from tfblend.decoding import wer_runs
     from tfblend.decoding.decoder import ExportScorer, GraphDecoder, read_ark
     from tfblend.decoding.ensemble import Ensemble, parse_ensembles
 
@@ -142,10 +142,10 @@ def main(_):
         raise DataError("--dev_split must differ from --split: the scale is never chosen on test")
     graph_dir = _graph(test_dir)
     decoder = GraphDecoder(graph_dir, beam=FLAGS.beam, max_active=FLAGS.max_active)
-    refs = decode_eval.load_references(test_dir)
-    dev_refs = decode_eval.load_references(dev_dir)
-    test_utts = decode_eval.select_utterances(test_dir, refs, FLAGS.per_voice)
-    dev_utts = decode_eval.select_utterances(dev_dir, dev_refs, FLAGS.dev_per_voice)
+    refs = wer_runs.load_references(test_dir)
+    dev_refs = wer_runs.load_references(dev_dir)
+    test_utts = wer_runs.select_utterances(test_dir, refs, FLAGS.per_voice)
+    dev_utts = wer_runs.select_utterances(dev_dir, dev_refs, FLAGS.dev_per_voice)
     speakers = {u.utt_id: u.speaker for u in test_utts}
     scales = [float(s) for s in FLAGS.acoustic_scales]
     os.makedirs(FLAGS.output_dir, exist_ok=True)
@@ -156,8 +156,8 @@ def main(_):
         start = time.time()
         for utt_id, matrix in [*test_ll.items(), *dev_ll.items()]:
             decoder.check_senones(matrix.shape[1], f"{source} ({utt_id})")
-        scale, dev_wers = decode_eval.choose_scale(decoder, dev_ll, dev_refs, scales)
-        hyps, report = decode_eval.test_report(decoder, test_ll, refs, speakers, scale)
+        scale, dev_wers = wer_runs.choose_scale(decoder, dev_ll, dev_refs, scales)
+        hyps, report = wer_runs.test_report(decoder, test_ll, refs, speakers, scale)
         report.update({"source": source, "dev_wer_by_scale": dev_wers})
         model_dir = os.path.join(FLAGS.output_dir, name)
         os.makedirs(model_dir, exist_ok=True)
@@ -178,8 +178,8 @@ def main(_):
     for scorer in scorers.values():
         decoder.check_senones(scorer.num_classes, f"export {scorer.export_dir}")
     for name, scorer in scorers.items():
-        test_ll = decode_eval.score_matrices(scorer, test_utts)
-        dev_ll = decode_eval.score_matrices(scorer, dev_utts)
+        test_ll = wer_runs.score_matrices(scorer, test_utts)
+        dev_ll = wer_runs.score_matrices(scorer, dev_utts)
         if name in decoded:
             run(name, test_ll, dev_ll, scorer.export_dir)
         for parts in ensembles.values():
@@ -207,7 +207,7 @@ def main(_):
     rows.update({n: a["overall"] for n, a in summary["anchor"].items()})
     print(wer_lib.format_table(rows))
     if FLAGS.report_dir:
-        from tfblend.report import add_word_error_rates
+        from tfblend.evaluation.report import add_word_error_rates
 
         add_word_error_rates(FLAGS.report_dir, summary)
         cli.say(f"WER column added to {FLAGS.report_dir}/results.md")

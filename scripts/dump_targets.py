@@ -37,8 +37,8 @@ from absl import flags
 import tfblend  # noqa: F401  (quiets TensorFlow before it loads)
 from tfblend import cli
 from tfblend.errors import DataError
-from tfblend.sparse_targets import METHODS
-from tfblend.targets import TAILS, derive_targets, dump_targets
+from tfblend.targets.dump import TAILS, derive_targets, dump_targets
+from tfblend.targets.sparsify import METHODS
 
 cli.define_flags(
     "data_dir",

@@ -25,7 +25,7 @@ import tfblend  # noqa: F401  (quiets TensorFlow before it loads)
 from tfblend import cli
 from tfblend.errors import DataError
 from tfblend.evaluation import evaluate_models
-from tfblend.report import write_report
+from tfblend.evaluation.report import write_report
 
 cli.define_flags(
     "data_dir", "split", "output_dir", split="test", required=("data_dir", "output_dir")
@@ -60,7 +60,7 @@ def main(_):
     if FLAGS.wer_json:
         import json
 
-        from tfblend.report import add_word_error_rates
+        from tfblend.evaluation.report import add_word_error_rates
 
         with open(FLAGS.wer_json) as stream:
             markdown = add_word_error_rates(FLAGS.output_dir, json.load(stream))

@@ -24,7 +24,7 @@ import tfblend  # noqa: F401  (quiets TensorFlow before it loads)
 from tfblend import cli
 from tfblend.errors import DataError
 from tfblend.export import export_model, next_version, senone_log_priors, train_cmvn
-from tfblend.modeldir import load_model_dir
+from tfblend.train.modeldir import load_model_dir
 
 cli.define_flags("model_dir", required=("model_dir",))
 flags.DEFINE_string("export_base", "savedmodels", "TF Serving's model base path.")

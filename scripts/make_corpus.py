@@ -19,10 +19,10 @@ from absl import flags
 
 import tfblend  # noqa: F401  (quiets TensorFlow before it loads)
 from tfblend import cli
-from tfblend.corpus import synthesis, synthetic
+from tfblend.corpus import build, design
 
 cli.define_flags("output_dir", "seed", required=("output_dir",), seed=0)
-flags.DEFINE_enum("size", "small", list(synthesis.SIZES), "How much to build.")
+flags.DEFINE_enum("size", "small", list(design.SIZES), "How much to build.")
 flags.DEFINE_integer(
     "num_workers",
     None,
@@ -42,7 +42,7 @@ FLAGS = flags.FLAGS
 
 
 def main(_):
-    manifests = synthetic.build_corpus(
+    manifests = build.build_corpus(
         FLAGS.output_dir,
         size=FLAGS.size,
         seed=FLAGS.seed,

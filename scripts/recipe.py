@@ -37,7 +37,7 @@ from absl import flags
 
 import tfblend  # noqa: F401  (quiets TensorFlow before it loads)
 from tfblend import cli
-from tfblend.stages import StageRunner, choose_on_dev, model_done, set_done
+from tfblend.study.stages import StageRunner, choose_on_dev, model_done, set_done
 
 flags.DEFINE_string("work_dir", None, "Where every stage writes.")
 flags.DEFINE_enum("size", "small", ["tiny", "small", "medium", "large"], "Corpus size.")

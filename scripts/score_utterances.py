@@ -1,10 +1,10 @@
 """Per-utterance frame counts of models (or ensembles) on a labelled split.
 
-What a study's paired bootstrap resamples (tfblend.statistics): for every utterance of the split,
-in the set's canonical order, the frames and the frames whose most probable senone is the aligned
-one. Each --run names its output file and a model directory, or several joined by "+" for their
-ensemble (the mean of the members' posteriors, as evaluate.py's --ensemble does). A run whose
-output exists is skipped, so a killed scoring continues where it stopped. --sequence_context=W
+What a study's paired bootstrap resamples (tfblend.study.statistics): for every utterance of the
+split, in the set's canonical order, the frames and the frames whose most probable senone is the
+aligned one. Each --run names its output file and a model directory, or several joined by "+"
+for their ensemble (the mean of the members' posteriors, as evaluate.py's --ensemble does). A run
+whose output exists is skipped, so a killed scoring continues where it stopped. --sequence_context=W
 scores the sequence models (the BLSTM) from each frame's window of W frames either side only, as
 a CNN of context W sees it: how much of their accuracy is the context a window model lacks.
 
@@ -24,8 +24,8 @@ from absl import flags
 import tfblend  # noqa: F401  (quiets TensorFlow before it loads)
 from tfblend import cli
 from tfblend.errors import DataError
+from tfblend.evaluation.utterances import score_model_dirs
 from tfblend.records import write_json
-from tfblend.utterance_scores import score_model_dirs
 
 cli.define_flags("data_dir", required=("data_dir",))
 flags.DEFINE_string("split", "test", "The split scored.")

@@ -33,8 +33,8 @@ from absl import flags
 import tfblend  # noqa: F401  (quiets TensorFlow before it loads)
 from tfblend import cli
 from tfblend.records import write_json
-from tfblend.stages import StageRunner, choose_on_dev, set_done
-from tfblend.study_plan import EPOCHS, StudentSpec, StudyPlan, corpus_facts
+from tfblend.study.plan import EPOCHS, StudentSpec, StudyPlan, corpus_facts
+from tfblend.study.stages import StageRunner, choose_on_dev, set_done
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -207,7 +207,7 @@ def main(_):
     }
     study_json = os.path.join(work, "report", "study.json")
     write_json(study_json, study)
-    from tfblend.study_results import write_results
+    from tfblend.study.results import write_results
 
     write_results(study_json, FLAGS.results, FLAGS.figures_dir)
     cli.say(f"RESULTS: {FLAGS.results} (figures in {FLAGS.figures_dir}); study: {study_json}")

@@ -24,10 +24,10 @@ import tfblend  # noqa: F401  (quiets TensorFlow before it loads)
 from tfblend import cli
 from tfblend.errors import DataError
 from tfblend.evaluation import evaluate_models
+from tfblend.evaluation.report import markdown_table, report_rows
 from tfblend.records import read_manifest, write_json
-from tfblend.report import markdown_table, report_rows
-from tfblend.stages import StageRunner, model_done, set_done
-from tfblend.study_plots import plot_k_sweep
+from tfblend.study.plots import plot_k_sweep
+from tfblend.study.stages import StageRunner, model_done, set_done
 
 cli.define_flags(
     "data_dir",

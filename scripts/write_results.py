@@ -19,7 +19,7 @@ from absl import flags
 import tfblend  # noqa: F401  (quiets TensorFlow before it loads)
 from tfblend import cli
 from tfblend.errors import DataError
-from tfblend.study_results import write_results
+from tfblend.study.results import write_results
 
 flags.DEFINE_string("study_dir", None, "The study's --work_dir (holding report/study.json).")
 flags.DEFINE_string("output", "RESULTS.md", "The Markdown file to write.")

@@ -12,10 +12,10 @@ def tiny_corpus(tmp_path_factory) -> pathlib.Path:
     """A directory with ``train/``, ``dev/`` and ``test/`` utterance sets: the tiny synthetic
     corpus (seed 0; about 33 utterances, 6 + 2 + 2 voices, 40 log-mel features, senone labels
     and phone labels), built once per session in a few seconds. Read-only: copy it to modify."""
-    from tfblend.corpus import synthetic
+    from tfblend.corpus import build
 
     root = tmp_path_factory.mktemp("tiny_corpus")
-    synthetic.build_corpus(root, size="tiny", seed=0)
+    build.build_corpus(root, size="tiny", seed=0)
     return root
 
 

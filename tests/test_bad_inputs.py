@@ -196,7 +196,7 @@ def _tiny_dnn(feature_dim=4, classes=5):
 
 
 def test_distiller_step_stops_on_a_non_finite_loss():
-    from tfblend.distiller import Distiller
+    from tfblend.distill.distiller import Distiller
 
     student = _tiny_dnn()
     distiller = Distiller(student, alpha=1.0)
@@ -214,7 +214,7 @@ def test_keras_fit_stops_on_a_non_finite_loss(tmp_path):
     import keras
 
     from tfblend.errors import NonFiniteError
-    from tfblend.training import StopOnNonFinite
+    from tfblend.train.fit import StopOnNonFinite
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5)])
     model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(True))
@@ -225,7 +225,7 @@ def test_keras_fit_stops_on_a_non_finite_loss(tmp_path):
 
 def test_no_model_is_saved_or_loaded_with_non_finite_weights(tmp_path):
     from tfblend.errors import NonFiniteError
-    from tfblend.modeldir import INFO_FILE, MODEL_FILE, load_model_dir, save_model_dir
+    from tfblend.train.modeldir import INFO_FILE, MODEL_FILE, load_model_dir, save_model_dir
 
     model = _tiny_dnn()
     info = {"role": "student", "model": "dnn"}
@@ -259,7 +259,7 @@ def _checkpointed(model_dir):
 
 
 def test_a_second_run_on_a_model_dir_stops_at_once(tmp_path):
-    from tfblend.rundir import training_run
+    from tfblend.train.rundir import training_run
 
     model_dir = str(tmp_path / "run")
     with training_run(model_dir, SETTINGS):
@@ -275,7 +275,7 @@ def test_a_second_run_on_a_model_dir_stops_at_once(tmp_path):
 
 
 def test_resume_with_other_settings_is_refused_listing_the_differences(tmp_path):
-    from tfblend.rundir import training_run
+    from tfblend.train.rundir import training_run
 
     model_dir = str(tmp_path / "run")
     with pytest.raises(KeyboardInterrupt), training_run(model_dir, SETTINGS):
@@ -296,7 +296,7 @@ def test_resume_with_other_settings_is_refused_listing_the_differences(tmp_path)
 
 
 def test_a_finished_model_dir_is_refused_unless_overwrite(tmp_path):
-    from tfblend.rundir import training_run
+    from tfblend.train.rundir import training_run
 
     model_dir = tmp_path / "run"
     model_dir.mkdir()
@@ -313,7 +313,7 @@ def test_a_finished_model_dir_is_refused_unless_overwrite(tmp_path):
 
 
 def test_a_run_failing_before_its_first_checkpoint_leaves_nothing(tmp_path):
-    from tfblend.rundir import training_run
+    from tfblend.train.rundir import training_run
 
     fresh = tmp_path / "fresh"
     with pytest.raises(DataError, match="boom"), training_run(str(fresh), SETTINGS):
@@ -333,7 +333,7 @@ def test_a_run_failing_before_its_first_checkpoint_leaves_nothing(tmp_path):
 def test_a_full_disk_during_a_checkpoint_leaves_no_temporary(tmp_path, monkeypatch):
     import errno
 
-    from tfblend import training
+    from tfblend.train import fit as training
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -376,7 +376,7 @@ def test_config_values_are_checked_when_parsed(override, message):
     ],
 )
 def test_malformed_tf_config_is_named(value, message):
-    from tfblend.training import check_tf_config
+    from tfblend.train.strategies import check_tf_config
 
     with pytest.raises(DataError, match=re.escape(message)):
         check_tf_config(value)
@@ -439,7 +439,7 @@ def test_training_on_a_nan_shard_exits_1_naming_it_and_leaves_no_model_dir(tiny_
 def test_a_busy_model_dir_stops_a_script_at_once_and_verbose_shows_the_traceback(
     tiny_corpus, tmp_path
 ):
-    from tfblend.rundir import training_run
+    from tfblend.train.rundir import training_run
 
     model_dir = str(tmp_path / "cnn")
     with training_run(model_dir, SETTINGS):
@@ -482,14 +482,14 @@ def test_derived_targets_refuse_ids_out_of_range_and_leave_nothing(tiny_corpus, 
 
 def test_the_dump_forward_pass_is_traced_once():
     from tfblend.models import get_model
-    from tfblend.sparse_targets import Sparsifier
-    from tfblend.targets import _teaching_function
+    from tfblend.targets.dump import _teaching_function
+    from tfblend.targets.sparsify import Sparsifier
 
     teacher = get_model("lstm", num_classes=7, num_layers=1, units=4)
     teacher({"features": np.zeros([1, 3, 5], np.float32), "mask": np.ones([1, 3], bool)})  # built,
     # as a loaded teacher is (creating variables inside a tf.function traces it twice)
 
-    def scores(features, lengths):  # the call contract of tfblend.teachers.TeacherMixture
+    def scores(features, lengths):  # the call contract of tfblend.targets.teachers.TeacherMixture
         mask = tf.sequence_mask(lengths, tf.shape(features)[1])
         return teacher({"features": features, "mask": mask}, training=False)
 

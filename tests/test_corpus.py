@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 
 from tfblend import features, records
-from tfblend.corpus import align, espeak, mdef, synthesis, synthetic
+from tfblend.corpus import align, build, design, espeak, mdef
 from tfblend.errors import DataError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _manifests(root):
-    return {split: records.read_manifest(root / split) for split in synthesis.SPLITS}
+    return {split: records.read_manifest(root / split) for split in design.SPLITS}
 
 
 def test_mdef_is_read_not_assumed(tmp_path):
@@ -47,18 +47,18 @@ def test_held_out_voices(tiny_corpus):
     assert not speakers["train"] & speakers["test"]
     assert not speakers["train"] & speakers["dev"]
     assert not speakers["dev"] & speakers["test"]
-    planned = synthesis.voices("tiny")
-    for split in synthesis.SPLITS:
+    planned = design.voices("tiny")
+    for split in design.SPLITS:
         assert speakers[split] <= set(planned[split])
         assert manifests[split]["metadata"]["corpus"]["voices"] == planned
     # Every size: splits disjoint, each held-out voice's accent and variant seen in training.
-    for size in synthesis.SIZES:
-        plan = synthesis.voices(size)
+    for size in design.SIZES:
+        plan = design.voices(size)
         assert not set(plan["train"]) & (set(plan["dev"]) | set(plan["test"]))
         train_parts = {p for v in plan["train"] for p in v.split("+")}
         if size != "tiny":
             assert all(set(v.split("+")) <= train_parts for v in plan["dev"] + plan["test"])
-    assert sum(len(v) for v in synthesis.voices("small").values()) >= 20
+    assert sum(len(v) for v in design.voices("small").values()) >= 20
 
 
 def test_labels_phones_and_frames(tiny_corpus):
@@ -86,17 +86,17 @@ def test_labels_phones_and_frames(tiny_corpus):
 
 
 def test_frames_match_the_audio(tiny_corpus):
-    jobs = {job.utt_id: job for job in synthesis.plan_corpus("tiny", 0)}
+    jobs = {job.utt_id: job for job in design.plan_corpus("tiny", 0)}
     config = features.FeatureConfig()
     for utt in list(records.iterate_utterances(tiny_corpus / "dev"))[:2]:
-        pcm, _ = synthesis.render(jobs[utt.utt_id])
+        pcm, _ = design.render(jobs[utt.utt_id])
         assert utt.features.shape[0] == align.num_frames(pcm.shape[0])
         expected = features.log_mel(pcm / 32768.0, config, num_frames=utt.features.shape[0])
         np.testing.assert_allclose(utt.features, expected.numpy(), atol=1e-4)
 
 
 def test_skipped_utterances_are_counted(tiny_corpus):
-    plan = synthesis.plan_corpus("tiny", 0)
+    plan = design.plan_corpus("tiny", 0)
     for split, manifest in _manifests(tiny_corpus).items():
         info = manifest["metadata"]["corpus"]
         planned = [job.utt_id for job in plan if job.split == split]
@@ -111,8 +111,8 @@ def test_skipped_utterances_are_counted(tiny_corpus):
 
 
 def test_misaligned_text_is_rejected():
-    job = synthesis.plan_corpus("tiny", 0)[0]
-    pcm, word_starts = synthesis.render(job)
+    job = design.plan_corpus("tiny", 0)[0]
+    pcm, word_starts = design.render(job)
     aligner = align.ForcedAligner()
     alignment = aligner.align(pcm, job.words)
     assert align.check_word_timing(alignment.word_starts, word_starts) < 0.04
@@ -125,9 +125,9 @@ def test_misaligned_text_is_rejected():
 @pytest.fixture
 def micro_size(monkeypatch):
     monkeypatch.setitem(
-        synthesis.SIZES,
+        design.SIZES,
         "micro",
-        synthesis.CorpusSize(
+        design.CorpusSize(
             voices={"train": 2, "dev": 1, "test": 1},
             utterances_per_voice={"train": 2, "dev": 1, "test": 1},
             num_shards={"train": 1, "dev": 1, "test": 1},
@@ -148,10 +148,10 @@ def _reject(monkeypatch, rejected):
 
 
 def test_injected_rejection_is_skipped_and_counted(micro_size, monkeypatch, tmp_path):
-    plan = synthesis.plan_corpus(micro_size, 0)
+    plan = design.plan_corpus(micro_size, 0)
     victim = next(job.utt_id for job in plan if job.split == "train")
     _reject(monkeypatch, {victim})
-    manifests = synthetic.build_corpus(tmp_path, size=micro_size, seed=0, num_workers=1)
+    manifests = build.build_corpus(tmp_path, size=micro_size, seed=0, num_workers=1)
     info = manifests["train"]["metadata"]["corpus"]
     assert info["skipped"].get(victim) == "no_alignment"
     written = [u.utt_id for u in records.iterate_utterances(tmp_path / "train")]
@@ -160,16 +160,16 @@ def test_injected_rejection_is_skipped_and_counted(micro_size, monkeypatch, tmp_
 
 
 def test_failure_leaves_nothing(micro_size, monkeypatch, tmp_path):
-    plan = synthesis.plan_corpus(micro_size, 0)
+    plan = design.plan_corpus(micro_size, 0)
     _reject(monkeypatch, {job.utt_id for job in plan if job.split == "dev"})
     with pytest.raises(DataError, match="dev: the aligner rejected all 1"):
-        synthetic.build_corpus(tmp_path, size=micro_size, seed=0, num_workers=1)
+        build.build_corpus(tmp_path, size=micro_size, seed=0, num_workers=1)
     assert os.listdir(tmp_path) == []
 
 
 def test_same_seed_same_bytes(tiny_corpus, tmp_path):
-    synthetic.build_corpus(tmp_path, size="tiny", seed=0)
-    for split in synthesis.SPLITS:
+    build.build_corpus(tmp_path, size="tiny", seed=0)
+    for split in design.SPLITS:
         names = sorted(os.listdir(tiny_corpus / split))
         assert names == sorted(os.listdir(tmp_path / split))
         match, mismatch, errors = filecmp.cmpfiles(
@@ -177,15 +177,15 @@ def test_same_seed_same_bytes(tiny_corpus, tmp_path):
         )
         assert not mismatch and not errors
     # Another seed gives other prompts, rates and noise for the same voices.
-    other = synthesis.plan_corpus("tiny", 1)
-    assert [j.voice for j in other] == [j.voice for j in synthesis.plan_corpus("tiny", 0)]
-    assert [j.words for j in other] != [j.words for j in synthesis.plan_corpus("tiny", 0)]
+    other = design.plan_corpus("tiny", 1)
+    assert [j.voice for j in other] == [j.voice for j in design.plan_corpus("tiny", 0)]
+    assert [j.words for j in other] != [j.words for j in design.plan_corpus("tiny", 0)]
 
 
 @pytest.mark.slow
 def test_worker_processes_do_not_change_the_bytes(tiny_corpus, tmp_path):
-    synthetic.build_corpus(tmp_path, size="tiny", seed=0, num_workers=2)
-    for split in synthesis.SPLITS:
+    build.build_corpus(tmp_path, size="tiny", seed=0, num_workers=2)
+    for split in design.SPLITS:
         names = sorted(os.listdir(tiny_corpus / split))
         _, mismatch, errors = filecmp.cmpfiles(
             tiny_corpus / split, tmp_path / split, names, shallow=False
@@ -196,7 +196,7 @@ def test_worker_processes_do_not_change_the_bytes(tiny_corpus, tmp_path):
 def test_existing_corpus_is_kept_unless_overwritten(tiny_corpus, tmp_path):
     shutil.copytree(tiny_corpus / "dev", tmp_path / "dev")
     with pytest.raises(DataError, match="dev already exist"):
-        synthetic.build_corpus(tmp_path, size="tiny", seed=0)
+        build.build_corpus(tmp_path, size="tiny", seed=0)
     assert os.listdir(tmp_path) == ["dev"]
 
 
@@ -211,17 +211,17 @@ def test_voice_names_are_checked():
 
 
 def test_plan_is_deterministic_and_in_range():
-    plan = synthesis.plan_corpus("small", 3)
-    assert plan == synthesis.plan_corpus("small", 3)
-    vocabulary = set(synthetic.prompt_words())
+    plan = design.plan_corpus("small", 3)
+    assert plan == design.plan_corpus("small", 3)
+    vocabulary = set(build.prompt_words())
     for job in plan:
         assert 5 <= len(job.words) <= 10 and set(job.words) <= vocabulary
-        assert synthesis.RATE_WPM[0] <= job.rate <= synthesis.RATE_WPM[1]
-        assert synthesis.PITCH[0] <= job.pitch <= synthesis.PITCH[1]
+        assert design.RATE_WPM[0] <= job.rate <= design.RATE_WPM[1]
+        assert design.PITCH[0] <= job.pitch <= design.PITCH[1]
     # A voice's n-th utterance is the same in every size that has it.
-    tiny = {j.utt_id: j for j in synthesis.plan_corpus("tiny", 3)}
+    tiny = {j.utt_id: j for j in design.plan_corpus("tiny", 3)}
     assert all(tiny[j.utt_id] == j for j in plan if j.utt_id in tiny)
-    assert dataclasses.asdict(plan[0])["voice"] == synthesis.TRAIN_VOICES[0]
+    assert dataclasses.asdict(plan[0])["voice"] == design.TRAIN_VOICES[0]
 
 
 def test_script_help_and_errors(tmp_path):

@@ -23,9 +23,8 @@ import tensorflow as tf
 from conftest import run_script
 
 from tfblend.corpus import mdef, prompts
-from tfblend.decoding import evaluate as decode_eval
 from tfblend.decoding import graph as graph_lib
-from tfblend.decoding import hmm, lexicon, wer
+from tfblend.decoding import hmm, lexicon, wer, wer_runs
 from tfblend.decoding.decoder import ExportScorer, GraphDecoder
 from tfblend.errors import DataError
 from tfblend.export import export_model, senone_log_priors
@@ -124,7 +123,7 @@ def test_decoder_finds_the_words_of_a_known_senone_path(small_graph):
 def test_export_output_of_a_real_utterance_decodes_to_its_words(
     tiny_corpus, small_graph, oracle_export
 ):
-    refs = decode_eval.load_references(str(tiny_corpus / "test"))
+    refs = wer_runs.load_references(str(tiny_corpus / "test"))
     scorer = ExportScorer(oracle_export)
     decoder = GraphDecoder(small_graph, acoustic_scale=1.0)
     hyps = {}
@@ -211,10 +210,10 @@ def test_bad_input_is_named(tiny_corpus, small_graph, oracle_export, tmp_path):
         decoder.decode(np.zeros((10, 42), np.float32), "u-1")
     with pytest.raises(DataError, match="cmudict-en-us.dict: no pronunciation .*zzqxw"):
         lexicon.read_dictionary(mdef.default_dictionary(), ["the", "zzqxw"])
-    refs = decode_eval.load_references(str(tiny_corpus / "test"))
+    refs = wer_runs.load_references(str(tiny_corpus / "test"))
     refs.pop(sorted(refs)[0])
     with pytest.raises(DataError, match="text: no transcript for utterance"):
-        decode_eval.select_utterances(str(tiny_corpus / "test"), refs, None)
+        wer_runs.select_utterances(str(tiny_corpus / "test"), refs, None)
     # An export that serves no log_likelihoods.
     lacking = tmp_path / "lacking"
     module = tf.Module()
@@ -245,7 +244,7 @@ def test_bad_input_is_named(tiny_corpus, small_graph, oracle_export, tmp_path):
 
 
 def test_report_gains_a_wer_column_and_section(tmp_path):
-    from tfblend.report import add_word_error_rates
+    from tfblend.evaluation.report import add_word_error_rates
 
     seed = {"mean": 0.4, "std": 0.0, "values": [0.4]}
     results = {"split": "test", "frames": 10, "models": {
@@ -308,7 +307,7 @@ def _export_model_dir(model_dir, path):
     """A model directory exported as ``scripts/export.py`` exports it (priors and CMVN of its
     training set)."""
     from tfblend.export import train_cmvn
-    from tfblend.modeldir import load_model_dir
+    from tfblend.train.modeldir import load_model_dir
 
     model, info = load_model_dir(model_dir)
     return export_model(
@@ -362,7 +361,7 @@ def test_ensemble_loglikes_are_the_log_mean_posterior_minus_the_log_prior(
     utterances = list(iterate_utterances(tiny_corpus / "test"))[:3]
     ensemble = Ensemble("ens", scorers)
     for name, scorer in scorers.items():
-        ensemble.add(name, decode_eval.score_matrices(scorer, utterances))
+        ensemble.add(name, wer_runs.score_matrices(scorer, utterances))
     loglikes = ensemble.loglikes()
     log_prior = senone_log_priors(tiny_corpus / "train", scorers["cnn"].num_classes)
     loaded = [tf.saved_model.load(path) for path in member_exports.values()]
@@ -402,13 +401,13 @@ def test_decode_script_decodes_an_ensemble(tiny_corpus, small_graph, member_expo
     from tfblend.decoding.ensemble import Ensemble
 
     scorers = {name: ExportScorer(path) for name, path in member_exports.items()}
-    refs = decode_eval.load_references(str(tiny_corpus / "test"))
-    utterances = decode_eval.select_utterances(str(tiny_corpus / "test"), refs, 1)
+    refs = wer_runs.load_references(str(tiny_corpus / "test"))
+    utterances = wer_runs.select_utterances(str(tiny_corpus / "test"), refs, 1)
     ensemble = Ensemble("ens", scorers)
     for name, scorer in scorers.items():
-        ensemble.add(name, decode_eval.score_matrices(scorer, utterances))
+        ensemble.add(name, wer_runs.score_matrices(scorer, utterances))
     decoder = GraphDecoder(small_graph)
-    hyps, _, _ = decode_eval.decode_all(decoder, ensemble.loglikes(), 0.1)
+    hyps, _, _ = wer_runs.decode_all(decoder, ensemble.loglikes(), 0.1)
     assert wer.read_text(str(out / "ens" / "hyp.txt")) == hyps
 
 

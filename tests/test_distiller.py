@@ -1,4 +1,4 @@
-"""tfblend.distiller: the blended loss and its metrics, hooks, online teachers, bad input,
+"""tfblend.distill.distiller: the blended loss and its metrics, hooks, online teachers, bad input,
 saving, replica invariance (windows and chunks), chunk batches and their frame mask, and blending
 on the tiny corpus with dumped targets."""
 
@@ -14,15 +14,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfblend.distiller import Distiller
+from tfblend.distill.distiller import Distiller
+from tfblend.distill.losses import (
+    DenseSoftCrossEntropy,
+    SampledSoftCrossEntropy,
+    SparseSoftCrossEntropy,
+)
 from tfblend.errors import DataError
 from tfblend.evaluation import sequence_scorer, window_scorer
-from tfblend.losses import DenseSoftCrossEntropy, SampledSoftCrossEntropy, SparseSoftCrossEntropy
-from tfblend.modeldir import save_model_dir
 from tfblend.models import DNNBaseline, LSTMTeacher, VGGStudent
 from tfblend.pipeline import frame_dataset, splice, to_chunks
 from tfblend.records import read_manifest
 from tfblend.targets import dump_targets
+from tfblend.train.modeldir import save_model_dir
 
 W, D, C, K, B = 3, 16, 16, 4, 32
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -375,7 +379,7 @@ REPLICA_SCRIPT = textwrap.dedent("""
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
     import numpy as np
-    from tfblend.distiller import Distiller
+    from tfblend.distill.distiller import Distiller
     from tfblend.models import LSTMTeacher, VGGStudent
     sys.path.insert(0, sys.argv[1])
     from test_distiller import D as CHUNK_D, DenseStandIn, make_chunks

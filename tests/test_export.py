@@ -12,9 +12,9 @@ import tensorflow as tf
 from conftest import ROOT, run_script
 
 from tfblend.export import read_export_metadata, senone_log_priors, train_cmvn
-from tfblend.modeldir import load_model_dir
 from tfblend.pipeline import splice
 from tfblend.records import iterate_utterances
+from tfblend.train.modeldir import load_model_dir
 
 README = ROOT / "savedmodels" / "README.md"
 REQUEST = ROOT / "savedmodels" / "example_request.json"

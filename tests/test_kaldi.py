@@ -12,7 +12,7 @@ import tensorflow as tf
 import tensorflow_io as tfio
 
 from tfblend import records
-from tfblend.corpus import kaldi, mdef, synthesis
+from tfblend.corpus import design, kaldi, mdef
 from tfblend.errors import DataError
 
 RATE = 16000
@@ -42,11 +42,11 @@ def kaldi_data(tiny_corpus, tmp_path_factory):
     root = tmp_path_factory.mktemp("kaldi")
     data = root / "data"
     data.mkdir()
-    jobs = {job.utt_id: job for job in synthesis.plan_corpus("tiny", 0)}
+    jobs = {job.utt_id: job for job in design.plan_corpus("tiny", 0)}
     originals = sorted(records.iterate_utterances(tiny_corpus / "test"), key=lambda u: u.utt_id)
     assert len(originals) >= 6
     utts = originals[:6]
-    pcms = [synthesis.render(jobs[u.utt_id])[0] for u in utts]
+    pcms = [design.render(jobs[u.utt_id])[0] for u in utts]
     wav_scp, segments = [], []
     # 0 and 1: one recording, each segment starting on a 10 ms boundary, silence between.
     offset = (pcms[0].shape[0] + 1600) // 160 * 160
@@ -157,9 +157,7 @@ def test_a_source_below_the_feature_rate_warns_naming_the_file(kaldi_data, tmp_p
     root, utts = kaldi_data
     data = tmp_path / "data"
     data.mkdir()
-    pcm = synthesis.render({j.utt_id: j for j in synthesis.plan_corpus("tiny", 0)}[utts[5].utt_id])[
-        0
-    ]
+    pcm = design.render({j.utt_id: j for j in design.plan_corpus("tiny", 0)}[utts[5].utt_id])[0]
     low = tfio.audio.resample(tf.constant(pcm / 32768.0, tf.float32), RATE, 8000).numpy()
     _write_wav(data / "low.wav", np.clip(np.round(low * 32768), -32768, 32767), 8000)
     _write_table(data / "wav.scp", [(utts[5].utt_id, data / "low.wav")])

@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfblend.errors import DataError
-from tfblend.losses import (
+from tfblend.distill.losses import (
     DenseSoftCrossEntropy,
     SampledSoftCrossEntropy,
     SparseSoftCrossEntropy,
     gathered_log_probs,
     hard_cross_entropy,
 )
+from tfblend.errors import DataError
 
 C, B, K = 40, 6, 7
 

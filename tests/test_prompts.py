@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tfblend.corpus import prompts, synthesis
+from tfblend.corpus import design, prompts
 from tfblend.errors import DataError
 
 
@@ -54,7 +54,7 @@ def test_arpa_equals_the_restricted_bigram(tmp_path):
 def test_sentences_are_deterministic_in_range_and_of_their_split():
     lm = prompts.task_lm(prompts.vocabulary(200))
     draws = {}
-    for split in synthesis.SPLITS:
+    for split in design.SPLITS:
         first = prompts.sample_sentence(lm, np.random.default_rng([1, 2]), split)
         again = prompts.sample_sentence(lm, np.random.default_rng([1, 2]), split)
         assert first == again and prompts.split_of(first) == split
@@ -64,14 +64,14 @@ def test_sentences_are_deterministic_in_range_and_of_their_split():
 
 
 def test_corpus_plan_splits_share_no_sentence():
-    plan = synthesis.plan_corpus("tiny", 0)
-    by_split = {s: {j.words for j in plan if j.split == s} for s in synthesis.SPLITS}
+    plan = design.plan_corpus("tiny", 0)
+    by_split = {s: {j.words for j in plan if j.split == s} for s in design.SPLITS}
     assert not by_split["train"] & (by_split["dev"] | by_split["test"])
     assert not by_split["dev"] & by_split["test"]
     words = set(prompts.vocabulary(prompts.DEFAULT_VOCABULARY))
     assert all(set(j.words) <= words for j in plan)
     # The uniform prompts of old are still an option.
-    uniform = synthesis.plan_corpus("tiny", 0, prompt_kind="uniform")
+    uniform = design.plan_corpus("tiny", 0, prompt_kind="uniform")
     assert any(not set(j.words) <= words for j in uniform)
     with pytest.raises(DataError, match="unknown prompt kind"):
-        synthesis.plan_corpus("tiny", 0, prompt_kind="poems")
+        design.plan_corpus("tiny", 0, prompt_kind="poems")

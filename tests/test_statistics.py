@@ -12,11 +12,11 @@ import os
 import numpy as np
 import pytest
 
-from tfblend import statistics
 from tfblend.errors import DataError
+from tfblend.evaluation.utterances import UtteranceCounts, score_model_dirs, stack_seeds
 from tfblend.records import iterate_utterances
-from tfblend.study_plots import plot_k_sweep, plot_per_voice
-from tfblend.utterance_scores import UtteranceCounts, score_model_dirs, stack_seeds
+from tfblend.study import statistics
+from tfblend.study.plots import plot_k_sweep, plot_per_voice
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +211,7 @@ def test_per_voice_and_plots(tmp_path, utterances):
 
 def test_per_utterance_counts_add_up_to_evaluate(tiny_corpus, tiny_student):
     from tfblend.evaluation import evaluate, window_scorer
-    from tfblend.modeldir import load_model_dir
+    from tfblend.train.modeldir import load_model_dir
 
     counts = score_model_dirs(
         str(tiny_corpus), "test", {"cnn": [tiny_student, tiny_student]}, {"ens": ["cnn", "cnn"]}

@@ -11,8 +11,8 @@ import pytest
 from conftest import ROOT
 
 from tfblend.errors import DataError
-from tfblend.report import read_history
-from tfblend.study_plan import StudentSpec, StudyPlan
+from tfblend.evaluation.report import read_history
+from tfblend.study.plan import StudentSpec, StudyPlan
 
 # The smallest study that still has every kind of stage: trainings, a target dump, a blend,
 # the scoring and the report (no sweep, sampled or ensemble blend, no decoding).

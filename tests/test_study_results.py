@@ -1,7 +1,7 @@
 """RESULTS.md from a study.json: tables, comparisons, goals and findings on real per-utterance data.
 
 The utterances, voices and frame counts are the tiny student's real scores on the tiny test split
-(:func:`tfblend.utterance_scores.score_model_dirs`); the student itself is the DNN row. As it
+(:func:`tfblend.evaluation.utterances.score_model_dirs`); the student itself is the DNN row. As it
 classifies next to no frame right after one epoch, the other "models" take their hits from the
 real alignments (the previous frame's senone), some with a share of each utterance's correct
 frames taken away (known to be worse on every utterance), or the same run under another name
@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 from conftest import run_script
 
-from tfblend import statistics
 from tfblend.decoding import wer as wer_lib
-from tfblend.decoding.evaluate import load_references
+from tfblend.decoding.wer_runs import load_references
 from tfblend.errors import DataError
+from tfblend.evaluation.utterances import UtteranceCounts, score_model_dirs
 from tfblend.records import iterate_utterances
-from tfblend.study_results import stage_kind, write_results
-from tfblend.utterance_scores import UtteranceCounts, score_model_dirs
+from tfblend.study import statistics
+from tfblend.study.results import stage_kind, write_results
 
 RESAMPLES = 2000
 

@@ -9,11 +9,11 @@ import tensorflow as tf
 from conftest import read_target_records
 
 from tfblend.errors import DataError
-from tfblend.modeldir import load_model_dir
 from tfblend.pipeline import eval_utterances, frame_dataset
 from tfblend.records import feature_values_digest, read_manifest
-from tfblend.sparse_targets import sampled_targets, top_p_targets
 from tfblend.targets import derive_targets, dump_targets
+from tfblend.targets.sparsify import sampled_targets, top_p_targets
+from tfblend.train.modeldir import load_model_dir
 
 
 def _shard_files(directory):

@@ -12,11 +12,11 @@ from conftest import read_target_records, run_script
 
 from tfblend.errors import DataError
 from tfblend.evaluation import sequence_scorer, window_scorer
-from tfblend.modeldir import load_model_dir
 from tfblend.pipeline import eval_utterances
 from tfblend.records import read_manifest
 from tfblend.targets import dump_targets
-from tfblend.teachers import TeacherMixture, parse_weights
+from tfblend.targets.teachers import TeacherMixture, parse_weights
+from tfblend.train.modeldir import load_model_dir
 
 
 def test_mixture_is_the_weighted_mean_of_posteriors_before_top_k(

@@ -14,14 +14,15 @@ import pytest
 from conftest import ROOT, run_script
 from test_distiller import DenseStandIn
 
-from tfblend import experiments, models
+from tfblend import models
 from tfblend.config import load_experiment
 from tfblend.errors import DataError
 from tfblend.evaluation import window_scorer
-from tfblend.modeldir import load_model_dir
 from tfblend.pipeline import chunk_dataset, eval_utterances
 from tfblend.records import read_manifest
-from tfblend.training import make_strategy
+from tfblend.train import experiments
+from tfblend.train.modeldir import load_model_dir
+from tfblend.train.strategies import make_strategy
 
 # Small and BN-free where replicas must agree bit for bit: batch norm's batch statistics are
 # per replica unless synchronised, so a BN model is not the same function on 1 and 2 replicas.

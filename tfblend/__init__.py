@@ -13,11 +13,15 @@ The public API, re-exported (each documented where it is defined):
 """
 
 from tfblend import _quiet  # noqa: F401  (must run before anything imports tensorflow)
-from tfblend.distiller import Distiller
+from tfblend.distill.distiller import Distiller
+from tfblend.distill.losses import (
+    DenseSoftCrossEntropy,
+    SampledSoftCrossEntropy,
+    SparseSoftCrossEntropy,
+)
 from tfblend.errors import DataError
 from tfblend.export import export_model
 from tfblend.features import FeatureConfig, log_mel
-from tfblend.losses import DenseSoftCrossEntropy, SampledSoftCrossEntropy, SparseSoftCrossEntropy
 from tfblend.models import DNNBaseline, LSTMTeacher, VGGStudent, get_model
 from tfblend.pipeline import chunk_dataset, eval_utterances, frame_dataset, utterance_dataset
 from tfblend.targets import derive_targets, dump_targets

@@ -1,6 +1,6 @@
 """Where utterances come from: audio, transcripts and frame labels, written as utterance shards.
 
-- ``tfblend.corpus.synthetic``: the embedded default corpus (espeak-ng speech, pocketsphinx
+- ``tfblend.corpus.build``: the embedded default corpus (espeak-ng speech, pocketsphinx
   senone alignments), ``build_corpus``;
 - ``tfblend.corpus.kaldi``: your own data, a Kaldi data directory with pdf-id alignments,
   ``import_kaldi_dir``;

@@ -1,7 +1,7 @@
 """The anchor: pocketsphinx's own recognizer (its GMM acoustic model) on the same test audio.
 
 The corpus stores features, not audio, so the test audio is rendered again from the corpus plan
-(``tfblend.corpus.synthesis.plan_corpus`` and ``render``: synthesis, resampling, pauses and
+(``tfblend.corpus.design.plan_corpus`` and ``render``: synthesis, resampling, pauses and
 seeded white noise are all functions of the corpus seed), which gives the very samples the
 stored features were computed from. That audio already carries white noise at 25-45 dB SNR
 around and under the speech, so pocketsphinx never sees espeak's exact digital silence (which
@@ -26,9 +26,9 @@ _ALTERNATE = re.compile(r"\(\d+\)$")
 def rendered_audio(corpus_info: dict, utt_ids) -> dict:
     """``{utt_id: int16 [N] 16 kHz pcm}`` re-rendered from a synthetic corpus manifest's
     ``metadata["corpus"]`` (size, seed, prompts). DataError for an id not in the plan."""
-    from tfblend.corpus import prompts, synthesis
+    from tfblend.corpus import design, prompts
 
-    plan = synthesis.plan_corpus(
+    plan = design.plan_corpus(
         corpus_info["size"],
         corpus_info["seed"],
         corpus_info.get("prompts", "uniform"),
@@ -39,7 +39,7 @@ def rendered_audio(corpus_info: dict, utt_ids) -> dict:
     for utt_id in utt_ids:
         if utt_id not in jobs:
             raise DataError(f"utterance {utt_id} is not in the corpus plan it claims to be from")
-        audio[utt_id] = synthesis.render(jobs[utt_id])[0]
+        audio[utt_id] = design.render(jobs[utt_id])[0]
     return audio
 
 

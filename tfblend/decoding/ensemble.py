@@ -1,7 +1,7 @@
 """The log-likelihoods of an ensemble of exports, for decoding.
 
 An ensemble's posterior is the mean of its members' posteriors (as ``tfblend.evaluation`` and
-``tfblend.utterance_scores`` average them); its log-likelihood per frame and senone is
+``tfblend.evaluation.utterances`` average them); its log-likelihood per frame and senone is
 
     log(mean_i posterior_i) - log prior.
 

@@ -21,7 +21,7 @@ never share a batch, so pass the one-epoch dataset's cardinality as ``steps_per_
 Keras). Epoch ``e`` shuffles shards and frames (chunks) with seed ``seed + e`` and is
 recomputable: with ``deterministic=True`` the same (seed, epoch) gives the same order on every
 run; to resume training at epoch ``e`` pass ``epoch=e``, and to resume mid-epoch skip the batches
-taken (``dataset.skip(step)``, as :func:`tfblend.training.fit_resumable` does).
+taken (``dataset.skip(step)``, as :func:`tfblend.train.fit.fit_resumable` does).
 ``shuffle=False`` reads the set in canonical order (shards in order, frames in order).
 
 **Opening a set** verifies its shards' sha256 (``records.verify_shards``, cached by size and

@@ -1,8 +1,8 @@
 """The study report's plots, with error bars over seeds (matplotlib, Agg backend, PNG files).
 
-Values are the seed summaries of :func:`tfblend.statistics.mean_std` (``{"mean", "std", ...}``,
-fractions) or plain floats (one run, no error bar); the plots show percentages. Files are written
-atomically (a temporary name, then a rename).
+Values are the seed summaries of :func:`tfblend.study.statistics.mean_std` (``{"mean", "std",
+...}``, fractions) or plain floats (one run, no error bar); the plots show percentages. Files are
+written atomically (a temporary name, then a rename).
 """
 
 import os
@@ -43,8 +43,9 @@ def plot_per_voice(
     """Grouped bars: one group per held-out voice, one bar per model, error bars of one std.
 
     Args:
-      results: model name -> voice -> a seed summary or float (:func:`tfblend.statistics.per_voice`
-        gives this shape); every model must have the same voices.
+      results: model name -> voice -> a seed summary or float
+        (:func:`tfblend.study.statistics.per_voice` gives this shape); every model must have the
+        same voices.
       path: the PNG to write.
       ylabel, title: the axis label and the title.
     """

@@ -1,4 +1,4 @@
-"""Frame-level evaluation of acoustic models and ensembles (the report is `tfblend.report`).
+"""Frame-level evaluation of acoustic models and ensembles (the report is :mod:`.report`).
 
 Metrics, over every frame of a labelled set (normally the held-out-voice ``test`` split):
 
@@ -11,8 +11,9 @@ Metrics, over every frame of a labelled set (normally the held-out-voice ``test`
   context-dependent state);
 - ``per_speaker``: accuracy per voice.
 
-A *scorer* turns one normalised utterance into log-posteriors ``[T, K]``; an ensemble averages
-the posteriors (not the log-posteriors) of its members, as in the paper.
+Every model is scored by a *scorer* (:mod:`tfblend.evaluation.scorers`): one normalised utterance
+-> log-posteriors ``[T, K]``; an ensemble averages the posteriors (not the log-posteriors) of its
+members, as in the paper.
 """
 
 import dataclasses
@@ -22,10 +23,10 @@ import numpy as np
 import tensorflow as tf
 
 from tfblend.errors import DataError
-from tfblend.pipeline import edge_pad, eval_utterances, splice
+from tfblend.evaluation.scorers import ensemble_log_probs, sequence_scorer, window_scorer
+from tfblend.pipeline import eval_utterances
 
 TOP_N = 5
-_WINDOW_CHUNK = 2048
 
 
 @dataclasses.dataclass
@@ -87,87 +88,6 @@ class FrameMetrics:
         if with_phones:
             out["phone_accuracy"] = self.phone_correct / frames
         return out
-
-
-def ensemble_log_probs(members: list) -> np.ndarray:
-    """An ensemble's log-posteriors: the log of the mean of its members' posteriors.
-
-    Args:
-      members: every member's log-probabilities of one utterance, float32 ``[T, K]`` each.
-
-    Returns:
-      float ``[T, K]``, floored at log(1e-30) where every member gives (about) zero.
-    """
-    mean = np.mean([np.exp(log_probs) for log_probs in members], axis=0)
-    return np.log(np.maximum(mean, 1e-30))
-
-
-def _score_windows(log_probs, features, context: int) -> np.ndarray:
-    """``log_probs`` (windows ``[N, 2W+1, D]`` -> ``[N, K]``) of every spliced window of
-    ``features`` ``[T, D]``, ``_WINDOW_CHUNK`` windows at a time: float32 ``[T, K]``."""
-    windows = splice(tf.convert_to_tensor(features), context)
-    chunks = [
-        log_probs(windows[start : start + _WINDOW_CHUNK]).numpy()
-        for start in range(0, int(windows.shape[0]), _WINDOW_CHUNK)
-    ]
-    return np.concatenate(chunks)
-
-
-def window_scorer(model, context: int):
-    """Scorer of a model of context windows: ``fn(features [T, D]) -> log-probs [T, K]``.
-
-    A model that declares a ``receptive_field`` computes densely over time (``model(x [1,
-    T+2W, D]) -> [1, T, K]``): it scores the utterance in one pass over the utterance
-    edge-padded by W frames (``tfblend.pipeline.edge_pad``), which gives the numbers of its
-    T windows without computing each frame's convolutions once per window. Other models (the
-    DNN) are run on the spliced windows, ``_WINDOW_CHUNK`` windows at a time.
-    """
-    width = 2 * context + 1
-    receptive_field = getattr(model, "receptive_field", None)
-    if receptive_field is not None:
-        if receptive_field != width:
-            raise DataError(
-                f"model {model.name!r} has a receptive field of {receptive_field} frames, the "
-                f"data's windows have {width} (context {context})"
-            )
-
-        def dense(features):
-            logits = model(edge_pad(features, context)[None], training=False)
-            if logits.shape.rank == 2:  # a one-frame utterance is one window
-                logits = logits[:, None]
-            return tf.nn.log_softmax(logits[0], axis=-1).numpy()
-
-        return dense
-
-    @tf.function(input_signature=[tf.TensorSpec([None, width, None], tf.float32)])
-    def log_probs(windows):
-        return tf.nn.log_softmax(model(windows, training=False), axis=-1)
-
-    return lambda features: _score_windows(log_probs, features, context)
-
-
-def sequence_scorer(model, context: int | None = None):
-    """Scorer of an utterance model: ``fn(features [T, D]) -> log-probs [T, K]``.
-
-    ``context`` None: the model reads the whole utterance. ``context`` W: every frame is scored
-    from its own window of W frames either side (edge frames repeated, as a window model of
-    context W sees them): the model runs on the T windows as T utterances of 2W+1 frames,
-    ``_WINDOW_CHUNK`` at a time, and each keeps its centre frame. That is what a BLSTM knows
-    within a CNN's receptive field (the Distiller's online teacher sees the same).
-    """
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None], tf.float32)])
-    def log_probs(features):
-        mask = tf.ones(tf.shape(features)[:2], tf.bool)
-        logits = model({"features": features, "mask": mask}, training=False)
-        return tf.nn.log_softmax(logits, axis=-1)
-
-    if context is None:
-        return lambda features: log_probs(features[None])[0].numpy()
-    if context < 0:
-        raise DataError(f"a sequence model's window context must be >= 0, not {context}")
-
-    return lambda features: _score_windows(lambda w: log_probs(w)[:, context], features, context)
 
 
 def evaluate(
@@ -281,9 +201,9 @@ def evaluate_models(
       ``{"split", "frames", "models": {name: {"runs": [metrics...], "summary": {...},
       "info": [model.json...]}}}``.
     """
-    from tfblend.modeldir import load_model_dir
     from tfblend.models.flops import forward_flops, frame_flops
     from tfblend.records import read_manifest
+    from tfblend.train.modeldir import load_model_dir
 
     test_dir = os.path.join(data_root, split)
     train_manifest = read_manifest(os.path.join(data_root, "train"))

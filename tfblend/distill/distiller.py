@@ -3,13 +3,13 @@
 import keras
 import tensorflow as tf
 
-from tfblend.errors import DataError
-from tfblend.losses import (
+from tfblend.distill.losses import (
     DenseSoftCrossEntropy,
     SoftLoss,
     SparseSoftCrossEntropy,
     hard_cross_entropy,
 )
+from tfblend.errors import DataError
 
 
 def _multi_worker(strategy) -> bool:
@@ -86,7 +86,7 @@ class Distiller(keras.Model):
         teacher: optional frozen `keras.Model` for online targets (see above).
         alpha: weight of the hard-label loss, in [0, 1].
         temperature: softmax temperature T > 0 of the soft loss (stored probs are at T = 1).
-        soft_loss: a `tfblend.losses.SoftLoss` (default: see above).
+        soft_loss: a `tfblend.distill.losses.SoftLoss` (default: see above).
         target_k: entries per frame the stored targets must have (the target manifest's k);
             None to accept any.
         validate_targets: check every soft-target batch (ids in range, probabilities finite and
@@ -117,7 +117,7 @@ class Distiller(keras.Model):
         if soft_loss is None:
             soft_loss = DenseSoftCrossEntropy() if teacher is not None else SparseSoftCrossEntropy()
         if not isinstance(soft_loss, SoftLoss):
-            raise TypeError(f"soft_loss must be a tfblend.losses.SoftLoss, got {soft_loss!r}")
+            raise TypeError(f"soft_loss must be a tfblend.distill.SoftLoss, got {soft_loss!r}")
         soft_loss.check_temperature(temperature)
         self.student = student
         self.alpha = float(alpha)

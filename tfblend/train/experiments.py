@@ -2,11 +2,11 @@
 
 This is where the pieces meet: an :class:`~tfblend.config.ExperimentConfig`, the corpus root's
 ``train``/``dev`` sets, the input pipelines, a model from the registry, the
-:class:`~tfblend.distiller.Distiller`, a tf.distribute strategy and the resumable ``fit``. The
-result is a model directory (:mod:`tfblend.modeldir`).
+:class:`~tfblend.distill.Distiller`, a tf.distribute strategy and the resumable ``fit``. The
+result is a model directory (:mod:`tfblend.train.modeldir`).
 
 Every run is seeded (weights, shuffling, dropout) and uses deterministic ops and a
-deterministic input order, so a killed run resumes to the same weights (:mod:`tfblend.training`).
+deterministic input order, so a killed run resumes to the same weights (:mod:`tfblend.train.fit`).
 """
 
 import os
@@ -16,23 +16,18 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfblend import losses, models
+from tfblend import models
 from tfblend.config import ExperimentConfig, model_kwargs, save_experiment
-from tfblend.distiller import Distiller
+from tfblend.distill import losses
+from tfblend.distill.distiller import Distiller
 from tfblend.errors import DataError
-from tfblend.modeldir import load_model_dir, save_model_dir
 from tfblend.models import get_model
 from tfblend.pipeline import chunk_dataset, frame_dataset, utterance_dataset
 from tfblend.records import TARGET_FORMAT, read_manifest
-from tfblend.rundir import guarded_run
-from tfblend.training import (
-    clear_resume_state,
-    fit_resumable,
-    make_optimizer,
-    shard_policy,
-    standard_callbacks,
-    writable_dir,
-)
+from tfblend.train.fit import clear_resume_state, fit_resumable, standard_callbacks
+from tfblend.train.modeldir import load_model_dir, save_model_dir
+from tfblend.train.rundir import guarded_run
+from tfblend.train.strategies import make_optimizer, shard_policy, writable_dir
 
 # Utterance lengths (frames) at which the teacher's batches are bucketed, to limit padding.
 TEACHER_BUCKETS = (200, 300, 400, 550)
@@ -98,11 +93,11 @@ def train_teacher(
       data_root: corpus root with ``train/`` and ``dev/``.
       model_dir: the model directory to write (resumes an unfinished run found there).
       experiment: the config (``model.type`` must be a sequence model).
-      strategy: a tf.distribute strategy (:func:`tfblend.training.make_strategy`).
+      strategy: a tf.distribute strategy (:func:`tfblend.train.strategies.make_strategy`).
       verbose: Keras's progress-bar setting.
 
     Returns:
-      The model directory's info (:mod:`tfblend.modeldir`).
+      The model directory's info (:mod:`tfblend.train.modeldir`).
     """
     if experiment.model.type != "lstm":
         raise DataError(f"the teacher must be a sequence model (lstm), not {experiment.model.type}")

@@ -15,8 +15,8 @@ import time
 
 from tfblend.cli import say
 from tfblend.errors import DataError
-from tfblend.modeldir import INFO_FILE
 from tfblend.records import write_json
+from tfblend.train.modeldir import INFO_FILE
 
 SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
 
@@ -28,7 +28,7 @@ def model_done(model_dir: str) -> bool:
 
 def dev_accuracy(model_dir: str) -> float:
     """The last epoch's dev frame accuracy of a finished run (its history.csv)."""
-    from tfblend.report import read_history
+    from tfblend.evaluation.report import read_history
 
     history = read_history(model_dir)
     if "val_accuracy" not in history:

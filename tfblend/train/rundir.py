@@ -12,7 +12,7 @@ A training run (on the chief) holds its model directory through :func:`training_
 - a run that fails (or is interrupted) before its first checkpoint leaves nothing behind: the
   directory is removed if the run created it, else the run's files are.
 
-:func:`guarded_run` applies this to the training functions of :mod:`tfblend.experiments`.
+:func:`guarded_run` applies this to the training functions of :mod:`tfblend.train.experiments`.
 """
 
 import contextlib
@@ -26,9 +26,9 @@ import os
 import shutil
 
 from tfblend.errors import DataError
-from tfblend.modeldir import INFO_FILE, MODEL_FILE, read_model_info
 from tfblend.records import TARGET_FORMAT, feature_values_digest, read_manifest, write_json
-from tfblend.training import is_chief
+from tfblend.train.modeldir import INFO_FILE, MODEL_FILE, read_model_info
+from tfblend.train.strategies import is_chief
 
 LOCK_FILE = ".lock"
 #: What a training run writes into its model directory (``overwrite`` clears exactly these).
@@ -144,7 +144,7 @@ def training_run(model_dir: str, settings: dict, *, overwrite: bool = False):
 
 
 def run_settings(experiment, data_root: str, targets_dir=None, teacher_dir=None) -> dict:
-    """What determines a training run, for :func:`tfblend.modeldir.training_run`: the resolved
+    """What determines a training run, for :func:`tfblend.train.modeldir.training_run`: the resolved
     config (seed included), the digests of the train and dev feature values, and the stored
     targets' or online teacher's digests."""
     settings = {"experiment": experiment.as_dict()}
@@ -163,7 +163,7 @@ def run_settings(experiment, data_root: str, targets_dir=None, teacher_dir=None)
 def guarded_run(train_fn):
     """Decorates a training function ``fn(data_root, model_dir, experiment, strategy, ...,
     targets_dir=None, teacher_dir=None)``: on the chief the run holds its model directory
-    through :func:`tfblend.modeldir.training_run` (lock, settings check, cleanup on failure).
+    through :func:`tfblend.train.modeldir.training_run` (lock, settings check, cleanup on failure).
     The decorated function takes one more keyword, ``overwrite`` (default False)."""
     signature = inspect.signature(train_fn)
 

@@ -1,4 +1,4 @@
-"""Per-utterance results: what the paired bootstrap of :mod:`tfblend.statistics` resamples.
+"""Per-utterance results: what the paired bootstrap of :mod:`tfblend.study.statistics` resamples.
 
 :func:`tfblend.evaluation.evaluate` sums over the whole test set (and per voice); a bootstrap over
 test utterances needs the counts of every utterance, in one order shared by every model and seed.
@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from tfblend.errors import DataError
-from tfblend.evaluation import ensemble_log_probs, sequence_scorer, window_scorer
+from tfblend.evaluation.scorers import ensemble_log_probs, sequence_scorer, window_scorer
 from tfblend.pipeline import eval_utterances
 
 
@@ -106,7 +106,7 @@ def score_utterances(
 
 def stack_seeds(runs: list) -> tuple[np.ndarray, np.ndarray]:
     """``(correct int64 [S, U], frames int64 [S, U])`` of one model's seeds, checked to be scored
-    on the same utterances in the same order (the input of :mod:`tfblend.statistics`)."""
+    on the same utterances in the same order (the input of :mod:`tfblend.study.statistics`)."""
     if not runs:
         raise DataError("no runs to stack")
     for run in runs[1:]:
@@ -137,7 +137,7 @@ def score_model_dirs(
     Returns:
       name -> list of :class:`UtteranceCounts`, one per seed.
     """
-    from tfblend.modeldir import load_model_dir
+    from tfblend.train.modeldir import load_model_dir
 
     ensembles = ensembles or {}
     results = {name: [] for name in [*models, *ensembles]}

@@ -1,6 +1,6 @@
 """The embedded corpus's design and one utterance's audio: splits, voices, sizes, the per-utterance
 draws (``plan_corpus``) and their rendering (``render``: espeak-ng speech resampled to 16 kHz,
-pauses and white noise). :mod:`tfblend.corpus.synthetic` builds the corpus from these (its
+pauses and white noise). :mod:`tfblend.corpus.build` builds the corpus from these (its
 docstring says what the corpus is); :mod:`tfblend.decoding.anchor` re-renders test audio from
 them.
 """

@@ -1,8 +1,8 @@
 """RESULTS.md of a study: corpus, training choices, tables, goals, findings, plots, compute.
 
-:func:`write_results` reads ``study.json`` and the files it names (:mod:`tfblend.study_inputs`),
+:func:`write_results` reads ``study.json`` and the files it names (:mod:`tfblend.study.inputs`),
 compares the blended CNN (role ``blend``) with every other model and judges the goals
-(:mod:`tfblend.study_goals`), draws the per-voice and k-sweep plots (:mod:`tfblend.study_plots`)
+(:mod:`tfblend.study.goals`), draws the per-voice and k-sweep plots (:mod:`tfblend.study.plots`)
 and writes the Markdown. Every number in it comes from those files; every reading comes from an
 interval. Roles missing from a partial study are reported as not run.
 """
@@ -10,9 +10,11 @@ interval. Roles missing from a partial study are reported as not run.
 import os
 import re
 
-from tfblend import statistics, study_goals, study_plots
-from tfblend.study_diagnosis import context_lines, learning_curve_lines
-from tfblend.study_inputs import StudyData, read_study
+from tfblend.study import goals as study_goals
+from tfblend.study import plots as study_plots
+from tfblend.study import statistics
+from tfblend.study.diagnosis import context_lines, learning_curve_lines
+from tfblend.study.inputs import StudyData, read_study
 
 #: Stage-name prefixes (the words before ``[`` or a space) -> the kind the compute table sums.
 STAGE_KINDS = {
@@ -313,7 +315,7 @@ def results_markdown(
     lines = [
         "# Results of the study",
         "",
-        "Written by the study command (`tfblend.study_results.write_results`) from "
+        "Written by the study command (`tfblend.study.results.write_results`) from "
         "`study.json` and the per-utterance scores and word errors it names; rewrite it with "
         "`scripts/write_results.py`. Intervals: paired bootstrap over test utterances, pooled "
         f"over seeds, {num_resamples:,} resamples (seed {seed}), 95% percentile interval.",
@@ -348,7 +350,7 @@ def write_results(
     """Writes RESULTS.md and its PNGs from a finished (or partial) study.
 
     Args:
-      study_json: ``<work_dir>/report/study.json`` (:mod:`tfblend.study_inputs`).
+      study_json: ``<work_dir>/report/study.json`` (:mod:`tfblend.study.inputs`).
       output_md: the Markdown file to write (e.g. ``RESULTS.md``).
       figures_dir: where the PNGs go; the Markdown links them relative to ``output_md``'s
         folder.

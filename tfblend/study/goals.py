@@ -1,7 +1,7 @@
 """The study's comparisons, its goals G1-G6 and the paper's three findings, from 95% intervals.
 
 Every interval is a paired bootstrap over the test utterances pooled over seeds
-(:func:`tfblend.statistics.compare_to_all`), all on the same resamples (one ``seed`` and
+(:func:`tfblend.study.statistics.compare_to_all`), all on the same resamples (one ``seed`` and
 ``num_resamples``: the resamples depend on nothing else). Two metrics: frame accuracy (correct
 frames / frames, higher is better) and WER (word errors / reference words per decoded utterance,
 lower is better). A goal's status is one of :data:`HOLDS`, :data:`FAILS`, :data:`UNCLEAR` or
@@ -12,8 +12,8 @@ lower is better). A goal's status is one of :data:`HOLDS`, :data:`FAILS`, :data:
 - G2 the blended CNN beats every single model (teacher, cnn, dnn, smoothing): holds only when it
   is better than all four, fails when it is worse than one (finding 2);
 - G3 k = 1% (the blend) keeps at least 95% of the largest swept k's gain over the CNN baseline
-  (:func:`tfblend.statistics.retained_gain`; frame accuracy): holds if the interval's low end is
-  >= 0.95, fails if its high end is < 0.95 (finding 3);
+  (:func:`tfblend.study.statistics.retained_gain`; frame accuracy): holds if the interval's low
+  end is >= 0.95, fails if its high end is < 0.95 (finding 3);
 - G4 the blend beats the label-smoothing control by at least 2 points: holds if the gain's
   interval lies above 0.02, fails if below;
 - G5 sampled targets are at least as good as top-k at equal bytes (sampled - blend, as G1);
@@ -25,7 +25,7 @@ import warnings
 
 import numpy as np
 
-from tfblend import statistics
+from tfblend.study import statistics
 
 HOLDS, FAILS, UNCLEAR, NOT_RUN = "holds", "does not hold", "not distinguishable here", "not run"
 SINGLE_ROLES = ("teacher", "cnn", "dnn", "smoothing")
@@ -35,7 +35,7 @@ G4_MARGIN = 0.02
 
 @dataclasses.dataclass(frozen=True)
 class Metric:
-    """A metric: its label, the :class:`tfblend.study_inputs.ModelResults` attribute holding its
+    """A metric: its label, the :class:`tfblend.study.inputs.ModelResults` attribute holding its
     ``(numerator [S, U], denominator [S, U])`` counts, and its direction."""
 
     label: str
@@ -61,7 +61,7 @@ class GoalResult:
 
 def compare(focus, others, metric: Metric, *, num_resamples: int, seed: int) -> dict:
     """``focus`` against each of ``others`` (ModelResults with counts of ``metric``): name ->
-    :class:`tfblend.statistics.Comparison` of ``focus - other``."""
+    :class:`tfblend.study.statistics.Comparison` of ``focus - other``."""
     models = {focus.name: getattr(focus, metric.counts)}
     models.update({m.name: getattr(m, metric.counts) for m in others})
     return statistics.compare_to_all(
@@ -210,7 +210,7 @@ def evaluate_goals(data, focus_comparisons: dict, *, num_resamples: int, seed: i
     per frame), as :class:`GoalResult` in order G1, G2, ... G6.
 
     Args:
-      data: :class:`tfblend.study_inputs.StudyData`.
+      data: :class:`tfblend.study.inputs.StudyData`.
       focus_comparisons: metric label -> name -> Comparison of the blend against every model
         with counts of that metric (:func:`compare`, same ``num_resamples``/``seed``).
     """

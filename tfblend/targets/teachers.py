@@ -24,7 +24,7 @@ import os
 import tensorflow as tf
 
 from tfblend.errors import DataError
-from tfblend.modeldir import load_model_dir
+from tfblend.train.modeldir import load_model_dir
 
 #: Frames per call of a window model inside the dump (bounds its activations' memory).
 WINDOW_CHUNK = 2048
@@ -105,7 +105,7 @@ class TeacherMixture:
         """Loads the teachers.
 
         Args:
-          teacher_dirs: model directories (:mod:`tfblend.modeldir`), at least one.
+          teacher_dirs: model directories (:mod:`tfblend.train.modeldir`), at least one.
           weights: float per directory (or ``"0.5,0.5"``), None for equal weights.
 
         Raises:

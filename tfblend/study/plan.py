@@ -1,10 +1,10 @@
 """The study's stages: where each model of ``scripts/study.py`` lives and the script that makes it.
 
 Every method of :class:`StudyPlan` that makes something runs one stage through
-:class:`tfblend.stages.StageRunner` (skipped when complete, resumed when partial) and returns the
-directory or file it made. Names encode what a run depends on (preset, chunking, k, alpha, T,
-seed), so a changed choice trains a new run instead of reusing a different one, and every
-training directory also refuses a rerun with other settings (``tfblend.rundir``).
+:class:`tfblend.study.stages.StageRunner` (skipped when complete, resumed when partial) and
+returns the directory or file it made. Names encode what a run depends on (preset, chunking, k,
+alpha, T, seed), so a changed choice trains a new run instead of reusing a different one, and every
+training directory also refuses a rerun with other settings (``tfblend.train.rundir``).
 
 Layout under the study's work dir:
   corpus/                          the corpus (make_corpus.py)
@@ -26,11 +26,11 @@ import json
 import os
 
 from tfblend.errors import DataError
-from tfblend.modeldir import read_model_info
+from tfblend.evaluation.report import read_history
 from tfblend.records import read_manifest
-from tfblend.report import read_history
-from tfblend.sparse_targets import resolve_k
-from tfblend.stages import model_done, set_done
+from tfblend.study.stages import model_done, set_done
+from tfblend.targets.sparsify import resolve_k
+from tfblend.train.modeldir import read_model_info
 
 #: Training lengths per corpus size, in epochs: the teacher, and every student (all students get
 #: the same budget on the same data). The medium study's budget is set by its 8 hours on 2 cores.
@@ -107,7 +107,7 @@ class StudyPlan:
     Args:
       work: the study's work dir.
       size: the corpus size (a key of :data:`EPOCHS`).
-      runner: a :class:`tfblend.stages.StageRunner`.
+      runner: a :class:`tfblend.study.stages.StageRunner`.
       teacher_epochs, student_epochs: None for the size's defaults.
     """
 

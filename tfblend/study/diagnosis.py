@@ -17,8 +17,8 @@ nothing, and carry no interval (the seed spread is in the model table). The cont
 decides nothing either; its intervals are the study's paired bootstrap on test.
 """
 
-from tfblend.report import markdown_table
-from tfblend.study_goals import FRAME_ACCURACY, compare, interval_text, points
+from tfblend.evaluation.report import markdown_table
+from tfblend.study.goals import FRAME_ACCURACY, compare, interval_text, points
 
 #: What ``<role> − windowed teacher`` measures, for the roles the context section compares.
 CONTEXT_READINGS = (
@@ -32,7 +32,7 @@ def _pct(value: float) -> str:
     return f"{value * 100:.2f}"
 
 
-#: The table's (key, header, format) columns (``tfblend.report.markdown_table``).
+#: The table's (key, header, format) columns (``tfblend.evaluation.report.markdown_table``).
 COLUMNS = [
     ("name", "model", "str"),
     ("epochs", "epochs", "str"),
@@ -135,7 +135,7 @@ def learning_curve_lines(study: dict) -> list:
 def context_lines(data, *, num_resamples: int, seed: int) -> list:
     """The context section's Markdown lines: the teacher (BLSTM) scored from each frame's CNN
     window only, against the teacher on whole utterances, the CNN baseline and the blended CNN
-    (test frame accuracy; ``data`` a :class:`tfblend.study_inputs.StudyData`)."""
+    (test frame accuracy; ``data`` a :class:`tfblend.study.inputs.StudyData`)."""
     lines = ["## Context: the teacher on the CNN's window", ""]
     windowed = data.role("teacher_window")
     if windowed is None or windowed.frames is None:

@@ -44,7 +44,7 @@ import tensorflow as tf
 
 from tfblend import features as features_lib
 from tfblend import records
-from tfblend.corpus import align, buildcache, mdef, prompts, synthesis
+from tfblend.corpus import align, buildcache, design, mdef, prompts
 from tfblend.corpus.prompts import WORDS_PER_UTTERANCE, prompt_words
 from tfblend.errors import DataError
 
@@ -69,9 +69,9 @@ class _Worker:
         self.model = mdef.default_senone_model()
         self.feature_config = feature_config
 
-    def __call__(self, job: synthesis.UtteranceJob) -> _Result:
-        pcm, word_starts = synthesis.render(job)
-        seconds = pcm.shape[0] / synthesis.SAMPLE_RATE
+    def __call__(self, job: design.UtteranceJob) -> _Result:
+        pcm, word_starts = design.render(job)
+        seconds = pcm.shape[0] / design.SAMPLE_RATE
         try:
             alignment = self.aligner.align(pcm, job.words, job.utt_id)
             deviation = align.check_word_timing(alignment.word_starts, word_starts, job.utt_id)
@@ -126,12 +126,12 @@ def build_corpus(
         ``overwrite``, in which case they are replaced once the new corpus is complete.
       size: ``tiny`` (tests: 36 utterances, seconds), ``small`` (about 1 hour of audio),
         ``medium`` (about 3.5 hours), ``large`` (over 10 hours); see
-        ``tfblend.corpus.synthesis.SIZES``.
+        ``tfblend.corpus.design.SIZES``.
       seed: every random draw derives from it; same seed and size, same bytes.
       num_workers: processes synthesising and aligning (None: one per CPU, but at most one per
         100 utterances, so 1 for tiny). The output does not depend on it.
       feature_config: the front end (default ``FeatureConfig()``: 40 log-mel, 25/10 ms).
-      prompt_kind, vocabulary_size: the prompts (``tfblend.corpus.synthesis.plan_corpus``).
+      prompt_kind, vocabulary_size: the prompts (``tfblend.corpus.design.plan_corpus``).
 
     Returns:
       ``{split: manifest}``. Each manifest's ``metadata`` has ``features`` (the config) and
@@ -147,20 +147,20 @@ def build_corpus(
       rerun with the same arguments reuses them (:mod:`tfblend.corpus.buildcache`).
     """
     output_dir = os.fspath(output_dir)
-    spec = synthesis.corpus_size(size)
+    spec = design.corpus_size(size)
     feature_config = feature_config or features_lib.FeatureConfig()
-    if feature_config.sample_rate != synthesis.SAMPLE_RATE:
+    if feature_config.sample_rate != design.SAMPLE_RATE:
         raise DataError(
             f"the synthetic corpus is 16 kHz; feature_config has "
             f"sample_rate={feature_config.sample_rate}"
         )
-    existing = [s for s in synthesis.SPLITS if os.path.exists(os.path.join(output_dir, s))]
+    existing = [s for s in design.SPLITS if os.path.exists(os.path.join(output_dir, s))]
     if existing and not overwrite:
         raise DataError(
             f"{output_dir}: {', '.join(existing)} already exist (overwrite replaces them)"
         )
     start = time.time()
-    jobs = synthesis.plan_corpus(size, seed, prompt_kind, vocabulary_size)
+    jobs = design.plan_corpus(size, seed, prompt_kind, vocabulary_size)
     if num_workers is None:  # a worker costs a TensorFlow start-up: one per 100 utterances at most
         num_workers = max(1, min(os.cpu_count() or 1, len(jobs) // 100))
     model = mdef.default_senone_model()
@@ -183,7 +183,7 @@ def build_corpus(
             num_phones=model.num_phones,
         ) as results:
             manifests, timings = {}, {}
-            for split in synthesis.SPLITS:
+            for split in design.SPLITS:
                 split_jobs = [job for job in jobs if job.split == split]
                 split_start = time.time()
                 metadata = {
@@ -193,12 +193,12 @@ def build_corpus(
                         "size": size,
                         "seed": seed,
                         "split": split,
-                        "voices": synthesis.voices(size),
+                        "voices": design.voices(size),
                         "words_per_utterance": list(WORDS_PER_UTTERANCE),
-                        "rate_wpm": list(synthesis.RATE_WPM),
-                        "pitch": list(synthesis.PITCH),
-                        "pause_seconds": list(synthesis.PAUSE_SECONDS),
-                        "snr_db": list(synthesis.SNR_DB),
+                        "rate_wpm": list(design.RATE_WPM),
+                        "pitch": list(design.PITCH),
+                        "pause_seconds": list(design.PAUSE_SECONDS),
+                        "snr_db": list(design.SNR_DB),
                         "prompts": prompt_kind,
                         "prompt_vocabulary": (
                             vocabulary_size if prompt_kind == "lm" else len(prompt_words())
@@ -222,7 +222,7 @@ def build_corpus(
                 )
                 _write_text(os.path.join(staging, split), split_jobs, metadata["corpus"])
                 timings[split] = round(time.time() - split_start, 2)
-        for split in synthesis.SPLITS:
+        for split in design.SPLITS:
             target = os.path.join(output_dir, split)
             if os.path.exists(target):
                 shutil.rmtree(target)
@@ -237,7 +237,7 @@ def build_corpus(
         "build_seconds": round(time.time() - start, 2),
         "split_seconds": timings,
         "audio_seconds": {
-            s: manifests[s]["metadata"]["corpus"]["audio_seconds"] for s in synthesis.SPLITS
+            s: manifests[s]["metadata"]["corpus"]["audio_seconds"] for s in design.SPLITS
         },
     }
     build_path = os.path.join(output_dir, "build.json")

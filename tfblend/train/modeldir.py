@@ -13,7 +13,7 @@
 
 A model directory is complete when ``model.json`` exists: it is written last, atomically. A model
 with NaN/Inf weights is never saved, and never loaded.
-A training run holds the directory through :mod:`tfblend.rundir`.
+A training run holds the directory through :mod:`tfblend.train.rundir`.
 """
 
 import json

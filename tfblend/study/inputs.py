@@ -9,14 +9,15 @@
    "choices": {name: {"grid": {setting: dev frame accuracy}, "chosen": setting}},
    "models": [{"name", "role", "seeds"?, "k"?, "draws"?, "scores": [...], "wer": [...]}],
    "bytes_per_frame": {"<k>" or "sampled": bytes}, "stages": {stage: seconds},
-   "learning_curves": [...], "longer_epochs": N}   (tfblend.study_diagnosis)
+   "learning_curves": [...], "longer_epochs": N}   (tfblend.study.diagnosis)
 
 ``study.json`` sits in ``<study_dir>/report/``; the paths in it are relative to ``<study_dir>``. A
-model's ``scores`` are :meth:`tfblend.utterance_scores.UtteranceCounts.to_dict` files, one per seed;
-its ``wer`` are ``scripts/decode.py``'s per-model ``wer.json`` files (``per_utterance``: utt ->
-sub/del/ins/ref), one per decoded seed. A model's ``seeds`` is the number of seeds asked for it;
-without it, the study's ``teacher_seeds`` for the teacher, the smaller of both counts for an
-ensemble (its members pair seed by seed) and ``seeds`` for every student.
+model's ``scores`` are :meth:`tfblend.evaluation.utterances.UtteranceCounts.to_dict` files, one
+per seed; its ``wer`` are ``scripts/decode.py``'s per-model ``wer.json`` files
+(``per_utterance``: utt -> sub/del/ins/ref), one per decoded seed. A model's ``seeds`` is the
+number of seeds asked for it; without it, the study's ``teacher_seeds`` for the teacher, the
+smaller of both counts for an ensemble (its members pair seed by seed) and ``seeds`` for every
+student.
 
 Checks (a :class:`tfblend.errors.DataError` naming the file): every file is readable; every
 scores file of every model covers the same test utterances in the same order; every wer file of
@@ -30,9 +31,9 @@ import os
 
 import numpy as np
 
-from tfblend import statistics
 from tfblend.errors import DataError
-from tfblend.utterance_scores import UtteranceCounts, stack_seeds
+from tfblend.evaluation.utterances import UtteranceCounts, stack_seeds
+from tfblend.study import statistics
 
 #: Roles that name at most one model (the goals pick models by role).
 UNIQUE_ROLES = (
@@ -71,12 +72,12 @@ class ModelResults:
 
     @property
     def accuracy(self) -> dict | None:
-        """:func:`tfblend.statistics.mean_std` of the per-seed test frame accuracy (or None)."""
+        """:func:`.statistics.mean_std` of the per-seed test frame accuracy (or None)."""
         return None if self.frames is None else _per_seed(*self.frames)
 
     @property
     def wer(self) -> dict | None:
-        """:func:`tfblend.statistics.mean_std` of the per-seed test WER (or None)."""
+        """:func:`tfblend.study.statistics.mean_std` of the per-seed test WER (or None)."""
         return None if self.words is None else _per_seed(*self.words)
 
     @property

@@ -6,7 +6,7 @@ written to target shards in exactly the layout and order of the utterance shards
 (:mod:`tfblend.pipeline`).
 
 How a frame's distribution becomes its few pairs (top-k, top-p, sampled) and why one T = 1 dump
-serves every temperature: :mod:`tfblend.sparse_targets`.
+serves every temperature: :mod:`tfblend.targets.sparsify`.
 
 Storage: ids as int16 when K <= 32767 (else int32); probabilities as float16, or ``log_uint8``
 (8-bit quantised negative log-probabilities, step ``log_step``). The teacher mass kept in the
@@ -44,8 +44,8 @@ from tfblend.records import (
     write_json,
     write_manifest,
 )
-from tfblend.sparse_targets import METHODS, Sparsifier, id_dtype, resolve_k
-from tfblend.teachers import TeacherMixture
+from tfblend.targets.sparsify import METHODS, Sparsifier, id_dtype, resolve_k
+from tfblend.targets.teachers import TeacherMixture
 
 TAILS = ("renormalize", "ghost", "ignore")
 
@@ -79,8 +79,8 @@ def dump_targets(
 
     Args:
       data_dir: the utterance set (one split) to label.
-      teacher_dir: a teacher's model directory (:mod:`tfblend.modeldir`), or a list of model
-        directories whose posteriors are mixed (:class:`tfblend.teachers.TeacherMixture`).
+      teacher_dir: a teacher's model directory (:mod:`tfblend.train.modeldir`), or a list of model
+        directories whose posteriors are mixed (:class:`tfblend.targets.teachers.TeacherMixture`).
       output_dir: the target set to write (created; complete shards in it are kept).
       teacher_weights: the mixture's weights (a list or ``"0.5,0.5"``; None: equal).
       method: "topk", "topp" or "sampled" (module docstring).

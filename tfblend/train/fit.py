@@ -1,0 +1,201 @@
+"""An exactly resumable ``fit`` and its callbacks.
+
+Exact resume: :class:`ResumeCheckpoint` writes the student's and optimizer's variables (random
+seed states included) and the position ``(epoch, step)`` every N steps, atomically. The input
+pipeline's order is a pure function of ``(seed, epoch)`` (:mod:`tfblend.pipeline`), so
+:func:`fit_resumable` restarts the killed epoch's dataset and skips the steps already taken:
+a killed and resumed run takes the same batches in the same order as an uninterrupted one.
+
+Callbacks: :class:`ResumeCheckpoint`, :class:`StopOnNonFinite` (first, so that no checkpoint
+follows a non-finite loss), TensorBoard and CSV logs (:func:`standard_callbacks`).
+"""
+
+import contextlib
+import json
+import os
+import shutil
+
+import keras
+import numpy as np
+
+from tfblend.errors import DataError, NonFiniteError
+from tfblend.records import write_json
+
+
+class ResumeCheckpoint(keras.callbacks.Callback):
+    """Saves ``(variables, epoch, step)`` every ``every_steps`` steps and at each epoch end.
+
+    The saved variables are ``variables_fn()`` (normally the student's variables, random seed
+    states included, and the optimizer's). Files: ``<directory>/state.json`` and
+    ``<directory>/variables.npz``, replaced atomically together (the json names the npz it
+    belongs to).
+
+    Args:
+      directory: where the state lives (a worker's own temporary dir off the chief).
+      variables_fn: returns the list of variables to save and restore.
+      every_steps: save period in optimizer steps.
+      steps_per_epoch: steps in one epoch.
+      offset: ``(epoch, step)`` at which the current ``fit`` call started.
+    """
+
+    def __init__(self, directory, variables_fn, every_steps, steps_per_epoch, offset=(0, 0)):
+        super().__init__()
+        self.directory = directory
+        self.variables_fn = variables_fn
+        self.every_steps = max(int(every_steps), 1)
+        self.steps_per_epoch = steps_per_epoch
+        self.epoch, self.step = offset
+        os.makedirs(directory, exist_ok=True)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch != self.epoch:
+            self.epoch, self.step = epoch, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.step % self.every_steps == 0 and self.step < self.steps_per_epoch:
+            save_state(self.directory, self.variables_fn(), self.epoch, self.step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch, self.step = epoch + 1, 0
+        save_state(self.directory, self.variables_fn(), self.epoch, 0)
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stops ``fit`` with a :class:`~tfblend.errors.NonFiniteError` on a NaN/Inf batch loss.
+
+    For models trained by Keras's own ``train_step`` (the teacher); put it first among the
+    callbacks, so that no checkpoint is written after the loss went non-finite.
+    """
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            step = int(self.model.optimizer.iterations.numpy())
+            raise NonFiniteError(
+                f"training diverged: non-finite loss {float(loss)} at optimizer step {step} "
+                f"(batch {batch} of the epoch); lower the learning rate or set a clipnorm"
+            )
+
+
+def save_state(directory: str, variables, epoch: int, step: int) -> None:
+    """Writes the resume state atomically: the npz first, then the json that points at it.
+
+    The temporary file is named per process and removed when writing fails (a full disk).
+    """
+    name = f"variables-{epoch:04d}-{step:07d}.npz"
+    temporary = os.path.join(directory, f".{name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "wb") as stream:
+            np.savez(stream, *[np.asarray(keras.ops.convert_to_numpy(v)) for v in variables])
+        os.replace(temporary, os.path.join(directory, name))
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+    write_json(
+        os.path.join(directory, "state.json"), {"epoch": epoch, "step": step, "variables": name}
+    )
+    for stale in os.listdir(directory):
+        if stale.startswith("variables-") and stale != name:
+            os.remove(os.path.join(directory, stale))
+
+
+def restore_state(directory: str, variables) -> tuple[int, int]:
+    """Loads the resume state into ``variables``; returns ``(epoch, step)``, (0, 0) if none."""
+    path = os.path.join(directory, "state.json")
+    if not os.path.exists(path):
+        return 0, 0
+    with open(path) as stream:
+        state = json.load(stream)
+    with np.load(os.path.join(directory, state["variables"])) as arrays:
+        values = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+    if len(values) != len(variables):
+        raise DataError(
+            f"{directory}: the resume state holds {len(values)} variables, the model has "
+            f"{len(variables)}; it belongs to another model (delete the directory to start over)"
+        )
+    for variable, value in zip(variables, values, strict=True):
+        if tuple(variable.shape) != value.shape:
+            raise DataError(
+                f"{directory}: variable {variable.path} has shape {tuple(variable.shape)}, "
+                f"the resume state {value.shape}; delete the directory to start over"
+            )
+        variable.assign(value)
+    return state["epoch"], state["step"]
+
+
+def fit_resumable(
+    model: keras.Model,
+    make_dataset,
+    *,
+    epochs: int,
+    steps_per_epoch: int,
+    resume_dir: str,
+    restore_dir: str | None = None,
+    variables_fn,
+    every_steps: int,
+    callbacks=(),
+    validation_data=None,
+    verbose="auto",
+) -> dict[str, list[float]]:
+    """``model.fit`` that continues exactly where a killed run stopped.
+
+    Args:
+      model: a compiled model (built: its variables must exist).
+      make_dataset: ``fn(epoch, repeat) -> tf.data.Dataset`` of the epochs starting at
+        ``epoch`` (all later ones too when ``repeat``), deterministic in ``(seed, epoch)``.
+      epochs: total epochs of the run.
+      steps_per_epoch: optimizer steps per epoch.
+      resume_dir: where :class:`ResumeCheckpoint` writes its state (a worker's own directory).
+      restore_dir: where the state is read back (default ``resume_dir``). Every worker of a
+        multi-worker run restores the chief's state, so the model directory must be on a
+        filesystem all workers see, as with ``keras.callbacks.BackupAndRestore``.
+      variables_fn: the variables to save and restore (see :class:`ResumeCheckpoint`).
+      every_steps: checkpoint period in steps.
+      callbacks: further Keras callbacks (TensorBoard, CSV logger, ...).
+      validation_data: evaluated at each epoch end.
+      verbose: Keras's verbosity.
+
+    Returns:
+      The merged ``History.history`` of the epochs run by this call.
+    """
+    epoch, step = restore_state(restore_dir or resume_dir, variables_fn())
+    history: dict[str, list[float]] = {}
+
+    def run(dataset, first_epoch, last_epoch, steps, offset):
+        checkpoint = ResumeCheckpoint(
+            resume_dir, variables_fn, every_steps, steps_per_epoch, offset
+        )
+        result = model.fit(
+            dataset,
+            initial_epoch=first_epoch,
+            epochs=last_epoch,
+            steps_per_epoch=steps,
+            callbacks=[StopOnNonFinite(), checkpoint, *callbacks],
+            validation_data=validation_data,
+            shuffle=False,  # the datasets shuffle themselves, recomputably per epoch
+            verbose=verbose,
+        )
+        for key, values in result.history.items():
+            history.setdefault(key, []).extend(values)
+
+    if step and epoch < epochs:
+        partial = make_dataset(epoch, False).skip(step)
+        run(partial, epoch, epoch + 1, steps_per_epoch - step, (epoch, step))
+        epoch += 1
+    if epoch < epochs:
+        run(make_dataset(epoch, True), epoch, epochs, steps_per_epoch, (epoch, 0))
+    return history
+
+
+def standard_callbacks(model_dir: str) -> list[keras.callbacks.Callback]:
+    """TensorBoard logs under ``<model_dir>/logs`` and the per-epoch metrics as CSV."""
+    return [
+        keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"), update_freq="epoch"),
+        keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"), append=True),
+    ]
+
+
+def clear_resume_state(resume_dir: str) -> None:
+    """Removes the resume state once a run has finished and its model is saved."""
+    shutil.rmtree(resume_dir, ignore_errors=True)
