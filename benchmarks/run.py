@@ -1,13 +1,13 @@
 """Run the benchmarks, print one Markdown table per benchmark, write the results as JSON.
 
     python -m benchmarks.run [--only NAME[,NAME]] [--output benchmarks/results.json]
-                             [--data_dir DIR]
+                             [--corpus_dir DIR]
 
 A benchmark is a module ``benchmarks/bench_NAME.py`` exposing ``run(args) -> list[dict]`` (one
 dict per table row, JSON-serialisable values) and, optionally, ``add_arguments(parser)`` for its
 own flags. Modules are found by name; nothing else needs registering.
 
-``--data_dir`` is a corpus root holding ``train/``, ``dev/``, ``test/`` utterance sets; without
+``--corpus_dir`` is a corpus root holding ``train/``, ``dev/``, ``test/`` utterance sets; without
 it, benchmarks that need data call ``corpus_dir(args)``, which builds the tiny synthetic corpus
 once into a temporary directory. With ``--only``, the results of the other benchmarks already in
 the output file are kept.
@@ -45,9 +45,9 @@ def load(name: str):
 
 
 def corpus_dir(args) -> pathlib.Path:
-    """``--data_dir``, or the tiny synthetic corpus built once per run into a temporary dir."""
-    if args.data_dir:
-        return pathlib.Path(args.data_dir)
+    """``--corpus_dir``, or the tiny synthetic corpus built once per run into a temporary dir."""
+    if args.corpus_dir:
+        return pathlib.Path(args.corpus_dir)
     if getattr(args, "_built_corpus", None) is None:
         from tfblend.corpus.build import build_corpus
 
@@ -89,7 +89,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default="", help="comma-separated benchmark names")
     parser.add_argument("--output", default=str(PACKAGE_DIR / "results.json"))
-    parser.add_argument("--data_dir", default="", help="corpus root with train/dev/test sets")
+    parser.add_argument("--corpus_dir", default="", help="corpus root with train/dev/test sets")
     for name in benchmark_names():
         module = load(name)
         if hasattr(module, "add_arguments"):

@@ -5,12 +5,12 @@ The teacher targets are the stored sparse ones of dump_targets.py (the default),
 --teacher_dir instead of --targets_dir, the teacher is run inside every step (online, slower;
 an LSTM teacher then sees only the student's context window).
 
-Reads:  <data_dir>/train, <data_dir>/dev, the targets of train (--targets_dir), an experiment
+Reads:  <corpus_dir>/train, <corpus_dir>/dev, the targets of train (--targets_dir), an experiment
         config (default: tfblend/configs/blend.yaml).
 Writes: <model_dir>/ with the student alone (model.keras), model.json, history.csv, logs/.
 
 Example:
-  python scripts/blend.py --data_dir=work/demo/corpus --targets_dir=work/demo/targets_k51 \
+  python scripts/blend.py --corpus_dir=work/demo/corpus --targets_dir=work/demo/targets_k51 \
       --model_dir=work/demo/blend --alpha=0.5 --temperature=1
 """
 
@@ -22,7 +22,7 @@ from tfblend.train.experiments import train_window_model
 from tfblend.train.strategies import make_strategy
 
 cli.define_flags(
-    *cli.TRAINING_FLAGS, "targets_dir", "teacher_dir", required=("data_dir", "model_dir")
+    *cli.TRAINING_FLAGS, "targets_dir", "teacher_dir", required=("corpus_dir", "model_dir")
 )
 flags.DEFINE_float("alpha", None, "Weight of the hard-label loss (distill.alpha).")
 flags.DEFINE_float("temperature", None, "Softening temperature T (distill.temperature).")
@@ -46,7 +46,7 @@ def main(_):
     experiment = cli.experiment_from_flags("blend", **overrides)
     strategy = make_strategy(FLAGS.strategy, FLAGS.num_replicas)
     info = train_window_model(
-        FLAGS.data_dir,
+        FLAGS.corpus_dir,
         FLAGS.model_dir,
         experiment,
         strategy,

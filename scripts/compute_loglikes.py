@@ -12,12 +12,12 @@ A Kaldi user decodes them with their own graph, e.g.
 pdf-id k of that model: our columns are pocketsphinx's senones, so the ark fits a Kaldi model
 whose pdfs are those senones.)
 
-Reads:  <export_dir> (tfblend export), <data_dir>/<split>.
+Reads:  <export_dir> (tfblend export), <corpus_dir>/<split>.
 Writes: <output>.ark and <output>.scp.
 
 Example:
   python scripts/compute_loglikes.py --export_dir=savedmodels/tfblend_blended_cnn/1 \
-      --data_dir=work/demo/corpus --split=test --output=work/demo/loglikes_test
+      --corpus_dir=work/demo/corpus --split=test --output=work/demo/loglikes_test
 """
 
 import os
@@ -27,7 +27,7 @@ from absl import flags
 import tfblend  # noqa: F401  (quiets TensorFlow before it loads)
 from tfblend import cli
 
-cli.define_flags("data_dir", "split", split="test", required=("data_dir",))
+cli.define_flags("corpus_dir", "split", split="test", required=("corpus_dir",))
 flags.DEFINE_string("export_dir", None, "An export: <export_base>/<name>/<version>.")
 flags.DEFINE_string("output", None, "Path prefix: writes <output>.ark and <output>.scp.")
 flags.mark_flags_as_required(["export_dir", "output"])
@@ -40,7 +40,7 @@ def main(_):
     from tfblend.decoding.decoder import ExportScorer
     from tfblend.records import iterate_utterances
 
-    split_dir = cli.split_dir(FLAGS.data_dir, FLAGS.split)
+    split_dir = cli.split_dir(FLAGS.corpus_dir, FLAGS.split)
     scorer = ExportScorer(FLAGS.export_dir)
     ark, scp = f"{FLAGS.output}.ark", f"{FLAGS.output}.scp"
     parent = os.path.dirname(os.path.abspath(FLAGS.output))

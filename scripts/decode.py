@@ -9,7 +9,7 @@ unchanged), or given (--nobuild_graph).
 --anchor adds pocketsphinx's own recognizer (its GMM acoustic model) on the same test audio,
 re-rendered from the corpus plan, with the task LM and with its default LM.
 
-Reads:  <data_dir>/<split> and <data_dir>/<dev_split> (features, transcripts in text), the
+Reads:  <corpus_dir>/<split> and <corpus_dir>/<dev_split> (features, transcripts in text), the
         exports or arks, <graph_dir> (built if missing), <report_dir>/results.json (optional).
 Writes: <output_dir>/<model>/hyp.txt (utt-id words...) and wer.json (per utterance, per voice,
         overall, with substitutions/deletions/insertions), <output_dir>/wer.json (every model,
@@ -17,7 +17,7 @@ Writes: <output_dir>/<model>/hyp.txt (utt-id words...) and wer.json (per utteran
         results.md / results.json.
 
 Example:
-  python scripts/decode.py --data_dir=work/demo/corpus --graph_dir=work/demo/graph \
+  python scripts/decode.py --corpus_dir=work/demo/corpus --graph_dir=work/demo/graph \
       --model=blended=savedmodels/tfblend_blended_cnn/1 --output_dir=work/demo/wer
   ... --model=teacher=work/demo/exports/teacher/1 --model=cnn=work/demo/exports/cnn/1 \
       --ensemble=ensemble=teacher+cnn
@@ -36,7 +36,7 @@ from tfblend import cli
 from tfblend.errors import DataError
 
 cli.define_flags(
-    "data_dir", "split", "output_dir", split="test", required=("data_dir", "output_dir")
+    "corpus_dir", "split", "output_dir", split="test", required=("corpus_dir", "output_dir")
 )
 flags.DEFINE_string("dev_split", "dev", "Split the acoustic scale is chosen on.")
 flags.DEFINE_multi_string("model", [], "NAME=EXPORT_DIR: decode what this export serves.")
@@ -136,8 +136,8 @@ def main(_):
         name: {split: Ensemble(name, {m: scorers[m] for m in names}) for split in ("test", "dev")}
         for name, names in members.items()
     }
-    test_dir = cli.split_dir(FLAGS.data_dir, FLAGS.split)
-    dev_dir = cli.split_dir(FLAGS.data_dir, FLAGS.dev_split)
+    test_dir = cli.split_dir(FLAGS.corpus_dir, FLAGS.split)
+    dev_dir = cli.split_dir(FLAGS.corpus_dir, FLAGS.dev_split)
     if FLAGS.dev_split == FLAGS.split:
         raise DataError("--dev_split must differ from --split: the scale is never chosen on test")
     graph_dir = _graph(test_dir)

@@ -15,15 +15,15 @@ Split the work over processes or machines with --shard_index/--num_shards; a kil
 skips the shards already complete. With --from_targets, a smaller k is cut from an existing
 top-k dump without running the teacher.
 
-Reads:  <data_dir>/<split> (utterance set), <teacher_dir> (train_teacher.py; in a mixture also
+Reads:  <corpus_dir>/<split> (utterance set), <teacher_dir> (train_teacher.py; in a mixture also
         train_student.py or blend.py model directories), or --from_targets.
 Writes: <output_dir>/ targets-*.tfrecord, one targets-*.json per complete shard, manifest.json
         (once every shard is complete).
 
 Examples:
-  python scripts/dump_targets.py --data_dir=work/demo/corpus --teacher_dir=work/demo/teacher \
+  python scripts/dump_targets.py --corpus_dir=work/demo/corpus --teacher_dir=work/demo/teacher \
       --output_dir=work/demo/targets_k51 --top_fraction=0.01
-  python scripts/dump_targets.py --data_dir=work/demo/corpus --teacher_dir=work/demo/teacher \
+  python scripts/dump_targets.py --corpus_dir=work/demo/corpus --teacher_dir=work/demo/teacher \
       --teacher_dir=work/demo/cnn --teacher_weights=0.5,0.5 --output_dir=work/demo/targets_mix \
       --top_fraction=0.01
   python scripts/dump_targets.py --from_targets=work/demo/targets_k512 --k=51 \
@@ -41,7 +41,7 @@ from tfblend.targets.dump import TAILS, derive_targets, dump_targets
 from tfblend.targets.sparsify import METHODS
 
 cli.define_flags(
-    "data_dir",
+    "corpus_dir",
     "split",
     "output_dir",
     "seed",
@@ -83,11 +83,11 @@ def main(_):
     if FLAGS.from_targets:
         manifest = derive_targets(FLAGS.from_targets, FLAGS.output_dir, FLAGS.k)
     else:
-        for name in ("data_dir", "teacher_dir"):
+        for name in ("corpus_dir", "teacher_dir"):
             if not FLAGS[name].value:
                 raise DataError(f"--{name} is required without --from_targets")
         manifest = dump_targets(
-            cli.split_dir(FLAGS.data_dir, FLAGS.split),
+            cli.split_dir(FLAGS.corpus_dir, FLAGS.split),
             FLAGS.teacher_dir,
             FLAGS.output_dir,
             teacher_weights=FLAGS.teacher_weights,

@@ -6,13 +6,13 @@ model's senone -> phone map), and accuracy per voice. Several model directories 
 are seeds of one setting: the table shows their mean and spread, and an ensemble pairs its members
 seed by seed.
 
-Reads:  <data_dir>/<split> (default test: the held-out voices), <data_dir>/train (CMVN
+Reads:  <corpus_dir>/<split> (default test: the held-out voices), <corpus_dir>/train (CMVN
         statistics, the senone -> phone map), model directories.
 Writes: <output_dir>/results.json, results.md, training_curves.png (with --wer_json, a test WER
         column and a "Word error rate" section from scripts/decode.py's wer.json).
 
 Example:
-  python scripts/evaluate.py --data_dir=work/demo/corpus --output_dir=work/demo/report \
+  python scripts/evaluate.py --corpus_dir=work/demo/corpus --output_dir=work/demo/report \
       --model=teacher=work/demo/teacher --model=cnn=work/demo/cnn \
       --model=blend=work/demo/blend --ensemble=ensemble=teacher+cnn
 """
@@ -28,7 +28,7 @@ from tfblend.evaluation import evaluate_models
 from tfblend.evaluation.report import write_report
 
 cli.define_flags(
-    "data_dir", "split", "output_dir", split="test", required=("data_dir", "output_dir")
+    "corpus_dir", "split", "output_dir", split="test", required=("corpus_dir", "output_dir")
 )
 flags.DEFINE_multi_string("model", [], "NAME=DIR[,DIR...]: a model (several dirs: seeds).")
 flags.DEFINE_multi_string("ensemble", [], "NAME=A+B: average the posteriors of models A and B.")
@@ -54,7 +54,7 @@ def main(_):
     if not models:
         raise DataError("give at least one --model=NAME=DIR")
     ensembles = _pairs(FLAGS.ensemble, "+")
-    results = evaluate_models(FLAGS.data_dir, FLAGS.split, models, ensembles, progress=cli.say)
+    results = evaluate_models(FLAGS.corpus_dir, FLAGS.split, models, ensembles, progress=cli.say)
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     markdown = write_report(results, FLAGS.output_dir, focus=FLAGS.focus, facts=_facts())
     if FLAGS.wer_json:
@@ -73,7 +73,7 @@ def _facts():
 
     lines = []
     for split in ("train", "dev", "test"):
-        path = os.path.join(FLAGS.data_dir, split)
+        path = os.path.join(FLAGS.corpus_dir, split)
         if os.path.exists(os.path.join(path, "manifest.json")):
             manifest = read_manifest(path)
             lines.append(

@@ -5,12 +5,12 @@ utterance's raw log-mel features through the "utterance" signature, and prints t
 against the alignment and the first frames' best senones. Use it to check an export before
 pointing TF Serving at it.
 
-Reads:  <export_dir> (export.py), <data_dir>/<split> (an utterance set with raw features).
+Reads:  <export_dir> (export.py), <corpus_dir>/<split> (an utterance set with raw features).
 Writes: nothing.
 
 Example:
   python scripts/score_utterance.py --export_dir=savedmodels/tfblend_blended_cnn/1 \
-      --data_dir=work/demo/corpus --split=test
+      --corpus_dir=work/demo/corpus --split=test
 """
 
 import itertools
@@ -27,7 +27,7 @@ from tfblend.errors import DataError
 from tfblend.export import read_export_metadata
 from tfblend.records import iterate_utterances, read_manifest
 
-cli.define_flags("data_dir", "split", split="test", required=("data_dir",))
+cli.define_flags("corpus_dir", "split", split="test", required=("corpus_dir",))
 flags.DEFINE_string("export_dir", None, "An export: <export_base>/<name>/<version>.")
 flags.DEFINE_string("utt_id", None, "The utterance to score (default: the split's first).")
 flags.mark_flag_as_required("export_dir")
@@ -41,7 +41,7 @@ def main(_):
             f"{FLAGS.export_dir} is a {metadata['kind']} model; this check scores "
             "window models through their utterance signature"
         )
-    split_dir = cli.split_dir(FLAGS.data_dir, FLAGS.split)
+    split_dir = cli.split_dir(FLAGS.corpus_dir, FLAGS.split)
     feature_dim = read_manifest(split_dir)["feature_dim"]
     if feature_dim != metadata["feature_dim"]:
         raise DataError(
@@ -53,7 +53,7 @@ def main(_):
         utterances = (u for u in utterances if u.utt_id == FLAGS.utt_id)
     utterance = next(utterances, None)
     if utterance is None:
-        raise DataError(f"no utterance {FLAGS.utt_id} in {FLAGS.data_dir}/{FLAGS.split}")
+        raise DataError(f"no utterance {FLAGS.utt_id} in {FLAGS.corpus_dir}/{FLAGS.split}")
     loaded = tf.saved_model.load(FLAGS.export_dir)
     outputs = loaded.signatures["utterance"](features=tf.constant(utterance.features))
     log_posteriors = outputs["log_posteriors"].numpy()

@@ -8,11 +8,12 @@ whose output exists is skipped, so a killed scoring continues where it stopped. 
 scores the sequence models (the BLSTM) from each frame's window of W frames either side only, as
 a CNN of context W sees it: how much of their accuracy is the context a window model lacks.
 
-Reads:  <data_dir>/<split> (and <data_dir>/train for the CMVN statistics), the model directories.
+Reads:  <corpus_dir>/<split> (and <corpus_dir>/train for the CMVN statistics), the model
+        directories.
 Writes: every --run's OUTPUT (JSON: utt_ids, speakers, correct, frames), whole or not at all.
 
 Example:
-  python scripts/score_utterances.py --data_dir=work/study/corpus --split=test \
+  python scripts/score_utterances.py --corpus_dir=work/study/corpus --split=test \
       --run=work/study/scores/cnn-seed0.json=work/study/cnn-small-seed0 \
       --run=work/study/scores/ens-seed0.json=work/study/teacher-seed0+work/study/cnn-small-seed0
 """
@@ -27,7 +28,7 @@ from tfblend.errors import DataError
 from tfblend.evaluation.utterances import score_model_dirs
 from tfblend.records import write_json
 
-cli.define_flags("data_dir", required=("data_dir",))
+cli.define_flags("corpus_dir", required=("corpus_dir",))
 flags.DEFINE_string("split", "test", "The split scored.")
 flags.DEFINE_multi_string(
     "run", None, "OUTPUT=MODEL_DIR[+MODEL_DIR...]: score a model (several: their ensemble)."
@@ -61,7 +62,7 @@ def main(_):
         members = {f"member{i}": [d] for i, d in enumerate(dirs)}
         ensembles = {"ensemble": list(members)} if len(members) > 1 else {}
         counts = score_model_dirs(
-            FLAGS.data_dir, FLAGS.split, members, ensembles, FLAGS.sequence_context
+            FLAGS.corpus_dir, FLAGS.split, members, ensembles, FLAGS.sequence_context
         )
         result = counts["ensemble" if ensembles else "member0"][0]
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)

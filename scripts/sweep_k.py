@@ -5,13 +5,13 @@ teacher (the stored entries are sorted). A blended CNN is trained for each k wit
 seed, budget and frame order, and all are evaluated on the held-out voices next to the CNN
 baseline and the teacher.
 
-Reads:  <data_dir> (train, dev, test), <teacher_dir>, optionally --baseline_dir (a hard-label
+Reads:  <corpus_dir> (train, dev, test), <teacher_dir>, optionally --baseline_dir (a hard-label
         CNN of the same budget) and an experiment config for the blends (default blend.yaml).
 Writes: <work_dir>/targets_k*/, blend_k*/, and <work_dir>/report/: sweep.md (accuracy and
         storage per k), sweep.json, accuracy_vs_k.png, stages.json.
 
 Example:
-  python scripts/sweep_k.py --data_dir=work/demo/corpus --teacher_dir=work/demo/teacher \
+  python scripts/sweep_k.py --corpus_dir=work/demo/corpus --teacher_dir=work/demo/teacher \
       --baseline_dir=work/demo/cnn --work_dir=work/sweep --ks=1,5,25,51,128,512 --epochs=3
 """
 
@@ -30,13 +30,13 @@ from tfblend.study.plots import plot_k_sweep
 from tfblend.study.stages import StageRunner, model_done, set_done
 
 cli.define_flags(
-    "data_dir",
+    "corpus_dir",
     "teacher_dir",
     "epochs",
     "seed",
     "config_file",
     "params_override",
-    required=("data_dir", "teacher_dir"),
+    required=("corpus_dir", "teacher_dir"),
     seed=0,
 )
 flags.DEFINE_string("work_dir", None, "Where the targets, blends and report go.")
@@ -67,13 +67,13 @@ def main(_):
         f"targets k={ks[-1]}",
         set_done(top),
         "dump_targets.py",
-        data_dir=FLAGS.data_dir,
+        corpus_dir=FLAGS.corpus_dir,
         split="train",
         teacher_dir=FLAGS.teacher_dir,
         output_dir=top,
         k=ks[-1],
     )
-    training = {"data_dir": FLAGS.data_dir, "seed": FLAGS.seed}
+    training = {"corpus_dir": FLAGS.corpus_dir, "seed": FLAGS.seed}
     for name in ("epochs", "config_file", "params_override"):
         if FLAGS[name].value:
             training[name] = FLAGS[name].value
@@ -102,9 +102,9 @@ def main(_):
     models["teacher"] = [FLAGS.teacher_dir]
     if FLAGS.baseline_dir:
         models["CNN baseline"] = [FLAGS.baseline_dir]
-    results = evaluate_models(FLAGS.data_dir, "test", models, {}, progress=cli.say)
+    results = evaluate_models(FLAGS.corpus_dir, "test", models, {}, progress=cli.say)
     rows = report_rows(results)
-    num_classes = read_manifest(os.path.join(FLAGS.data_dir, "train"))["num_classes"]
+    num_classes = read_manifest(os.path.join(FLAGS.corpus_dir, "train"))["num_classes"]
     points = []
     for row in rows:
         if not row["name"].startswith("blend k="):

@@ -3,12 +3,12 @@
 This is the paper's baseline. With --label_smoothing it is also the smoothing control that tells
 dark knowledge from plain regularisation.
 
-Reads:  <data_dir>/train and <data_dir>/dev and an experiment config (default:
+Reads:  <corpus_dir>/train and <corpus_dir>/dev and an experiment config (default:
         tfblend/configs/student.yaml for --model=vgg, dnn.yaml for --model=dnn).
 Writes: <model_dir>/ with model.keras, model.json, experiment.yaml, history.csv, logs/.
 
 Example:
-  python scripts/train_student.py --data_dir=work/demo/corpus --model_dir=work/demo/cnn \
+  python scripts/train_student.py --corpus_dir=work/demo/corpus --model_dir=work/demo/cnn \
       --model=vgg --epochs=4
 """
 
@@ -19,7 +19,7 @@ from tfblend import cli
 from tfblend.train.experiments import train_window_model
 from tfblend.train.strategies import make_strategy
 
-cli.define_flags(*cli.TRAINING_FLAGS, required=("data_dir", "model_dir"))
+cli.define_flags(*cli.TRAINING_FLAGS, required=("corpus_dir", "model_dir"))
 flags.DEFINE_enum("model", "vgg", ["vgg", "dnn"], "The window model: the CNN or the DNN.")
 flags.DEFINE_float("label_smoothing", None, "Epsilon of label smoothing (train.label_smoothing).")
 FLAGS = flags.FLAGS
@@ -33,7 +33,7 @@ def main(_):
     experiment = cli.experiment_from_flags(default, **overrides)
     strategy = make_strategy(FLAGS.strategy, FLAGS.num_replicas)
     info = train_window_model(
-        FLAGS.data_dir, FLAGS.model_dir, experiment, strategy, overwrite=FLAGS.overwrite
+        FLAGS.corpus_dir, FLAGS.model_dir, experiment, strategy, overwrite=FLAGS.overwrite
     )
     cli.say(
         f"{FLAGS.model} saved to {FLAGS.model_dir} ({info['num_params']:,} parameters, "

@@ -48,7 +48,7 @@ def tiny_teacher(tiny_corpus, tmp_path_factory) -> str:
     model_dir = str(tmp_path_factory.mktemp("models") / "teacher")
     run_script(
         "train_teacher.py",
-        f"--data_dir={tiny_corpus}",
+        f"--corpus_dir={tiny_corpus}",
         f"--model_dir={model_dir}",
         "--epochs=1",
         "--params_override=model.lstm.units=16,data.batch_size=8",
@@ -62,7 +62,7 @@ def tiny_student(tiny_corpus, tmp_path_factory) -> str:
     model_dir = str(tmp_path_factory.mktemp("models") / "cnn")
     run_script(
         "train_student.py",
-        f"--data_dir={tiny_corpus}",
+        f"--corpus_dir={tiny_corpus}",
         f"--model_dir={model_dir}",
         "--model=vgg",
         "--epochs=1",

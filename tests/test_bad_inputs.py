@@ -422,7 +422,7 @@ def test_training_on_a_nan_shard_exits_1_naming_it_and_leaves_no_model_dir(tiny_
     model_dir = tmp_path / "cnn"
     result = _script(
         "train_student.py",
-        f"--data_dir={tmp_path}",
+        f"--corpus_dir={tmp_path}",
         f"--model_dir={model_dir}",
         "--epochs=1",
         "--params_override=model.vgg.preset=tiny",
@@ -445,7 +445,7 @@ def test_a_busy_model_dir_stops_a_script_at_once_and_verbose_shows_the_traceback
     with training_run(model_dir, SETTINGS):
         result = _script(
             "train_student.py",
-            f"--data_dir={tiny_corpus}",
+            f"--corpus_dir={tiny_corpus}",
             f"--model_dir={model_dir}",
             env={"TFBLEND_TRACEBACK": "1"},
         )
@@ -461,7 +461,7 @@ def test_rerunning_a_finished_model_dir_is_refused(tiny_corpus, tmp_path):
     model_dir.mkdir()
     (model_dir / "model.json").write_text("{}")
     (model_dir / "history.csv").write_text("epoch,loss\n0,1.0\n")
-    result = _script("train_student.py", f"--data_dir={tiny_corpus}", f"--model_dir={model_dir}")
+    result = _script("train_student.py", f"--corpus_dir={tiny_corpus}", f"--model_dir={model_dir}")
     assert result.returncode == 1
     assert "holds a finished model (model.json); pass --overwrite" in result.stderr
     assert (model_dir / "history.csv").read_text() == "epoch,loss\n0,1.0\n"

@@ -170,7 +170,7 @@ def test_decode_and_compute_loglikes_scripts(tiny_corpus, small_graph, oracle_ex
     for split in ("dev", "test"):
         _features_as_alignment(str(tiny_corpus / split), str(data / split))
     run_script(
-        "compute_loglikes.py", f"--export_dir={oracle_export}", f"--data_dir={data}",
+        "compute_loglikes.py", f"--export_dir={oracle_export}", f"--corpus_dir={data}",
         "--split=test", f"--output={tmp_path / 'test'}",
     )  # fmt: skip
     test = dict(kaldiio.load_scp(str(tmp_path / "test.scp")))
@@ -183,7 +183,7 @@ def test_decode_and_compute_loglikes_scripts(tiny_corpus, small_graph, oracle_ex
             writer(utterance.utt_id, scorer(utterance.features))
     out = tmp_path / "wer"
     result = run_script(
-        "decode.py", f"--data_dir={data}", f"--graph_dir={small_graph}", "--nobuild_graph",
+        "decode.py", f"--corpus_dir={data}", f"--graph_dir={small_graph}", "--nobuild_graph",
         f"--model=oracle={oracle_export}", f"--output_dir={out}", "--per_voice=1",
         "--acoustic_scales=0.3,1", f"--loglikes=ark={tmp_path / 'test.scp'},{tmp_path / 'dev.ark'}",
     )  # fmt: skip
@@ -231,14 +231,14 @@ def test_bad_input_is_named(tiny_corpus, small_graph, oracle_export, tmp_path):
     (other / "graph.json").write_text(json.dumps(record))
     common = [f"--model=oracle={oracle_export}", f"--output_dir={tmp_path / 'o'}"]
     common.append("--nobuild_graph")
-    result = run_script("decode.py", f"--data_dir={tiny_corpus}", f"--graph_dir={other}", *common,
+    result = run_script("decode.py", f"--corpus_dir={tiny_corpus}", f"--graph_dir={other}", *common,
                         check=False)  # fmt: skip
     _one_line_error(result, "other_graph/graph.json: built for another dictionary")
     bare = tmp_path / "bare"
     for split in ("dev", "test"):
         shutil.copytree(tiny_corpus / split, bare / split)
     os.remove(bare / "test" / "text")
-    result = run_script("decode.py", f"--data_dir={bare}", f"--graph_dir={small_graph}", *common,
+    result = run_script("decode.py", f"--corpus_dir={bare}", f"--graph_dir={small_graph}", *common,
                         check=False)  # fmt: skip
     _one_line_error(result, "bare/test/text is missing")
 
@@ -384,7 +384,7 @@ def test_decode_script_decodes_an_ensemble(tiny_corpus, small_graph, member_expo
     out = tmp_path / "wer"
     # The teacher is decoded too (--model); the CNN only serves the ensemble (--member).
     result = run_script(
-        "decode.py", f"--data_dir={tiny_corpus}", f"--graph_dir={small_graph}", "--nobuild_graph",
+        "decode.py", f"--corpus_dir={tiny_corpus}", f"--graph_dir={small_graph}", "--nobuild_graph",
         f"--model=teacher={member_exports['teacher']}", f"--member=cnn={member_exports['cnn']}",
         "--ensemble=ens=teacher+cnn", "--focus=ens", f"--output_dir={out}",
         "--per_voice=1", "--dev_per_voice=1", "--acoustic_scales=0.1",
@@ -412,7 +412,7 @@ def test_decode_script_decodes_an_ensemble(tiny_corpus, small_graph, member_expo
 
 
 def test_bad_ensembles_are_named(tiny_corpus, small_graph, member_exports, odd_exports, tmp_path):
-    common = [f"--data_dir={tiny_corpus}", f"--graph_dir={small_graph}", "--nobuild_graph",
+    common = [f"--corpus_dir={tiny_corpus}", f"--graph_dir={small_graph}", "--nobuild_graph",
               f"--output_dir={tmp_path / 'o'}", f"--model=cnn={member_exports['cnn']}",
               f"--model=few={odd_exports['few']}"]  # fmt: skip
     result = run_script("decode.py", *common, "--ensemble=e=cnn+few", check=False)

@@ -50,10 +50,10 @@ def _one_line_error(result, *fragments):
         assert fragment in lines[0], lines[0]
 
 
-def test_missing_data_dir(tmp_path):
+def test_missing_corpus_dir(tmp_path):
     missing = tmp_path / "nowhere"
     result = run_script(
-        "train_student.py", f"--data_dir={missing}", f"--model_dir={tmp_path / 'm'}", check=False
+        "train_student.py", f"--corpus_dir={missing}", f"--model_dir={tmp_path / 'm'}", check=False
     )
     _one_line_error(result, "error:", str(missing / "train"))
 
@@ -61,7 +61,7 @@ def test_missing_data_dir(tmp_path):
 def test_unknown_config_key(tiny_corpus, tmp_path):
     result = run_script(
         "blend.py",
-        f"--data_dir={tiny_corpus}",
+        f"--corpus_dir={tiny_corpus}",
         f"--model_dir={tmp_path / 'm'}",
         f"--targets_dir={tmp_path}",
         "--params_override=distill.alpah=0.3",
@@ -73,7 +73,7 @@ def test_unknown_config_key(tiny_corpus, tmp_path):
 def test_model_dir_of_the_wrong_type(tiny_corpus, tiny_student, tmp_path):
     result = run_script(
         "dump_targets.py",
-        f"--data_dir={tiny_corpus}",
+        f"--corpus_dir={tiny_corpus}",
         f"--teacher_dir={tiny_student}",
         f"--output_dir={tmp_path / 't'}",
         "--k=5",
@@ -100,7 +100,7 @@ def test_export_fed_the_wrong_shape(tiny_student, tmp_path, tiny_corpus):
     result = run_script(
         "score_utterance.py",
         f"--export_dir={tmp_path / 'cnn' / '1'}",
-        f"--data_dir={wrong}",
+        f"--corpus_dir={wrong}",
         check=False,
     )
     _one_line_error(result, "error:", "13", "40")

@@ -138,7 +138,7 @@ def test_script_mixes_teachers_and_rejects_bad_weights(
     tmp_path, tiny_corpus, tiny_teacher, tiny_student
 ):
     common = [
-        f"--data_dir={tiny_corpus}",
+        f"--corpus_dir={tiny_corpus}",
         "--split=dev",
         f"--teacher_dir={tiny_teacher}",
         f"--teacher_dir={tiny_student}",

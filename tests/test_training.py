@@ -42,7 +42,7 @@ def _student_args(corpus, model_dir, *extra):
     return [
         sys.executable,
         str(ROOT / "scripts" / "train_student.py"),
-        f"--data_dir={corpus}",
+        f"--corpus_dir={corpus}",
         f"--model_dir={model_dir}",
         "--model=dnn",
         "--epochs=2",
@@ -100,7 +100,7 @@ def one_process(tiny_corpus, tmp_path_factory):
     model_dir = tmp_path_factory.mktemp("one") / "dnn"
     run_script(
         "train_student.py",
-        f"--data_dir={tiny_corpus}",
+        f"--corpus_dir={tiny_corpus}",
         f"--model_dir={model_dir}",
         "--model=dnn",
         "--epochs=1",
@@ -128,7 +128,7 @@ def test_two_workers_equal_one_process(tiny_corpus, tmp_path, one_process):
                 [
                     sys.executable,
                     str(ROOT / "scripts" / "train_student.py"),
-                    f"--data_dir={tiny_corpus}",
+                    f"--corpus_dir={tiny_corpus}",
                     f"--model_dir={model_dir}",
                     "--model=dnn",
                     "--epochs=1",

@@ -1,7 +1,7 @@
 """What every tfblend script shares: flag names, one-line errors, progress lines.
 
 Scripts in ``scripts/`` are thin absl programs over functions of this package. A flag that means
-the same thing has the same name in every script (``--data_dir``, ``--split``, ``--model_dir``,
+the same thing has the same name in every script (``--corpus_dir``, ``--split``, ``--model_dir``,
 ``--teacher_dir``, ``--targets_dir``, ``--output_dir``, ``--epochs``, ``--batch_size``, ``--seed``,
 ``--config_file``, ``--params_override``, ``--strategy``, ``--num_replicas``); its help text is
 written once, here. ``--flagfile`` comes with absl.
@@ -23,8 +23,8 @@ from absl import app, flags, logging
 from tfblend.errors import DataError
 
 _COMMON = {
-    "data_dir": ("string", None, "Corpus root holding train/, dev/ and test/ utterance sets."),
-    "split": ("string", None, "Which split of --data_dir to read."),
+    "corpus_dir": ("string", None, "Corpus root holding train/, dev/ and test/ utterance sets."),
+    "split": ("string", None, "Which split of --corpus_dir to read."),
     "model_dir": ("string", None, "Model directory to write (or to read, for evaluate/export)."),
     "teacher_dir": ("string", None, "Model directory of a trained teacher (train_teacher.py)."),
     "targets_dir": ("string", None, "Stored teacher targets of the train split (dump_targets.py)."),
@@ -40,7 +40,7 @@ _COMMON = {
 }
 #: The flags every training script takes (and the recipe passes on).
 TRAINING_FLAGS = (
-    "data_dir",
+    "corpus_dir",
     "model_dir",
     "config_file",
     "params_override",
@@ -155,12 +155,12 @@ def say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def split_dir(data_dir: str, split: str) -> str:
-    """``<data_dir>/<split>``, checked to hold an utterance set."""
-    path = os.path.join(data_dir, split)
+def split_dir(corpus_dir: str, split: str) -> str:
+    """``<corpus_dir>/<split>``, checked to hold an utterance set."""
+    path = os.path.join(corpus_dir, split)
     if not os.path.exists(os.path.join(path, "manifest.json")):
         raise DataError(
-            f"{path} holds no utterance set (no manifest.json); is --data_dir a "
+            f"{path} holds no utterance set (no manifest.json); is --corpus_dir a "
             "corpus root made by make_corpus.py or import_kaldi.py?"
         )
     return path

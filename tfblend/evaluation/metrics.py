@@ -186,12 +186,12 @@ def _senone_map(train_manifest: dict):
 
 
 def evaluate_models(
-    data_root: str, split: str, models: dict, ensembles: dict, progress=None
+    corpus_dir: str, split: str, models: dict, ensembles: dict, progress=None
 ) -> dict:
     """Evaluates named model directories (several per name: seeds) and seed-paired ensembles.
 
     Args:
-      data_root: corpus root (``<split>`` is scored, ``train`` gives CMVN and the phone map).
+      corpus_dir: corpus root (``<split>`` is scored, ``train`` gives CMVN and the phone map).
       split: the split to score, normally "test".
       models: name -> list of model directories (one per seed).
       ensembles: name -> member names; member runs are paired by seed index.
@@ -205,8 +205,8 @@ def evaluate_models(
     from tfblend.records import read_manifest
     from tfblend.train.modeldir import load_model_dir
 
-    test_dir = os.path.join(data_root, split)
-    train_manifest = read_manifest(os.path.join(data_root, "train"))
+    test_dir = os.path.join(corpus_dir, split)
+    train_manifest = read_manifest(os.path.join(corpus_dir, "train"))
     senone_to_phone, silence = _senone_map(train_manifest)
     seeds = {len(dirs) for dirs in models.values()}
     runs = max(seeds)
@@ -248,7 +248,7 @@ def evaluate_models(
             test_dir,
             scorers,
             cmvn=next(iter(cmvn_modes)),
-            cmvn_stats=os.path.join(data_root, "train"),
+            cmvn_stats=os.path.join(corpus_dir, "train"),
             ensembles=present,
             senone_to_phone=senone_to_phone,
             silence_phones=silence,

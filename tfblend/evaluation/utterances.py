@@ -116,16 +116,16 @@ def stack_seeds(runs: list) -> tuple[np.ndarray, np.ndarray]:
 
 
 def score_model_dirs(
-    data_root: str,
+    corpus_dir: str,
     split: str,
     models: dict,
     ensembles: dict | None = None,
     sequence_context: int | None = None,
 ) -> dict:
-    """Per-utterance counts of model directories (several per name: seeds) on ``data_root/split``.
+    """Per-utterance counts of model directories (several per name: seeds) on ``corpus_dir/split``.
 
     Args:
-      data_root: corpus root (``train`` gives the global CMVN statistics).
+      corpus_dir: corpus root (``train`` gives the global CMVN statistics).
       split: normally "test".
       models: name -> list of model directories, one per seed.
       ensembles: name -> member names; members are paired by seed index (as in
@@ -156,10 +156,10 @@ def score_model_dirs(
             raise DataError(f"the models use different CMVN modes {sorted(modes)}")
         present = {n: m for n, m in ensembles.items() if all(x in scorers for x in m)}
         counts = score_utterances(
-            os.path.join(data_root, split),
+            os.path.join(corpus_dir, split),
             scorers,
             cmvn=modes.pop(),
-            cmvn_stats=os.path.join(data_root, "train"),
+            cmvn_stats=os.path.join(corpus_dir, "train"),
             ensembles=present,
         )
         for name, value in counts.items():

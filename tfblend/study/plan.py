@@ -140,7 +140,7 @@ class StudyPlan:
     def _train(self, name: str, script: str, **flag_values) -> str:
         directory = self._path(name)
         self.runner.stage(
-            name, model_done(directory), script, data_dir=self.corpus, model_dir=directory,
+            name, model_done(directory), script, corpus_dir=self.corpus, model_dir=directory,
             **flag_values,
         )  # fmt: skip
         return directory
@@ -218,7 +218,7 @@ class StudyPlan:
 
     def dump_top_k(self, teacher: str, k: int) -> str:
         return self._dump(
-            f"targets_top{k}-{os.path.basename(teacher)}", data_dir=self.corpus, split="train",
+            f"targets_top{k}-{os.path.basename(teacher)}", corpus_dir=self.corpus, split="train",
             teacher_dir=teacher, k=k,
         )  # fmt: skip
 
@@ -231,7 +231,7 @@ class StudyPlan:
 
     def dump_sampled(self, teacher: str, draws: int) -> str:
         return self._dump(
-            f"targets_sampled{draws}-{os.path.basename(teacher)}", data_dir=self.corpus,
+            f"targets_sampled{draws}-{os.path.basename(teacher)}", corpus_dir=self.corpus,
             split="train", teacher_dir=teacher, method="sampled", k=draws, seed=0,
         )  # fmt: skip
 
@@ -239,7 +239,7 @@ class StudyPlan:
         """Top-k targets of the equal-weight mixture of two models' posteriors."""
         return self._dump(
             f"targets_top{k}-{os.path.basename(teacher)}+{os.path.basename(cnn)}",
-            data_dir=self.corpus, split="train", teacher_dir=[teacher, cnn],
+            corpus_dir=self.corpus, split="train", teacher_dir=[teacher, cnn],
             teacher_weights="0.5,0.5", k=k,
         )  # fmt: skip
 
@@ -301,7 +301,7 @@ class StudyPlan:
             if context is not None:
                 label, extra = f"score ±{context} frames", {"sequence_context": context}
             self.runner.stage(
-                label, complete, "score_utterances.py", data_dir=self.corpus, split="test",
+                label, complete, "score_utterances.py", corpus_dir=self.corpus, split="test",
                 run=values, **extra,
             )  # fmt: skip
 
@@ -330,7 +330,7 @@ class StudyPlan:
                 }
             result = os.path.join(output, "model", "wer.json")
             self.runner.stage(
-                f"wer {run}", os.path.exists(result), "decode.py", data_dir=self.corpus,
+                f"wer {run}", os.path.exists(result), "decode.py", corpus_dir=self.corpus,
                 graph_dir=self._path("graph"), output_dir=output, per_voice=per_voice,
                 dev_per_voice=dev_per_voice, **flag_values,
             )  # fmt: skip

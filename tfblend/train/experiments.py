@@ -38,9 +38,9 @@ def _seed_everything(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def _sets(data_root: str) -> tuple[str, str, dict]:
-    train_dir = os.path.join(data_root, "train")
-    dev_dir = os.path.join(data_root, "dev")
+def _sets(corpus_dir: str) -> tuple[str, str, dict]:
+    train_dir = os.path.join(corpus_dir, "train")
+    dev_dir = os.path.join(corpus_dir, "dev")
     manifest = read_manifest(train_dir)
     read_manifest(dev_dir)
     if not manifest["has_labels"]:
@@ -85,12 +85,12 @@ def _fit(model, make_dataset, steps, experiment, model_dir, strategy, variables_
 
 @guarded_run
 def train_teacher(
-    data_root: str, model_dir: str, experiment: ExperimentConfig, strategy, verbose="auto"
+    corpus_dir: str, model_dir: str, experiment: ExperimentConfig, strategy, verbose="auto"
 ) -> dict:
     """Trains the utterance-level teacher (an LSTM) on hard frame labels.
 
     Args:
-      data_root: corpus root with ``train/`` and ``dev/``.
+      corpus_dir: corpus root with ``train/`` and ``dev/``.
       model_dir: the model directory to write (resumes an unfinished run found there).
       experiment: the config (``model.type`` must be a sequence model).
       strategy: a tf.distribute strategy (:func:`tfblend.train.strategies.make_strategy`).
@@ -108,7 +108,7 @@ def train_teacher(
             "nested first batch); the Distiller-trained students and blends work multi-worker"
         )
     started = time.time()
-    train_dir, dev_dir, manifest = _sets(data_root)
+    train_dir, dev_dir, manifest = _sets(corpus_dir)
     data, seed = experiment.data, experiment.train.seed
     _seed_everything(seed)
     common = {"cmvn": data.cmvn, "cmvn_stats": train_dir, "bucket_boundaries": TEACHER_BUCKETS}
@@ -198,7 +198,7 @@ def _check_receptive_field(student, experiment: ExperimentConfig) -> None:
 
 @guarded_run
 def train_window_model(
-    data_root: str,
+    corpus_dir: str,
     model_dir: str,
     experiment: ExperimentConfig,
     strategy,
@@ -219,7 +219,7 @@ def train_window_model(
     and the checkpoint/resume machinery is the same.
 
     Args:
-      data_root: corpus root with ``train/`` and ``dev/``.
+      corpus_dir: corpus root with ``train/`` and ``dev/``.
       model_dir: the model directory to write (resumes an unfinished run found there).
       experiment: the config (``model.type`` "vgg" or "dnn"; ``data.chunk_frames`` for dense
         training; ``distill`` for blending, ``train.label_smoothing`` for the smoothing
@@ -238,7 +238,7 @@ def train_window_model(
     if role == "blend" and bool(targets_dir) == bool(teacher_dir):
         raise DataError("blending needs exactly one of --targets_dir and --teacher_dir")
     started = time.time()
-    train_dir, dev_dir, manifest = _sets(data_root)
+    train_dir, dev_dir, manifest = _sets(corpus_dir)
     data, seed, distill = experiment.data, experiment.train.seed, experiment.distill
     _seed_everything(seed)
     stored = role == "blend" and targets_dir is not None

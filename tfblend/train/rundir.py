@@ -143,13 +143,13 @@ def training_run(model_dir: str, settings: dict, *, overwrite: bool = False):
         os.close(fd)
 
 
-def run_settings(experiment, data_root: str, targets_dir=None, teacher_dir=None) -> dict:
+def run_settings(experiment, corpus_dir: str, targets_dir=None, teacher_dir=None) -> dict:
     """What determines a training run, for :func:`tfblend.train.modeldir.training_run`: the resolved
     config (seed included), the digests of the train and dev feature values, and the stored
     targets' or online teacher's digests."""
     settings = {"experiment": experiment.as_dict()}
     for split in ("train", "dev"):
-        manifest = read_manifest(os.path.join(data_root, split))
+        manifest = read_manifest(os.path.join(corpus_dir, split))
         settings[f"{split}_digest"] = feature_values_digest(manifest)
     if targets_dir:
         manifest = read_manifest(targets_dir, expected_format=TARGET_FORMAT)
@@ -161,7 +161,7 @@ def run_settings(experiment, data_root: str, targets_dir=None, teacher_dir=None)
 
 
 def guarded_run(train_fn):
-    """Decorates a training function ``fn(data_root, model_dir, experiment, strategy, ...,
+    """Decorates a training function ``fn(corpus_dir, model_dir, experiment, strategy, ...,
     targets_dir=None, teacher_dir=None)``: on the chief the run holds its model directory
     through :func:`tfblend.train.modeldir.training_run` (lock, settings check, cleanup on failure).
     The decorated function takes one more keyword, ``overwrite`` (default False)."""
@@ -174,7 +174,7 @@ def guarded_run(train_fn):
             return train_fn(*args, **kwargs)
         settings = run_settings(
             arguments["experiment"],
-            arguments["data_root"],
+            arguments["corpus_dir"],
             arguments.get("targets_dir"),
             arguments.get("teacher_dir"),
         )
