@@ -1,45 +1,7 @@
-"""Train a window model (the VGG-style CNN or the DNN) on hard frame labels only.
+"""Runs ``python -m tfblend.steps.train_student`` (same flags, --help and exit status)."""
 
-This is the paper's baseline. With --label_smoothing it is also the smoothing control that tells
-dark knowledge from plain regularisation.
-
-Reads:  <corpus_dir>/train and <corpus_dir>/dev and an experiment config (default:
-        tfblend/configs/student.yaml for --model=vgg, dnn.yaml for --model=dnn).
-Writes: <model_dir>/ with model.keras, model.json, experiment.yaml, history.csv, logs/.
-
-Example:
-  python scripts/train_student.py --corpus_dir=work/demo/corpus --model_dir=work/demo/cnn \
-      --model=vgg --epochs=4
-"""
-
-from absl import flags
-
-import tfblend  # noqa: F401  (quiets TensorFlow before it loads)
 from tfblend import cli
-from tfblend.train.experiments import train_window_model
-from tfblend.train.strategies import make_strategy
-
-cli.define_flags(*cli.TRAINING_FLAGS, required=("corpus_dir", "model_dir"))
-flags.DEFINE_enum("model", "vgg", ["vgg", "dnn"], "The window model: the CNN or the DNN.")
-flags.DEFINE_float("label_smoothing", None, "Epsilon of label smoothing (train.label_smoothing).")
-FLAGS = flags.FLAGS
-
-
-def main(_):
-    overrides = {"model__type": FLAGS.model}
-    if FLAGS.label_smoothing is not None:
-        overrides["train__label_smoothing"] = FLAGS.label_smoothing
-    default = "student" if FLAGS.model == "vgg" else "dnn"
-    experiment = cli.experiment_from_flags(default, **overrides)
-    strategy = make_strategy(FLAGS.strategy, FLAGS.num_replicas)
-    info = train_window_model(
-        FLAGS.corpus_dir, FLAGS.model_dir, experiment, strategy, overwrite=FLAGS.overwrite
-    )
-    cli.say(
-        f"{FLAGS.model} saved to {FLAGS.model_dir} ({info['num_params']:,} parameters, "
-        f"{info['wall_seconds']:.0f} s)"
-    )
-
+from tfblend.steps.train_student import main
 
 if __name__ == "__main__":
     cli.run(main)

@@ -98,7 +98,7 @@ def test_export_fed_the_wrong_shape(tiny_student, tmp_path, tiny_corpus):
     manifest["feature_dim"] = 13
     (wrong / "test" / "manifest.json").write_text(json.dumps(manifest))
     result = run_script(
-        "score_utterance.py",
+        "check_export.py",
         f"--export_dir={tmp_path / 'cnn' / '1'}",
         f"--corpus_dir={wrong}",
         check=False,

@@ -1,8 +1,9 @@
-"""What every tfblend script shares: flag names, one-line errors, progress lines.
+"""What every tfblend step shares: flag names, one-line errors, progress lines.
 
-Scripts in ``scripts/`` are thin absl programs over functions of this package. A flag that means
-the same thing has the same name in every script (``--corpus_dir``, ``--split``, ``--model_dir``,
-``--teacher_dir``, ``--targets_dir``, ``--output_dir``, ``--epochs``, ``--batch_size``, ``--seed``,
+Steps (:mod:`tfblend.steps`, the recipe and the study) are thin absl programs over functions of
+this package, run as ``python -m tfblend.steps.<name>``. A flag that means the same thing has the
+same name in every step (``--corpus_dir``, ``--split``, ``--model_dir``, ``--teacher_dir``,
+``--targets_dir``, ``--output_dir``, ``--epochs``, ``--batch_size``, ``--seed``,
 ``--config_file``, ``--params_override``, ``--strategy``, ``--num_replicas``); its help text is
 written once, here. ``--flagfile`` comes with absl.
 
@@ -124,7 +125,11 @@ def run(main) -> None:
     """``absl.app.run(main)`` with one top-level handler: an error a user can act on
     (:func:`error_line`) ends the script with ``<script>: error: <what, which file or flag>`` on
     stderr and exit status 1, after removing this process's temporaries; ``--verbose`` (or the
-    environment variable ``TFBLEND_TRACEBACK=1``) also prints the traceback."""
+    environment variable ``TFBLEND_TRACEBACK=1``) also prints the traceback.
+
+    ``main`` may come from another module than the one Python runs (a launcher that imports a
+    step's ``main``): ``--help`` then shows that module's docstring and flags."""
+    _help_from(sys.modules[main.__module__])
     program = os.path.basename(sys.argv[0])
     flags.DEFINE_boolean(
         "verbose", False, f"Print the traceback of an error (or {TRACEBACK_ENV}=1)."
@@ -148,6 +153,17 @@ def run(main) -> None:
             sys.exit(1)
 
     app.run(guarded)
+
+
+def _help_from(module) -> None:
+    """Makes ``module``'s docstring and flags those of the running program (absl's ``--help``
+    shows the ``__main__`` module's)."""
+    entry = sys.modules["__main__"]
+    if module is entry:
+        return
+    entry.__doc__ = module.__doc__
+    for flag in flags.FLAGS.get_key_flags_for_module(module.__name__):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
 
 def say(message: str) -> None:

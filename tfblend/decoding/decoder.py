@@ -7,7 +7,7 @@ label]`` (one column per graph label; see ``tfblend.decoding.graph``).
 
 The log-likelihoods come from what an export serves (the SavedModel's own ``log_likelihoods``
 output: the ``utterance`` signature of a window model, ``serving_default`` of a sequence model)
-or from a Kaldi ark of matrices (``scripts/compute_loglikes.py`` writes one). Decoding knows no
+or from a Kaldi ark of matrices (``tfblend.steps.compute_loglikes`` writes one). Decoding knows no
 Keras model.
 """
 

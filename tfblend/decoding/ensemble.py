@@ -98,7 +98,7 @@ class Ensemble:
 def parse_ensembles(
     specs: dict, exports: dict, arks: dict, serving_only: dict | None = None
 ) -> dict:
-    """``{name: [member, ...]}`` from ``{name: "A+B[+C]"}`` (``scripts/decode.py
+    """``{name: [member, ...]}`` from ``{name: "A+B[+C]"}`` (``tfblend.steps.decode
     --ensemble=NAME=A+B``), where members are names of ``exports`` (name -> export dir: the
     --model exports, decoded themselves) or of ``serving_only`` (the --member exports, which
     only serve ensembles).

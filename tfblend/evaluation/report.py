@@ -1,7 +1,7 @@
 """The report of an evaluation: markdown tables, comparisons, training curves and the WER section.
 
 Reads what :func:`tfblend.evaluation.evaluate_models` returns (``{"split", "frames", "models":
-{name: {"runs", "info", "summary"}}}``) and the WER summary of ``scripts/decode.py``; writes
+{name: {"runs", "info", "summary"}}}``) and the WER summary of :mod:`tfblend.steps.decode`; writes
 ``results.md``, ``results.json`` and ``training_curves.png``. Knows no model and no data set.
 """
 
@@ -174,7 +174,7 @@ def write_report(results: dict, output_dir: str, focus: str | None = None, facts
 
 
 def add_word_error_rates(report_dir: str, wer_summary: dict) -> str:
-    """Adds word error rates (``scripts/decode.py``'s ``wer.json`` summary) to an evaluation
+    """Adds word error rates (the decode step's ``wer.json`` summary) to an evaluation
     report: a ``test WER %`` column in ``results.md``'s table (models decoded under the same
     name), and a "Word error rate" section with S/D/I per model, the pocketsphinx anchor rows,
     per-voice WERs and the paired bootstraps; ``results.json`` gains ``word_error_rates``.

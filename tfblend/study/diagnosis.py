@@ -2,9 +2,9 @@
 
 The learning-curve section (:func:`learning_curve_lines`) reads dev histories; the context
 section (:func:`context_lines`) reads the test scores of the teachers scored from the CNN's window
-only (role ``teacher_window``, ``scripts/study.py --windowed_teacher``).
+only (role ``teacher_window``, ``python -m tfblend.study --windowed_teacher``).
 
-``scripts/study.py`` records in study.json, for seed 0 of every trained model and for the CNN
+The study records in study.json, for seed 0 of every trained model and for the CNN
 baseline and the blended CNN trained again for ``longer_epochs`` (roles ``cnn_longer`` and
 ``blend_longer``)::
 

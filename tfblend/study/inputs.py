@@ -1,6 +1,6 @@
 """The inputs of a study's report: ``study.json`` and the per-utterance files it names, checked.
 
-``scripts/study.py`` ends by writing ``<work_dir>/report/study.json``::
+The study (``python -m tfblend.study``) ends by writing ``<work_dir>/report/study.json``::
 
   {"command", "size", "seeds", "teacher_seeds",
    "corpus": {"train"|"dev"|"test": {"utterances", "frames", "hours", "voices"},
@@ -13,7 +13,7 @@
 
 ``study.json`` sits in ``<study_dir>/report/``; the paths in it are relative to ``<study_dir>``. A
 model's ``scores`` are :meth:`tfblend.evaluation.utterances.UtteranceCounts.to_dict` files, one
-per seed; its ``wer`` are ``scripts/decode.py``'s per-model ``wer.json`` files
+per seed; its ``wer`` are the decode step's per-model ``wer.json`` files
 (``per_utterance``: utt -> sub/del/ins/ref), one per decoded seed. A model's ``seeds`` is the
 number of seeds asked for it; without it, the study's ``teacher_seeds`` for the teacher, the
 smaller of both counts for an ensemble (its members pair seed by seed) and ``seeds`` for every

@@ -1,4 +1,4 @@
-"""The study's stages: where each model of ``scripts/study.py`` lives and the script that makes it.
+"""The study's stages: where each model of the study lives and the step that makes it.
 
 Every method of :class:`StudyPlan` that makes something runs one stage through
 :class:`tfblend.study.stages.StageRunner` (skipped when complete, resumed when partial) and
@@ -7,7 +7,7 @@ alpha, T, seed), so a changed choice trains a new run instead of reusing a diffe
 training directory also refuses a rerun with other settings (``tfblend.train.rundir``).
 
 Layout under the study's work dir:
-  corpus/                          the corpus (make_corpus.py)
+  corpus/                          the corpus (make_corpus)
   teacher-seed{S}/                 BLSTM teachers
   cnn-{student}-seed{S}/           CNN baselines; {student} is the preset, ``-c{L}`` when dense;
                                    ``cnn-{student}-e{N}-seed{S}`` trained for N epochs instead
@@ -16,9 +16,9 @@ Layout under the study's work dir:
   smooth-{student}-eps{E}-seed{S}/ label-smoothing controls
   targets_{kind}-{teacher}/        stored teacher targets (top-k, derived top-k, sampled, mixture)
   blend_{student}_{kind}_a{A}_T{T}-seed{S}/   blended CNNs (``..._T{T}-e{N}-seed{S}`` as above)
-  scores/{run}.json                per-utterance test frame counts (score_utterances.py);
+  scores/{run}.json                per-utterance test frame counts (score_utterances);
                                    ``{teacher}-w{W}.json`` scored on windows of +-W frames
-  exports/{run}/1/, wer/{run}/     the SavedModels decoded and their WER (decode.py)
+  exports/{run}/1/, wer/{run}/     the SavedModels decoded and their WER (decode)
 """
 
 import dataclasses
@@ -137,17 +137,17 @@ class StudyPlan:
 
     # Training runs.
 
-    def _train(self, name: str, script: str, **flag_values) -> str:
+    def _train(self, name: str, step: str, **flag_values) -> str:
         directory = self._path(name)
         self.runner.stage(
-            name, model_done(directory), script, corpus_dir=self.corpus, model_dir=directory,
+            name, model_done(directory), step, corpus_dir=self.corpus, model_dir=directory,
             **flag_values,
         )  # fmt: skip
         return directory
 
     def teacher(self, seed: int) -> str:
         return self._train(
-            f"teacher-seed{seed}", "train_teacher.py", seed=seed, epochs=self.epochs["teacher"]
+            f"teacher-seed{seed}", "train_teacher", seed=seed, epochs=self.epochs["teacher"]
         )
 
     def _student_flags(self, student: StudentSpec, seed: int, epochs: int | None) -> dict:
@@ -163,19 +163,19 @@ class StudyPlan:
 
     def cnn(self, student: StudentSpec, seed: int, epochs: int | None = None) -> str:
         return self._train(
-            f"cnn-{student.key}{self._epochs_key(epochs)}-seed{seed}", "train_student.py",
+            f"cnn-{student.key}{self._epochs_key(epochs)}-seed{seed}", "train_student",
             model="vgg", **self._student_flags(student, seed, epochs),
         )  # fmt: skip
 
     def dnn(self, seed: int) -> str:
         return self._train(
-            f"dnn-seed{seed}", "train_student.py", model="dnn", seed=seed,
+            f"dnn-seed{seed}", "train_student", model="dnn", seed=seed,
             epochs=self.epochs["student"],
         )  # fmt: skip
 
     def smoothing(self, student: StudentSpec, epsilon: str, seed: int) -> str:
         return self._train(
-            f"smooth-{student.key}-eps{epsilon}-seed{seed}", "train_student.py", model="vgg",
+            f"smooth-{student.key}-eps{epsilon}-seed{seed}", "train_student", model="vgg",
             label_smoothing=epsilon, **self._student_flags(student, seed, None),
         )  # fmt: skip
 
@@ -186,7 +186,7 @@ class StudyPlan:
         alpha, temperature = setting
         name = f"blend_{student.key}_{kind}_a{alpha:g}_T{temperature:g}"
         return self._train(
-            f"{name}{self._epochs_key(epochs)}-seed{seed}", "blend.py", targets_dir=targets,
+            f"{name}{self._epochs_key(epochs)}-seed{seed}", "blend", targets_dir=targets,
             alpha=alpha, temperature=temperature, **self._student_flags(student, seed, epochs),
         )  # fmt: skip
 
@@ -212,7 +212,7 @@ class StudyPlan:
 
     def _dump(self, name: str, **flag_values) -> str:
         directory = self._path(name)
-        self.runner.stage(name, set_done(directory), "dump_targets.py", output_dir=directory,
+        self.runner.stage(name, set_done(directory), "dump_targets", output_dir=directory,
                           **flag_values)  # fmt: skip
         return directory
 
@@ -301,7 +301,7 @@ class StudyPlan:
             if context is not None:
                 label, extra = f"score ±{context} frames", {"sequence_context": context}
             self.runner.stage(
-                label, complete, "score_utterances.py", corpus_dir=self.corpus, split="test",
+                label, complete, "score_utterances", corpus_dir=self.corpus, split="test",
                 run=values, **extra,
             )  # fmt: skip
 
@@ -309,7 +309,7 @@ class StudyPlan:
         run = os.path.basename(model_dir)
         export = self._path(f"exports/{run}/1")
         self.runner.stage(
-            f"export {run}", os.path.exists(os.path.join(export, "saved_model.pb")), "export.py",
+            f"export {run}", os.path.exists(os.path.join(export, "saved_model.pb")), "export",
             model_dir=model_dir, export_base=self._path("exports"), name=run, version=1,
         )  # fmt: skip
         return export
@@ -330,7 +330,7 @@ class StudyPlan:
                 }
             result = os.path.join(output, "model", "wer.json")
             self.runner.stage(
-                f"wer {run}", os.path.exists(result), "decode.py", corpus_dir=self.corpus,
+                f"wer {run}", os.path.exists(result), "decode", corpus_dir=self.corpus,
                 graph_dir=self._path("graph"), output_dir=output, per_voice=per_voice,
                 dev_per_voice=dev_per_voice, **flag_values,
             )  # fmt: skip

@@ -317,8 +317,9 @@ def results_markdown(
         "",
         "Written by the study command (`tfblend.study.results.write_results`) from "
         "`study.json` and the per-utterance scores and word errors it names; rewrite it with "
-        "`scripts/write_results.py`. Intervals: paired bootstrap over test utterances, pooled "
-        f"over seeds, {num_resamples:,} resamples (seed {seed}), 95% percentile interval.",
+        "`python -m tfblend.steps.write_results`. Intervals: paired bootstrap over test "
+        f"utterances, pooled over seeds, {num_resamples:,} resamples (seed {seed}), 95% "
+        "percentile interval.",
         "",
         "## The paper's findings here",
         "",

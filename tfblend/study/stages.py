@@ -1,10 +1,11 @@
-"""Running the pipeline's scripts as stages: skip what is complete, time what runs.
+"""Running the pipeline's steps as stages: skip what is complete, time what runs.
 
-The recipe and the k sweep chain the scripts of ``scripts/``, each in its own process (as a
-user would run them, and so that every stage starts with fresh TensorFlow state). A stage whose
-outputs are complete is skipped; a partial one is run again and continues by itself (training
-resumes from its checkpoint, a target dump from its last complete shard). Wall times are kept in
-``<report_dir>/stages.json`` across reruns.
+The recipe, the study and the k sweep chain the steps of :mod:`tfblend.steps`, each in its own
+process, ``python -m tfblend.steps.<step>`` with the running interpreter (as a user would run
+them, from the installed package, and so that every stage starts with fresh TensorFlow state).
+A stage whose outputs are complete is skipped; a partial one is run again and continues by itself
+(training resumes from its checkpoint, a target dump from its last complete shard). Wall times are
+kept in ``<report_dir>/stages.json`` across reruns.
 """
 
 import json
@@ -18,7 +19,7 @@ from tfblend.errors import DataError
 from tfblend.records import write_json
 from tfblend.train.modeldir import INFO_FILE
 
-SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
+STEPS = "tfblend.steps"
 
 
 def model_done(model_dir: str) -> bool:
@@ -52,7 +53,8 @@ def set_done(directory: str) -> bool:
 
 
 class StageRunner:
-    """Runs ``scripts/<script>`` with flags unless the stage is complete; records wall times.
+    """Runs ``python -m tfblend.steps.<step>`` with flags unless the stage is complete; records
+    wall times.
 
     Args:
       report_dir: where ``stages.json`` (stage name -> seconds) is kept.
@@ -66,12 +68,13 @@ class StageRunner:
             with open(self.times_path) as stream:
                 self.times = json.load(stream)
 
-    def stage(self, label: str, complete: bool, script: str, **flag_values) -> None:
-        """Runs one stage; list values become repeated flags. Raises DataError on failure."""
+    def stage(self, label: str, complete: bool, step: str, **flag_values) -> None:
+        """Runs one stage, the step ``step`` (a module of :mod:`tfblend.steps`); list values
+        become repeated flags. Raises DataError on failure."""
         if complete:
             say(f"stage {label}: complete, skipped")
             return
-        command = [sys.executable, os.path.join(SCRIPTS, script)]
+        command = [sys.executable, "-m", f"{STEPS}.{step}"]
         for key, value in flag_values.items():
             for item in value if isinstance(value, list) else [value]:
                 command.append(f"--{key}={item}")

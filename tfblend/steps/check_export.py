@@ -1,4 +1,4 @@
-"""Score one utterance with an exported SavedModel, loaded the way a server loads it.
+"""Check an export: score one utterance with the SavedModel, loaded the way a server loads it.
 
 Loads <export_dir> with tf.saved_model.load (no tfblend model code involved), sends one
 utterance's raw log-mel features through the "utterance" signature, and prints the frame accuracy
@@ -9,15 +9,12 @@ Reads:  <export_dir> (export.py), <corpus_dir>/<split> (an utterance set with ra
 Writes: nothing.
 
 Example:
-  python scripts/score_utterance.py --export_dir=savedmodels/tfblend_blended_cnn/1 \
+  python -m tfblend.steps.check_export --export_dir=savedmodels/tfblend_blended_cnn/1 \
       --corpus_dir=work/demo/corpus --split=test
 """
 
 import itertools
 
-import tfblend  # noqa: F401  (quiets TensorFlow before it loads)
-
-# isort: split
 import numpy as np
 import tensorflow as tf
 from absl import flags

@@ -1,0 +1,75 @@
+"""The package runs installed: a non-editable install in a fresh virtual environment runs the
+recipe end to end from outside the source tree, every step from the installed package."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+
+from conftest import ROOT
+
+# What a build of the package reads (setup.cfg's long_description is README.md).
+SOURCES = ("tfblend", "setup.cfg", "pyproject.toml", "README.md")
+SHOW_IMPORTS = "import json, sys, tfblend; print(json.dumps([tfblend.__file__, sys.path]))"
+
+
+def _fresh_venv(path) -> str:
+    """A virtual environment without pip that sees this environment's installed packages (not
+    its .pth files: the editable finder of a development install does not come along); its
+    python."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
+    python = str(path / "bin" / "python")
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    with open(os.path.join(site, "_dependencies.pth"), "w") as stream:
+        stream.write(sysconfig.get_paths()["purelib"] + "\n")
+    return python
+
+
+def test_installed_package_runs_the_recipe(tiny_corpus, tiny_teacher, tmp_path):
+    source = tmp_path / "source"  # a copy: building writes build/ and *.egg-info beside it
+    source.mkdir()
+    for name in SOURCES:
+        if (ROOT / name).is_dir():
+            shutil.copytree(
+                ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__")
+            )
+        else:
+            shutil.copy(ROOT / name, source / name)
+    python = _fresh_venv(tmp_path / "venv")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", python, "install", "--quiet", "--no-deps",
+         "--no-build-isolation", "--no-index", str(source)],
+        check=True, capture_output=True, env=env, timeout=300,
+    )  # fmt: skip
+    shutil.rmtree(source)
+    work = tmp_path / "run"  # the cwd: outside the source tree
+    work.mkdir()
+    where = subprocess.run(
+        [python, "-c", SHOW_IMPORTS],
+        capture_output=True, text=True, cwd=work, env=env, check=True,
+    ).stdout  # fmt: skip
+    package, path = json.loads(where)
+    assert package.startswith(str(tmp_path / "venv")), package
+    assert str(ROOT) not in path, path  # the source tree is not importable
+
+    # The corpus and the teacher of the session stand in for the first two stages (complete:
+    # skipped); every other stage runs from the installed package.
+    shutil.copytree(tiny_corpus, work / "demo" / "corpus")
+    shutil.copytree(tiny_teacher, work / "demo" / "teacher")
+    done = subprocess.run(
+        [python, "-m", "tfblend.recipe", "--work_dir=demo", "--size=tiny", "--nower",
+         "--smoothing_grid=0.1", "--export_base=exports"],
+        capture_output=True, text=True, cwd=work, env=env, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "stage teacher[0]: complete, skipped" in done.stdout
+    for step in ("train_student", "dump_targets", "blend", "evaluate", "export", "check_export"):
+        assert f"-m tfblend.steps.{step} " in done.stdout, step
+    assert "| blended CNN |" in (work / "demo" / "report" / "results.md").read_text()
+    assert (work / "exports" / "tfblend_blended_cnn" / "1" / "saved_model.pb").exists()

@@ -1,0 +1,257 @@
+"""Word error rates: decode exported models' log-likelihoods with HCLG and score them.
+
+For every model (an export, whose own served log_likelihoods are decoded, a Kaldi ark of
+log-likelihood matrices, or an --ensemble of exports: log(mean of the members' posteriors) - log
+prior, from the matrices the members served; see tfblend.decoding.ensemble) the acoustic scale
+is chosen on --dev_split from --acoustic_scales and then applied once to --split (never chosen
+on it). The decoding graph is built from the corpus's task LM (and reused while its inputs are
+unchanged), or given (--nobuild_graph).
+--anchor adds pocketsphinx's own recognizer (its GMM acoustic model) on the same test audio,
+re-rendered from the corpus plan, with the task LM and with its default LM.
+
+Reads:  <corpus_dir>/<split> and <corpus_dir>/<dev_split> (features, transcripts in text), the
+        exports or arks, <graph_dir> (built if missing), <report_dir>/results.json (optional).
+Writes: <output_dir>/<model>/hyp.txt (utt-id words...) and wer.json (per utterance, per voice,
+        overall, with substitutions/deletions/insertions), <output_dir>/wer.json (every model,
+        the anchor, paired bootstraps), and with --report_dir a WER column and section in
+        results.md / results.json.
+
+Example:
+  python -m tfblend.steps.decode --corpus_dir=work/demo/corpus --graph_dir=work/demo/graph \
+      --model=blended=savedmodels/tfblend_blended_cnn/1 --output_dir=work/demo/wer
+  ... --model=teacher=work/demo/exports/teacher/1 --model=cnn=work/demo/exports/cnn/1 \
+      --ensemble=ensemble=teacher+cnn
+  ... --member=teacher=work/demo/exports/teacher/1 --member=cnn=... --ensemble=ens=teacher+cnn
+      (decodes the ensemble only; its members are scored for it, not decoded)
+"""
+
+import json
+import os
+import time
+
+from absl import flags
+
+from tfblend import cli
+from tfblend.errors import DataError
+
+cli.define_flags(
+    "corpus_dir", "split", "output_dir", split="test", required=("corpus_dir", "output_dir")
+)
+flags.DEFINE_string("dev_split", "dev", "Split the acoustic scale is chosen on.")
+flags.DEFINE_multi_string("model", [], "NAME=EXPORT_DIR: decode what this export serves.")
+flags.DEFINE_multi_string(
+    "member",
+    [],
+    "NAME=EXPORT_DIR: an export that only serves an --ensemble: scored once for it, not "
+    "decoded on its own (its own WER is decoded elsewhere, e.g. by an earlier --model run).",
+)
+flags.DEFINE_multi_string(
+    "loglikes", [], "NAME=TEST_ARK[,DEV_ARK]: Kaldi ark/scp of [T, K] log-likelihoods."
+)
+flags.DEFINE_multi_string(
+    "ensemble",
+    [],
+    "NAME=A+B[+C]: decode the mean of the posteriors of the --model or --member exports A, B "
+    "(same senone "
+    "count and priors), with its own acoustic scale from dev.",
+)
+flags.DEFINE_string("graph_dir", None, "Decoding graph directory.")
+flags.DEFINE_bool(
+    "build_graph",
+    True,
+    "Build --graph_dir from the corpus's task LM (reused while its inputs are unchanged); "
+    "--nobuild_graph decodes with the graph --graph_dir holds.",
+)
+flags.DEFINE_list(
+    "acoustic_scales", ["0.05", "0.07", "0.1", "0.16"], "Scales tried on the dev split."
+)
+flags.DEFINE_float("beam", 13.0, "Decoding beam.")
+flags.DEFINE_integer("max_active", 5000, "Most active tokens per frame.")
+flags.DEFINE_integer("per_voice", None, "Decode the first N utterances of each test voice.")
+flags.DEFINE_integer("dev_per_voice", None, "Choose the scale on the first N of each dev voice.")
+flags.DEFINE_bool("anchor", False, "Also score pocketsphinx's own recognizer on the test audio.")
+flags.DEFINE_string("focus", None, "Compare this model with every other (paired bootstrap).")
+flags.DEFINE_string("report_dir", None, "Add the WER column to this evaluation report.")
+flags.mark_flag_as_required("graph_dir")
+FLAGS = flags.FLAGS
+
+
+def _pairs(values):
+    out = {}
+    for value in values:
+        name, _, rest = value.partition("=")
+        if not name or not rest:
+            raise DataError(f"expected NAME=VALUE, got {value!r}")
+        out[name] = rest
+    return out
+
+
+def _graph(test_dir):
+    """The graph: built (or reused, by digest) from the corpus's task LM for an LM-prompted
+    corpus (unless --nobuild_graph); otherwise --graph_dir must hold one. Either way its
+    dictionary must be the one the corpus labels came from (pocketsphinx's)."""
+    from tfblend.corpus.mdef import default_dictionary
+    from tfblend.decoding.graph import GRAPH_FILE, build_task_graph
+    from tfblend.records import file_sha256, read_manifest
+
+    corpus = read_manifest(test_dir)["metadata"].get("corpus", {})
+    record_path = os.path.join(FLAGS.graph_dir, GRAPH_FILE)
+    if FLAGS.build_graph and corpus.get("prompts") == "lm":
+        record = build_task_graph(FLAGS.graph_dir, corpus["prompt_vocabulary"])
+        cli.say(
+            f"graph {FLAGS.graph_dir}: {record['num_words']} words, "
+            f"{record['sizes']['HCLG_states']:,} states, {record['hclg_bytes'] / 1e6:.0f} MB, "
+            + ("reused" if record["reused"] else f"built in {record['build_seconds']:.0f} s")
+        )
+    elif not os.path.exists(record_path):
+        raise DataError(
+            f"{test_dir}: the corpus was not prompted from a task LM and {record_path} does "
+            "not exist; build a graph for its vocabulary (tfblend.decoding.graph.build_graph)"
+        )
+    with open(record_path) as f:
+        record = json.load(f)
+    if record["inputs"]["dictionary"] != file_sha256(default_dictionary()):
+        raise DataError(
+            f"{record_path}: built for another dictionary than {default_dictionary()}, "
+            "the one the corpus labels come from"
+        )
+    return FLAGS.graph_dir
+
+
+def main(_):
+    from tfblend.decoding import wer as wer_lib
+    from tfblend.decoding import wer_runs
+    from tfblend.decoding.decoder import ExportScorer, GraphDecoder, read_ark
+    from tfblend.decoding.ensemble import Ensemble, parse_ensembles
+
+    decoded, arks = _pairs(FLAGS.model), _pairs(FLAGS.loglikes)
+    serving_only = _pairs(FLAGS.member)
+    if not decoded and not arks and not FLAGS.ensemble and not FLAGS.anchor:
+        raise DataError("give at least one --model=NAME=EXPORT_DIR or --loglikes=NAME=ARK")
+    members = parse_ensembles(_pairs(FLAGS.ensemble), decoded, arks, serving_only)
+    exports = {**decoded, **serving_only}
+    scorers = {name: ExportScorer(export_dir) for name, export_dir in exports.items()}
+    ensembles = {  # test and dev accumulate apart
+        name: {split: Ensemble(name, {m: scorers[m] for m in names}) for split in ("test", "dev")}
+        for name, names in members.items()
+    }
+    test_dir = cli.split_dir(FLAGS.corpus_dir, FLAGS.split)
+    dev_dir = cli.split_dir(FLAGS.corpus_dir, FLAGS.dev_split)
+    if FLAGS.dev_split == FLAGS.split:
+        raise DataError("--dev_split must differ from --split: the scale is never chosen on test")
+    graph_dir = _graph(test_dir)
+    decoder = GraphDecoder(graph_dir, beam=FLAGS.beam, max_active=FLAGS.max_active)
+    refs = wer_runs.load_references(test_dir)
+    dev_refs = wer_runs.load_references(dev_dir)
+    test_utts = wer_runs.select_utterances(test_dir, refs, FLAGS.per_voice)
+    dev_utts = wer_runs.select_utterances(dev_dir, dev_refs, FLAGS.dev_per_voice)
+    speakers = {u.utt_id: u.speaker for u in test_utts}
+    scales = [float(s) for s in FLAGS.acoustic_scales]
+    os.makedirs(FLAGS.output_dir, exist_ok=True)
+    summary = {"split": FLAGS.split, "graph": decoder.record, "models": {}, "anchor": {}}
+    all_hyps = {}
+
+    def run(name, test_ll, dev_ll, source):
+        start = time.time()
+        for utt_id, matrix in [*test_ll.items(), *dev_ll.items()]:
+            decoder.check_senones(matrix.shape[1], f"{source} ({utt_id})")
+        scale, dev_wers = wer_runs.choose_scale(decoder, dev_ll, dev_refs, scales)
+        hyps, report = wer_runs.test_report(decoder, test_ll, refs, speakers, scale)
+        report.update({"source": source, "dev_wer_by_scale": dev_wers})
+        model_dir = os.path.join(FLAGS.output_dir, name)
+        os.makedirs(model_dir, exist_ok=True)
+        wer_lib.write_text(os.path.join(model_dir, "hyp.txt"), hyps)
+        from tfblend.records import write_json
+
+        write_json(os.path.join(model_dir, "wer.json"), report)
+        summary["models"][name] = {k: v for k, v in report.items() if k != "per_utterance"}
+        all_hyps[name] = hyps
+        o = report["overall"]
+        cli.say(
+            f"{name}: WER {o['wer']:.2%} (S {o['sub']}, D {o['del']}, I {o['ins']} of "
+            f"{o['ref']} words, {o['utterances']} utterances), acoustic scale {scale} from dev "
+            f"{dev_wers}, {report['real_time_factor']:.2f} x real time, "
+            f"{time.time() - start:.0f} s"
+        )
+
+    for scorer in scorers.values():
+        decoder.check_senones(scorer.num_classes, f"export {scorer.export_dir}")
+    for name, scorer in scorers.items():
+        test_ll = wer_runs.score_matrices(scorer, test_utts)
+        dev_ll = wer_runs.score_matrices(scorer, dev_utts)
+        if name in decoded:
+            run(name, test_ll, dev_ll, scorer.export_dir)
+        for parts in ensembles.values():
+            if name in parts["test"].members:
+                parts["test"].add(name, test_ll)
+                parts["dev"].add(name, dev_ll)
+    for name, value in arks.items():
+        test_ark, _, dev_ark = value.partition(",")
+        if not dev_ark:
+            raise DataError(f"--loglikes {name}: give TEST_ARK,DEV_ARK (the scale needs dev)")
+        test_ll, dev_ll = read_ark(test_ark), read_ark(dev_ark)
+        wanted = {u.utt_id for u in test_utts}
+        run(name, {u: m for u, m in test_ll.items() if u in wanted}, dev_ll, test_ark)
+    for name, parts in ensembles.items():
+        source = "mean posterior of " + " + ".join(f"{m} ({exports[m]})" for m in members[name])
+        run(name, parts["test"].loglikes(), parts["dev"].loglikes(), source)
+    if FLAGS.anchor:
+        summary["anchor"] = _anchor(test_dir, test_utts, refs, speakers, graph_dir, all_hyps)
+    if FLAGS.focus:
+        summary["bootstrap"] = _bootstrap(refs, all_hyps)
+    from tfblend.records import write_json
+
+    write_json(os.path.join(FLAGS.output_dir, "wer.json"), summary)
+    rows = {n: m["overall"] for n, m in summary["models"].items()}
+    rows.update({n: a["overall"] for n, a in summary["anchor"].items()})
+    print(wer_lib.format_table(rows))
+    if FLAGS.report_dir:
+        from tfblend.evaluation.report import add_word_error_rates
+
+        add_word_error_rates(FLAGS.report_dir, summary)
+        cli.say(f"WER column added to {FLAGS.report_dir}/results.md")
+
+
+def _anchor(test_dir, test_utts, refs, speakers, graph_dir, all_hyps):
+    from tfblend.decoding import anchor
+    from tfblend.decoding import wer as wer_lib
+    from tfblend.decoding.graph import LM_FILE
+    from tfblend.records import read_manifest
+
+    corpus = read_manifest(test_dir)["metadata"].get("corpus")
+    if not corpus or corpus.get("name") != "tfblend.synthetic":
+        raise DataError(f"{test_dir}: --anchor needs the synthetic corpus (its audio is rendered)")
+    audio = anchor.rendered_audio(corpus, [u.utt_id for u in test_utts])
+    results = {}
+    for name, lm in (
+        ("pocketsphinx GMM, task LM", os.path.join(graph_dir, LM_FILE)),
+        ("pocketsphinx GMM, default LM", None),
+    ):
+        start = time.process_time()
+        recognizer = anchor.PocketsphinxRecognizer(lm=lm)
+        hyps = {utt_id: recognizer(pcm) for utt_id, pcm in audio.items()}
+        seconds = time.process_time() - start
+        report = wer_lib.score(refs, hyps, speakers, source=name)
+        report.pop("per_utterance")
+        audio_seconds = sum(p.shape[0] for p in audio.values()) / 16000
+        report["real_time_factor"] = round(seconds / audio_seconds, 4)
+        results[name] = report
+        all_hyps[name] = hyps
+        cli.say(f"{name}: WER {report['overall']['wer']:.2%}")
+    return results
+
+
+def _bootstrap(refs, all_hyps):
+    from tfblend.decoding import wer as wer_lib
+
+    if FLAGS.focus not in all_hyps:
+        raise DataError(f"--focus {FLAGS.focus!r} is not one of the decoded {list(all_hyps)}")
+    return {
+        other: wer_lib.paired_bootstrap(refs, hyps, all_hyps[FLAGS.focus])
+        for other, hyps in all_hyps.items()
+        if other != FLAGS.focus
+    }
+
+
+if __name__ == "__main__":
+    cli.run(main)

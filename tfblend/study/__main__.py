@@ -1,0 +1,214 @@
+"""The paper's findings with error bars: every model of the study, several seeds, one command.
+
+Trains on one corpus (default: the medium one, about 3 hours of training speech): the BLSTM
+teacher (--teacher_seeds), and for every seed (--seeds) the CNN baseline, the DNN baseline, the
+label-smoothing control, the blended CNN at k = --top_fraction of the classes, the k sweep, the
+blend from sampled targets at the same bytes per frame, and the blend from the teacher + CNN
+ensemble. Choices are made on dev with seed 0, never on test: the CNN preset (--students), the
+smoothing epsilon (--smoothing_grid) and the blend's alpha and T (--blend_grid). Then every model
+is scored per test utterance (frames) and decoded (WER); the teachers are scored once more from
+each frame's CNN window only (--windowed_teacher: how much of their lead is context). Last, the
+learning-curve diagnosis: seed 0 of the CNN baseline and of the blended CNN trained again for
+--longer_epochs, and every model's frame accuracy after each epoch on dev (never test) in
+study.json, to tell how much of a gap is the training budget. RESULTS.md is written from what ran.
+
+Resumable: every stage skips what is complete and a killed stage continues (training from its
+last checkpoint, a target dump from its last complete shard); run the same command again.
+Stage wall times are kept in <work_dir>/report/stages.json and reported.
+
+Reads:  nothing but the installed packages (the corpus is generated).
+Writes: <work_dir>/ corpus/, teacher-seed*/, cnn-*/, dnn-seed*/, smooth-*/, targets_*/,
+        blend_*/, scores/, exports/, wer/, report/ (stages.json, study.json), and --results
+        (RESULTS.md) with its figures in --figures_dir.
+
+Example:
+  python -m tfblend.study --work_dir=work/study --size=medium --seeds=3 --teacher_seeds=2
+"""
+
+import os
+import sys
+
+from absl import flags
+
+from tfblend import cli
+from tfblend.records import write_json
+from tfblend.study.plan import EPOCHS, StudentSpec, StudyPlan, corpus_facts
+from tfblend.study.stages import StageRunner, choose_on_dev, set_done
+
+flags.DEFINE_string("work_dir", None, "Where every stage writes.")
+flags.DEFINE_enum("size", "medium", list(EPOCHS), "Corpus size.")
+flags.DEFINE_integer("seeds", 3, "Seeds of every student.", lower_bound=1)
+flags.DEFINE_integer("teacher_seeds", 2, "Seeds of the BLSTM teacher.", lower_bound=1)
+flags.DEFINE_integer("teacher_epochs", None, "Teacher epochs (default: by --size).")
+flags.DEFINE_integer("student_epochs", None, "Epochs of every student (default: by --size).")
+flags.DEFINE_list(
+    "students",
+    ["small:0", "deep:16"],
+    "CNN candidates PRESET:CHUNK_FRAMES (0: windows); the best on dev (seed 0) is the student.",
+)
+flags.DEFINE_list("smoothing_grid", ["0.1", "0.3"], "Label-smoothing epsilons tried on dev.")
+flags.DEFINE_list("blend_grid", ["0.5:1", "0.2:1", "0.5:2"], "Blend ALPHA:T pairs tried on dev.")
+flags.DEFINE_float("top_fraction", 0.01, "k of the blended CNN, as a fraction of the classes.")
+flags.DEFINE_list(
+    "sweep_fractions", ["1", "5", "0.1"], "Other k of the sweep: an integer k, or a fraction of K."
+)
+flags.DEFINE_bool("sampled", True, "Blend from sampled targets at the same bytes per frame.")
+flags.DEFINE_bool("ensemble_blend", True, "Blend from the teacher + CNN ensemble's targets.")
+flags.DEFINE_bool(
+    "windowed_teacher",
+    True,
+    "Also score the teachers from each frame's CNN window only (test frames; not decoded).",
+)
+flags.DEFINE_bool("wer", True, "Decode every model (but the sweep's) and score WER.")
+flags.DEFINE_integer("wer_per_voice", None, "Test utterances decoded per voice (default by size).")
+flags.DEFINE_integer("wer_dev_per_voice", 10, "Dev utterances per voice for the acoustic scale.")
+flags.DEFINE_integer(
+    "longer_epochs",
+    None,
+    "Seed 0 of the CNN baseline and of the blended CNN trained again for this many epochs "
+    "(dev learning curves only; default: twice the students' epochs; 0: not trained).",
+    lower_bound=0,
+)
+flags.DEFINE_integer("corpus_seed", 0, "Seed of the generated corpus.")
+flags.DEFINE_string("results", "RESULTS.md", "The report written at the end.")
+flags.DEFINE_string(
+    "figures_dir", "results", "Where the report's figures are written (linked from --results)."
+)
+flags.mark_flag_as_required("work_dir")
+FLAGS = flags.FLAGS
+
+
+def main(_):
+    work = FLAGS.work_dir
+    runner = StageRunner(os.path.join(work, "report"))
+    plan = StudyPlan(work, FLAGS.size, runner, FLAGS.teacher_epochs, FLAGS.student_epochs)
+    runner.stage(
+        "corpus",
+        all(set_done(os.path.join(plan.corpus, s)) for s in ("train", "dev", "test")),
+        "make_corpus",
+        output_dir=plan.corpus,
+        size=FLAGS.size,
+        seed=FLAGS.corpus_seed,
+    )
+    seeds = list(range(FLAGS.seeds))
+    teachers = [plan.teacher(seed) for seed in range(FLAGS.teacher_seeds)]
+
+    # The student: every candidate preset trained with seed 0, the best on dev kept.
+    specs = {spec.label: spec for spec in map(StudentSpec.parse, FLAGS.students)}
+    candidates = {label: plan.cnn(spec, 0) for label, spec in specs.items()}
+    chosen, student_grid = choose_on_dev("student", candidates)
+    student = specs[chosen]
+    cnn = [plan.cnn(student, seed) for seed in seeds]
+    dnn = [plan.dnn(seed) for seed in seeds]
+
+    smooth_dirs = {eps: plan.smoothing(student, eps, 0) for eps in FLAGS.smoothing_grid}
+    epsilon, smoothing_grid = choose_on_dev("label smoothing", smooth_dirs)
+    smooth = [plan.smoothing(student, epsilon, seed) for seed in seeds]
+
+    top_k = plan.k_of(FLAGS.top_fraction)
+    sweep_ks = sorted({plan.k_of(float(v)) for v in FLAGS.sweep_fractions} - {top_k})
+    largest = max([top_k, *sweep_ks])
+    dumped = plan.dump_top_k(teachers[0], largest)
+    targets = {k: plan.derive(dumped, largest, k) for k in [top_k, *sweep_ks]}
+
+    grid = {}
+    for pair in FLAGS.blend_grid:
+        alpha, _, temperature = pair.partition(":")
+        setting = (float(alpha), float(temperature or 1))
+        grid[f"alpha={setting[0]:g} T={setting[1]:g}"] = setting
+    blend_grid_dirs = {
+        name: plan.blend(student, targets[top_k], f"k{top_k}", setting, 0)
+        for name, setting in grid.items()
+    }
+    blend_choice, blend_grid = choose_on_dev("blend", blend_grid_dirs)
+    setting = grid[blend_choice]
+    blend = [plan.blend(student, targets[top_k], f"k{top_k}", setting, s) for s in seeds]
+    sweep = {
+        k: [plan.blend(student, targets[k], f"k{k}", setting, s) for s in seeds] for k in sweep_ks
+    }
+
+    models = [
+        plan.entry("teacher (BLSTM)", "teacher", teachers),
+        plan.entry(f"CNN baseline ({student.label})", "cnn", cnn),
+        plan.entry("DNN baseline", "dnn", dnn),
+        plan.entry(f"CNN + label smoothing {epsilon}", "smoothing", smooth),
+        plan.entry(f"blended CNN (k={top_k})", "blend", blend, k=top_k),
+    ]
+    models += [plan.entry(f"blended CNN, k={k}", "sweep", sweep[k], k=k) for k in sweep_ks]
+    bytes_per_frame = {str(k): plan.bytes_per_frame(t) for k, t in targets.items()}
+    if FLAGS.sampled:
+        sampled_targets = plan.dump_sampled(teachers[0], top_k)
+        bytes_per_frame["sampled"] = plan.bytes_per_frame(sampled_targets)
+        sampled = [
+            plan.blend(student, sampled_targets, f"sampled{top_k}", setting, s) for s in seeds
+        ]
+        models.append(plan.entry(f"blended CNN, {top_k} sampled", "sampled", sampled, draws=top_k))
+    pairs = list(zip(teachers, cnn, strict=False))
+    ensemble = plan.ensemble_entry("ensemble teacher+CNN", pairs)
+    models.append(ensemble)
+    if FLAGS.ensemble_blend:
+        mixed = plan.dump_mixture(teachers[0], cnn[0], top_k)
+        from_ensemble = [plan.blend(student, mixed, f"ens{top_k}", setting, s) for s in seeds]
+        models.append(
+            plan.entry("blended CNN from the ensemble", "ensemble_blend", from_ensemble, k=top_k)
+        )
+
+    if FLAGS.windowed_teacher:
+        context = plan.window_context(cnn[0])
+        name = f"teacher (BLSTM) on the CNN's {2 * context + 1} frames"
+        models.append(plan.windowed_entry(name, teachers, context))
+
+    plan.score(models)
+    if FLAGS.wer:
+        per_voice = FLAGS.wer_per_voice or plan.wer_per_voice
+        for model in models:
+            if model["role"] not in ("sweep", "teacher_window"):
+                plan.decode(model, per_voice, FLAGS.wer_dev_per_voice)
+
+    # The diagnosis, on dev: every model's seed 0 after each epoch, and the CNN and the blend
+    # trained longer (what more budget would give, and what it does to the blend's lead).
+    curves = [
+        (m["name"], m["role"], m["members"][0][0])
+        for m in models
+        if m["role"] not in ("ensemble", "teacher_window")
+    ]
+    longer = 2 * plan.epochs["student"] if FLAGS.longer_epochs is None else FLAGS.longer_epochs
+    if longer and longer != plan.epochs["student"]:
+        curves += [
+            (f"CNN baseline, {longer} epochs", "cnn_longer", plan.cnn(student, 0, epochs=longer)),
+            (
+                f"blended CNN (k={top_k}), {longer} epochs",
+                "blend_longer",
+                plan.blend(student, targets[top_k], f"k{top_k}", setting, 0, epochs=longer),
+            ),
+        ]
+
+    study = {
+        "command": " ".join(["python", *sys.argv]),
+        "size": FLAGS.size,
+        "seeds": FLAGS.seeds,
+        "teacher_seeds": FLAGS.teacher_seeds,
+        "corpus": corpus_facts(plan.corpus),
+        "num_classes": plan.num_classes,
+        "epochs": plan.epochs,
+        "choices": {
+            "student": {"grid": student_grid, "chosen": chosen},
+            "smoothing": {"grid": smoothing_grid, "chosen": epsilon},
+            "blend": {"grid": blend_grid, "chosen": blend_choice},
+        },
+        "models": [plan.relative(m) for m in models],
+        "bytes_per_frame": bytes_per_frame,
+        "learning_curves": [plan.learning_curve(*curve) for curve in curves],
+        "longer_epochs": longer,
+        "stages": runner.times,
+    }
+    study_json = os.path.join(work, "report", "study.json")
+    write_json(study_json, study)
+    from tfblend.study.results import write_results
+
+    write_results(study_json, FLAGS.results, FLAGS.figures_dir)
+    cli.say(f"RESULTS: {FLAGS.results} (figures in {FLAGS.figures_dir}); study: {study_json}")
+
+
+if __name__ == "__main__":
+    cli.run(main)
