@@ -61,14 +61,14 @@ def test_installed_package_runs_the_recipe(tiny_corpus, tiny_teacher, tmp_path):
     # The corpus and the teacher of the session stand in for the first two stages (complete:
     # skipped); every other stage runs from the installed package.
     shutil.copytree(tiny_corpus, work / "demo" / "corpus")
-    shutil.copytree(tiny_teacher, work / "demo" / "teacher")
+    shutil.copytree(tiny_teacher, work / "demo" / "teacher-seed0")
     done = subprocess.run(
         [python, "-m", "tfblend.recipe", "--work_dir=demo", "--size=tiny", "--nower",
          "--smoothing_grid=0.1", "--export_base=exports"],
         capture_output=True, text=True, cwd=work, env=env, timeout=900,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "stage teacher[0]: complete, skipped" in done.stdout
+    assert "stage teacher-seed0: complete, skipped" in done.stdout
     for step in ("train_student", "dump_targets", "blend", "evaluate", "export", "check_export"):
         assert f"-m tfblend.steps.{step} " in done.stdout, step
     assert "| blended CNN |" in (work / "demo" / "report" / "results.md").read_text()

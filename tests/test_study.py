@@ -12,7 +12,7 @@ from conftest import ROOT
 
 from tfblend.errors import DataError
 from tfblend.evaluation.report import read_history
-from tfblend.study.plan import StudentSpec, StudyPlan
+from tfblend.study.plan import StagePlan, StudentSpec
 
 # The smallest study that still has every kind of stage: trainings, a target dump, a blend,
 # the scoring and the report (no sweep, sampled or ensemble blend, no decoding).
@@ -129,7 +129,7 @@ class _Recorder:
 
 def test_longer_runs_are_runs_of_their_own(tmp_path):
     runner = _Recorder()
-    plan = StudyPlan(str(tmp_path), "medium", runner)  # students: 1 epoch
+    plan = StagePlan(str(tmp_path), "medium", runner)  # students: 1 epoch
     student = StudentSpec.parse("small")
     assert (
         plan.cnn(student, 0) == plan.cnn(student, 0, epochs=1) == str(tmp_path / "cnn-small-seed0")
@@ -145,3 +145,28 @@ def test_longer_runs_are_runs_of_their_own(tmp_path):
     ]
     with pytest.raises(DataError, match=r"cnn-small-seed0/history\.csv: no accuracy"):
         plan.learning_curve("CNN", "cnn", str(tmp_path / "cnn-small-seed0"))
+
+
+def test_stage_and_stop_stage_run_a_part_of_the_stages(tmp_path, capsys):
+    from tfblend.study.stages import StageRunner
+
+    runner = StageRunner(str(tmp_path))
+    runner.select(["corpus", "teacher", "blend", "evaluate"], "teacher", "blend")
+    assert [runner.runs(p) for p in ("corpus", "teacher", "blend", "evaluate")] == [
+        False,
+        True,
+        True,
+        False,
+    ]
+    with runner.part("corpus"):
+        runner.stage("corpus", False, "no_such_step")  # not selected: not run
+    with runner.part("teacher"):
+        runner.stage("teacher-seed0", True, "no_such_step")  # selected and complete: skipped
+    out = capsys.readouterr().out
+    assert "stage corpus: not run (part corpus is not selected)" in out
+    assert "stage teacher-seed0: complete, skipped" in out
+    assert runner.times == {}
+    with pytest.raises(DataError, match="comes after"):
+        runner.select(["corpus", "teacher"], "teacher", "corpus")
+    with pytest.raises(DataError, match="no stage 'wer'"):
+        runner.select(["corpus", "teacher"], "corpus", "wer")

@@ -25,18 +25,19 @@ Example:
   python -m tfblend.study --work_dir=work/study --size=medium --seeds=3 --teacher_seeds=2
 """
 
+import json
 import os
 import sys
 
 from absl import flags
 
 from tfblend import cli
-from tfblend.records import write_json
-from tfblend.study.plan import EPOCHS, StudentSpec, StudyPlan, corpus_facts
-from tfblend.study.stages import StageRunner, choose_on_dev, set_done
+from tfblend.records import read_manifest, write_json
+from tfblend.study.plan import SIZES, StagePlan, StudentSpec
+from tfblend.study.stages import choose_on_dev
 
 flags.DEFINE_string("work_dir", None, "Where every stage writes.")
-flags.DEFINE_enum("size", "medium", list(EPOCHS), "Corpus size.")
+flags.DEFINE_enum("size", "medium", list(SIZES), "Corpus size.")
 flags.DEFINE_integer("seeds", 3, "Seeds of every student.", lower_bound=1)
 flags.DEFINE_integer("teacher_seeds", 2, "Seeds of the BLSTM teacher.", lower_bound=1)
 flags.DEFINE_integer("teacher_epochs", None, "Teacher epochs (default: by --size).")
@@ -61,7 +62,9 @@ flags.DEFINE_bool(
 )
 flags.DEFINE_bool("wer", True, "Decode every model (but the sweep's) and score WER.")
 flags.DEFINE_integer("wer_per_voice", None, "Test utterances decoded per voice (default by size).")
-flags.DEFINE_integer("wer_dev_per_voice", 10, "Dev utterances per voice for the acoustic scale.")
+flags.DEFINE_integer(
+    "wer_dev_per_voice", None, "Dev utterances per voice for the acoustic scale (default by size)."
+)
 flags.DEFINE_integer(
     "longer_epochs",
     None,
@@ -78,18 +81,33 @@ flags.mark_flag_as_required("work_dir")
 FLAGS = flags.FLAGS
 
 
+def corpus_facts(corpus: str) -> dict:
+    """Utterances, frames, hours (10 ms frames) and voices of each split, and the build's wall
+    time (``build_seconds`` of make_corpus.py's build.json; None when it has none)."""
+    facts = {}
+    for split in ("train", "dev", "test"):
+        manifest = read_manifest(os.path.join(corpus, split))
+        facts[split] = {
+            "utterances": manifest["num_utterances"],
+            "frames": manifest["num_frames"],
+            "hours": manifest["num_frames"] / 100 / 3600,
+            "voices": len(manifest["speakers"]),
+        }
+    build = os.path.join(corpus, "build.json")
+    facts["build_seconds"] = None
+    if os.path.exists(build):
+        with open(build) as stream:
+            facts["build_seconds"] = json.load(stream).get("build_seconds")
+    return facts
+
+
 def main(_):
     work = FLAGS.work_dir
-    runner = StageRunner(os.path.join(work, "report"))
-    plan = StudyPlan(work, FLAGS.size, runner, FLAGS.teacher_epochs, FLAGS.student_epochs)
-    runner.stage(
-        "corpus",
-        all(set_done(os.path.join(plan.corpus, s)) for s in ("train", "dev", "test")),
-        "make_corpus",
-        output_dir=plan.corpus,
-        size=FLAGS.size,
-        seed=FLAGS.corpus_seed,
+    plan = StagePlan(
+        work, FLAGS.size, teacher_epochs=FLAGS.teacher_epochs, student_epochs=FLAGS.student_epochs
     )
+    runner = plan.runner
+    plan.make_corpus(FLAGS.corpus_seed)
     seeds = list(range(FLAGS.seeds))
     teachers = [plan.teacher(seed) for seed in range(FLAGS.teacher_seeds)]
 
@@ -160,10 +178,11 @@ def main(_):
 
     plan.score(models)
     if FLAGS.wer:
-        per_voice = FLAGS.wer_per_voice or plan.wer_per_voice
+        per_voice = FLAGS.wer_per_voice or plan.wer_test
+        dev_per_voice = FLAGS.wer_dev_per_voice or plan.wer_dev
         for model in models:
             if model["role"] not in ("sweep", "teacher_window"):
-                plan.decode(model, per_voice, FLAGS.wer_dev_per_voice)
+                plan.decode(model, per_voice, dev_per_voice)
 
     # The diagnosis, on dev: every model's seed 0 after each epoch, and the CNN and the blend
     # trained longer (what more budget would give, and what it does to the blend's lead).
@@ -202,7 +221,7 @@ def main(_):
         "longer_epochs": longer,
         "stages": runner.times,
     }
-    study_json = os.path.join(work, "report", "study.json")
+    study_json = os.path.join(plan.report, "study.json")
     write_json(study_json, study)
     from tfblend.study.results import write_results
 

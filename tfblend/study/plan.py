@@ -1,13 +1,20 @@
-"""The study's stages: where each model of the study lives and the step that makes it.
+"""The one stage plan: every run of the recipe and of the study, and the step that makes it.
 
-Every method of :class:`StudyPlan` that makes something runs one stage through
+The demo recipe (``python -m tfblend.recipe``) is this plan at size small with one seed; the
+study (``python -m tfblend.study``) is the plan at size medium with seeds. Both take their
+training budget and WER subsets from :data:`SIZES` and their directory names from
+:class:`StagePlan`.
+
+Every method of :class:`StagePlan` that makes something runs one stage through
 :class:`tfblend.study.stages.StageRunner` (skipped when complete, resumed when partial) and
 returns the directory or file it made. Names encode what a run depends on (preset, chunking, k,
-alpha, T, seed), so a changed choice trains a new run instead of reusing a different one, and every
-training directory also refuses a rerun with other settings (``tfblend.train.rundir``).
+alpha, T, seed), so a changed choice trains a new run instead of reusing a different one, and
+every training directory also refuses a rerun with other settings (``tfblend.train.rundir``).
 
-Layout under the study's work dir:
+Layout under a work dir:
   corpus/                          the corpus (make_corpus)
+  report/                          stages.json (stage wall times); the recipe's results.md,
+                                   results.json and training_curves.png; the study's study.json
   teacher-seed{S}/                 BLSTM teachers
   cnn-{student}-seed{S}/           CNN baselines; {student} is the preset, ``-c{L}`` when dense;
                                    ``cnn-{student}-e{N}-seed{S}`` trained for N epochs instead
@@ -18,31 +25,48 @@ Layout under the study's work dir:
   blend_{student}_{kind}_a{A}_T{T}-seed{S}/   blended CNNs (``..._T{T}-e{N}-seed{S}`` as above)
   scores/{run}.json                per-utterance test frame counts (score_utterances);
                                    ``{teacher}-w{W}.json`` scored on windows of +-W frames
-  exports/{run}/1/, wer/{run}/     the SavedModels decoded and their WER (decode)
+  graph/                           the decoding graph of the corpus's task LM
+  exports/{run}/1/                 the SavedModels decoded (export)
+  wer/{run}/                       their WER (decode; the recipe decodes every model in one
+                                   stage, ``wer/{model name}/``)
 """
 
 import dataclasses
-import json
 import os
 
 from tfblend.errors import DataError
 from tfblend.evaluation.report import read_history
 from tfblend.records import read_manifest
-from tfblend.study.stages import model_done, set_done
+from tfblend.study.stages import StageRunner, model_done, set_done
 from tfblend.targets.sparsify import resolve_k
 from tfblend.train.modeldir import read_model_info
 
-#: Training lengths per corpus size, in epochs: the teacher, and every student (all students get
-#: the same budget on the same data). The medium study's budget is set by its 8 hours on 2 cores.
-EPOCHS = {
-    "tiny": {"teacher": 1, "student": 1},
-    "small": {"teacher": 5, "student": 3},
-    "medium": {"teacher": 2, "student": 1},
-    "large": {"teacher": 4, "student": 2},
-}
 
-#: Test utterances decoded per held-out voice, per corpus size.
-WER_PER_VOICE = {"tiny": 3, "small": 12, "medium": 30, "large": 40}
+@dataclasses.dataclass(frozen=True)
+class Size:
+    """What one corpus size trains and decodes.
+
+    Attributes:
+      teacher_epochs: the teacher's training epochs.
+      student_epochs: every student's (all students get the same budget on the same data).
+      wer_test, wer_dev: the WER subsets, the first N utterances of every test (dev) voice;
+        the acoustic scale is chosen on dev.
+    """
+
+    teacher_epochs: int
+    student_epochs: int
+    wer_test: int
+    wer_dev: int
+
+
+#: The one table of sizes, for the recipe and the study. The medium budget is set by the study's
+#: 8 hours on 2 cores; small's WER subsets fit the demo's wer stage in about 5 minutes there.
+SIZES = {
+    "tiny": Size(teacher_epochs=1, student_epochs=1, wer_test=3, wer_dev=3),
+    "small": Size(teacher_epochs=5, student_epochs=3, wer_test=12, wer_dev=10),
+    "medium": Size(teacher_epochs=2, student_epochs=1, wer_test=30, wer_dev=10),
+    "large": Size(teacher_epochs=4, student_epochs=2, wer_test=40, wer_dev=10),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,48 +105,46 @@ class StudentSpec:
         return f"model.vgg.preset={self.preset},data.chunk_frames={self.chunk_frames}"
 
 
-def corpus_facts(corpus: str) -> dict:
-    """Utterances, frames, hours (10 ms frames) and voices of each split, and the build's wall
-    time (``build_seconds`` of make_corpus.py's build.json; None when it has none)."""
-    facts = {}
-    for split in ("train", "dev", "test"):
-        manifest = read_manifest(os.path.join(corpus, split))
-        facts[split] = {
-            "utterances": manifest["num_utterances"],
-            "frames": manifest["num_frames"],
-            "hours": manifest["num_frames"] / 100 / 3600,
-            "voices": len(manifest["speakers"]),
-        }
-    build = os.path.join(corpus, "build.json")
-    facts["build_seconds"] = None
-    if os.path.exists(build):
-        with open(build) as stream:
-            facts["build_seconds"] = json.load(stream).get("build_seconds")
-    return facts
-
-
-class StudyPlan:
-    """The study's runs, each made by one stage of ``runner``.
+class StagePlan:
+    """The runs of a recipe or a study under one work dir, each made by one stage of ``runner``.
 
     Args:
-      work: the study's work dir.
-      size: the corpus size (a key of :data:`EPOCHS`).
-      runner: a :class:`tfblend.study.stages.StageRunner`.
-      teacher_epochs, student_epochs: None for the size's defaults.
+      work: the work dir (:mod:`the layout <tfblend.study.plan>`).
+      size: the corpus size, a key of :data:`SIZES`.
+      runner: a :class:`tfblend.study.stages.StageRunner` (default: one that keeps its stage
+        times in ``<work>/report``).
+      teacher_epochs, student_epochs: None for the size's budget.
     """
 
-    def __init__(self, work: str, size: str, runner, teacher_epochs=None, student_epochs=None):
+    #: The fixed names under a work dir (the runs' names are made by the methods below).
+    CORPUS, REPORT, GRAPH = "corpus", "report", "graph"
+    EXPORTS, WER, SCORES = "exports", "wer", "scores"
+
+    def __init__(self, work: str, size: str, runner=None, teacher_epochs=None, student_epochs=None):
+        if size not in SIZES:
+            raise DataError(f"size {size!r} is not one of {sorted(SIZES)}")
         self.work = work
-        self.corpus = os.path.join(work, "corpus")
-        self.runner = runner
+        self.size = size
+        self.corpus = self._path(self.CORPUS)
+        self.report = self._path(self.REPORT)
+        self.graph = self._path(self.GRAPH)
+        self.runner = runner if runner is not None else StageRunner(self.report)
         self.epochs = {
-            "teacher": teacher_epochs or EPOCHS[size]["teacher"],
-            "student": student_epochs or EPOCHS[size]["student"],
+            "teacher": teacher_epochs or SIZES[size].teacher_epochs,
+            "student": student_epochs or SIZES[size].student_epochs,
         }
-        self.wer_per_voice = WER_PER_VOICE[size]
+        self.wer_test, self.wer_dev = SIZES[size].wer_test, SIZES[size].wer_dev
 
     def _path(self, name: str) -> str:
         return os.path.join(self.work, name)
+
+    def make_corpus(self, seed: int) -> str:
+        """The corpus of the plan's size (train, dev and test), generated with ``seed``."""
+        complete = all(set_done(os.path.join(self.corpus, s)) for s in ("train", "dev", "test"))
+        self.runner.stage(
+            "corpus", complete, "make_corpus", output_dir=self.corpus, size=self.size, seed=seed
+        )
+        return self.corpus
 
     @property
     def num_classes(self) -> int:
@@ -137,10 +159,10 @@ class StudyPlan:
 
     # Training runs.
 
-    def _train(self, name: str, step: str, **flag_values) -> str:
+    def _train(self, name: str, script: str, **flag_values) -> str:
         directory = self._path(name)
         self.runner.stage(
-            name, model_done(directory), step, corpus_dir=self.corpus, model_dir=directory,
+            name, model_done(directory), script, corpus_dir=self.corpus, model_dir=directory,
             **flag_values,
         )  # fmt: skip
         return directory
@@ -269,7 +291,7 @@ class StudyPlan:
             "seeds": len(runs),
             "members": members,
             "runs": runs,
-            "scores": [self._path(f"scores/{run}.json") for run in runs],
+            "scores": [self._path(f"{self.SCORES}/{run}.json") for run in runs],
             "wer": [],
             **extra,
         }
@@ -305,12 +327,13 @@ class StudyPlan:
                 run=values, **extra,
             )  # fmt: skip
 
-    def _export(self, model_dir: str) -> str:
+    def export(self, model_dir: str) -> str:
+        """A finished run exported as ``exports/{run}/1`` (a SavedModel the decoder reads)."""
         run = os.path.basename(model_dir)
-        export = self._path(f"exports/{run}/1")
+        export = self._path(f"{self.EXPORTS}/{run}/1")
         self.runner.stage(
             f"export {run}", os.path.exists(os.path.join(export, "saved_model.pb")), "export",
-            model_dir=model_dir, export_base=self._path("exports"), name=run, version=1,
+            model_dir=model_dir, export_base=self._path(self.EXPORTS), name=run, version=1,
         )  # fmt: skip
         return export
 
@@ -318,8 +341,8 @@ class StudyPlan:
         """Exports every seed's run(s) and decodes what the exports serve (ensembles: the mean
         of the members' posteriors); fills ``model["wer"]``."""
         for members, run in zip(model["members"], model["runs"], strict=True):
-            output = self._path(f"wer/{run}")
-            exports = [self._export(d) for d in members]
+            output = self._path(f"{self.WER}/{run}")
+            exports = [self.export(d) for d in members]
             if len(exports) == 1:
                 flag_values = {"model": [f"model={exports[0]}"]}
             else:
@@ -331,7 +354,7 @@ class StudyPlan:
             result = os.path.join(output, "model", "wer.json")
             self.runner.stage(
                 f"wer {run}", os.path.exists(result), "decode", corpus_dir=self.corpus,
-                graph_dir=self._path("graph"), output_dir=output, per_voice=per_voice,
+                graph_dir=self.graph, output_dir=output, per_voice=per_voice,
                 dev_per_voice=dev_per_voice, **flag_values,
             )  # fmt: skip
             model["wer"].append(result)

@@ -8,6 +8,7 @@ A stage whose outputs are complete is skipped; a partial one is run again and co
 kept in ``<report_dir>/stages.json`` across reruns.
 """
 
+import contextlib
 import json
 import os
 import subprocess
@@ -56,6 +57,10 @@ class StageRunner:
     """Runs ``python -m tfblend.steps.<step>`` with flags unless the stage is complete; records
     wall times.
 
+    Stages may be grouped in named parts (:meth:`part`), Kaldi style: :meth:`select` runs the
+    parts from ``--stage`` to ``--stop_stage`` only, and the stages of the other parts are not
+    run (what they make must exist for the selected parts that read it).
+
     Args:
       report_dir: where ``stages.json`` (stage name -> seconds) is kept.
     """
@@ -67,12 +72,40 @@ class StageRunner:
         if os.path.exists(self.times_path):
             with open(self.times_path) as stream:
                 self.times = json.load(stream)
+        self.selected: set | None = None  # every part
+        self._part: str | None = None
+
+    def select(self, parts, first: str, last: str) -> None:
+        """Runs only the parts from ``first`` to ``last`` of ``parts`` (in order)."""
+        parts = list(parts)
+        for name in (first, last):
+            if name not in parts:
+                raise DataError(f"no stage {name!r}: the stages are {', '.join(parts)}")
+        if parts.index(first) > parts.index(last):
+            raise DataError(f"--stage={first} comes after --stop_stage={last}")
+        self.selected = set(parts[parts.index(first) : parts.index(last) + 1])
+
+    def runs(self, part: str) -> bool:
+        """True when ``part``'s stages are selected to run."""
+        return self.selected is None or part in self.selected
+
+    @contextlib.contextmanager
+    def part(self, name: str):
+        """The stages run inside the ``with`` block belong to the part ``name``."""
+        self._part = name
+        try:
+            yield
+        finally:
+            self._part = None
 
     def stage(self, label: str, complete: bool, step: str, **flag_values) -> None:
         """Runs one stage, the step ``step`` (a module of :mod:`tfblend.steps`); list values
         become repeated flags. Raises DataError on failure."""
         if complete:
             say(f"stage {label}: complete, skipped")
+            return
+        if self._part is not None and not self.runs(self._part):
+            say(f"stage {label}: not run (part {self._part} is not selected)")
             return
         command = [sys.executable, "-m", f"{STEPS}.{step}"]
         for key, value in flag_values.items():
