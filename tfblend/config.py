@@ -196,7 +196,7 @@ def load_experiment(config_file: str | None = None, params_override: str = "") -
 
 def _choices() -> dict[str, tuple]:
     """The settings with a fixed set of values, from the modules that define them."""
-    from tfblend.distill.losses import _TAILS
+    from tfblend.distill.losses import TAILS
     from tfblend.models.cnn import NORMALIZATIONS, PRESETS
     from tfblend.pipeline import CMVN_MODES
 
@@ -206,7 +206,7 @@ def _choices() -> dict[str, tuple]:
         "model.vgg.preset": tuple(sorted(PRESETS)),
         "model.vgg.normalization": NORMALIZATIONS,
         "optimizer.schedule": ("cosine", "constant"),
-        "distill.tail": _TAILS,
+        "distill.tail": TAILS,
     }
 
 

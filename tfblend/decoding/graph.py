@@ -37,7 +37,6 @@ from tfblend.records import file_sha256, write_json
 
 GRAPH_VERSION = 1
 SELF_LOOP_SCALE = 0.1
-TRANSITION_SCALE = 1.0
 GRAPH_FILE = "graph.json"
 LM_FILE = "G.arpa"
 

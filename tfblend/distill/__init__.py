@@ -7,6 +7,7 @@
 
 from tfblend.distill.distiller import Distiller
 from tfblend.distill.losses import (
+    TAILS,
     DenseSoftCrossEntropy,
     SampledSoftCrossEntropy,
     SoftLoss,
@@ -14,6 +15,7 @@ from tfblend.distill.losses import (
 )
 
 __all__ = [
+    "TAILS",
     "DenseSoftCrossEntropy",
     "Distiller",
     "SampledSoftCrossEntropy",

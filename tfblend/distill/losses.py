@@ -31,7 +31,8 @@ import tensorflow as tf
 
 from tfblend.errors import DataError
 
-_TAILS = ("renormalize", "ghost", "ignore")
+#: How the teacher mass outside the stored ids is treated (:class:`SparseSoftCrossEntropy`).
+TAILS = ("renormalize", "ghost", "ignore")
 # log(1 - S) is clamped at S = 1 - _GHOST_FLOOR: the student's leftover mass is never exactly 0.
 _GHOST_FLOOR = 1e-7
 
@@ -181,8 +182,16 @@ def _validate_sparse(targets, num_classes, expected_k, require_mass):
         return {**targets, "ids": tf.identity(ids), "probs": tf.identity(probs)}
 
 
+class _StoredSparseLoss(SoftLoss):
+    """A soft loss on stored sparse targets: ``ids`` int32 ``[B, k]`` and their ``probs``."""
+
+    def teacher_top1(self, targets):
+        best = tf.argmax(targets["probs"], axis=-1, output_type=tf.int32)
+        return tf.gather(tf.cast(targets["ids"], tf.int32), best[:, None], batch_dims=1)[:, 0]
+
+
 @keras.saving.register_keras_serializable(package="tfblend")
-class SparseSoftCrossEntropy(SoftLoss):
+class SparseSoftCrossEntropy(_StoredSparseLoss):
     """Soft cross-entropy on stored top-k targets, computed at the k stored ids only.
 
     Targets: `ids` int32 `[B, k]`, `probs` float32 `[B, k]` (teacher probabilities at T = 1,
@@ -204,8 +213,8 @@ class SparseSoftCrossEntropy(SoftLoss):
     """
 
     def __init__(self, tail="renormalize"):
-        if tail not in _TAILS:
-            raise ValueError(f"tail must be one of {_TAILS}, got {tail!r}")
+        if tail not in TAILS:
+            raise ValueError(f"tail must be one of {TAILS}, got {tail!r}")
         self.tail = tail
 
     def __call__(self, targets, logits, temperature=1.0):
@@ -224,10 +233,6 @@ class SparseSoftCrossEntropy(SoftLoss):
             loss -= (1.0 - mass) * tf.math.log1p(-kept)
         return loss
 
-    def teacher_top1(self, targets):
-        best = tf.argmax(targets["probs"], axis=-1, output_type=tf.int32)
-        return tf.gather(tf.cast(targets["ids"], tf.int32), best[:, None], batch_dims=1)[:, 0]
-
     def validate(self, targets, num_classes, expected_k=None):
         return _validate_sparse(
             targets, num_classes, expected_k, require_mass=self.tail != "ignore"
@@ -238,7 +243,7 @@ class SparseSoftCrossEntropy(SoftLoss):
 
 
 @keras.saving.register_keras_serializable(package="tfblend")
-class SampledSoftCrossEntropy(SoftLoss):
+class SampledSoftCrossEntropy(_StoredSparseLoss):
     """Importance-sampled soft cross-entropy (Anshumann et al., 2025; Kaldi's random prune).
 
     Targets: `ids` int32 `[B, k]` drawn from a proposal r over the classes (repeats allowed) and
@@ -262,10 +267,6 @@ class SampledSoftCrossEntropy(SoftLoss):
             raise ValueError(
                 f"sampled soft targets are unbiased only at temperature 1, got {temperature}"
             )
-
-    def teacher_top1(self, targets):
-        best = tf.argmax(targets["probs"], axis=-1, output_type=tf.int32)
-        return tf.gather(tf.cast(targets["ids"], tf.int32), best[:, None], batch_dims=1)[:, 0]
 
     def validate(self, targets, num_classes, expected_k=None):
         return _validate_sparse(targets, num_classes, expected_k, require_mass=False)

@@ -15,8 +15,9 @@ from tfblend.errors import DataError
 from tfblend.records import write_json
 
 
-def compare(a: dict, b: dict, key: str = "accuracy") -> str:
-    """ "better", "worse" or "tie": a tie when the gap is within the larger seed spread."""
+def seed_verdict(a: dict, b: dict, key: str = "accuracy") -> str:
+    """``a`` against ``b`` (seed summaries): "better", "worse" or "tie", a tie when the gap is
+    within the larger seed spread."""
     gap = a[key]["mean"] - b[key]["mean"]
     spread = max(a[key]["std"], b[key]["std"])
     if abs(gap) <= spread:
@@ -132,7 +133,7 @@ def comparison_lines(results: dict, focus: str, key: str = "accuracy") -> list[s
     for name, entry in models.items():
         if name == focus:
             continue
-        verdict = compare(mine, entry["summary"], key)
+        verdict = seed_verdict(mine, entry["summary"], key)
         gap = (mine[key]["mean"] - entry["summary"][key]["mean"]) * 100
         spread = max(mine[key]["std"], entry["summary"][key]["std"]) * 100
         runs = min(len(mine[key]["values"]), len(entry["summary"][key]["values"]))

@@ -9,9 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfblend.errors import DataError
-from tfblend.pipeline import edge_pad, splice
-
-_WINDOW_CHUNK = 2048
+from tfblend.pipeline import edge_pad, map_windows, splice
 
 
 def ensemble_log_probs(members: list) -> np.ndarray:
@@ -29,13 +27,8 @@ def ensemble_log_probs(members: list) -> np.ndarray:
 
 def _score_windows(log_probs, features, context: int) -> np.ndarray:
     """``log_probs`` (windows ``[N, 2W+1, D]`` -> ``[N, K]``) of every spliced window of
-    ``features`` ``[T, D]``, ``_WINDOW_CHUNK`` windows at a time: float32 ``[T, K]``."""
-    windows = splice(tf.convert_to_tensor(features), context)
-    chunks = [
-        log_probs(windows[start : start + _WINDOW_CHUNK]).numpy()
-        for start in range(0, int(windows.shape[0]), _WINDOW_CHUNK)
-    ]
-    return np.concatenate(chunks)
+    ``features`` ``[T, D]``, :data:`tfblend.pipeline.WINDOW_CHUNK` at a time: float32 ``[T, K]``."""
+    return map_windows(log_probs, splice(tf.convert_to_tensor(features), context)).numpy()
 
 
 def window_scorer(model, context: int):
@@ -45,7 +38,7 @@ def window_scorer(model, context: int):
     T+2W, D]) -> [1, T, K]``): it scores the utterance in one pass over the utterance
     edge-padded by W frames (``tfblend.pipeline.edge_pad``), which gives the numbers of its
     T windows without computing each frame's convolutions once per window. Other models (the
-    DNN) are run on the spliced windows, ``_WINDOW_CHUNK`` windows at a time.
+    DNN) are run on the spliced windows, ``WINDOW_CHUNK`` windows at a time.
     """
     width = 2 * context + 1
     receptive_field = getattr(model, "receptive_field", None)
@@ -77,7 +70,7 @@ def sequence_scorer(model, context: int | None = None):
     ``context`` None: the model reads the whole utterance. ``context`` W: every frame is scored
     from its own window of W frames either side (edge frames repeated, as a window model of
     context W sees them): the model runs on the T windows as T utterances of 2W+1 frames,
-    ``_WINDOW_CHUNK`` at a time, and each keeps its centre frame. That is what a BLSTM knows
+    ``WINDOW_CHUNK`` at a time, and each keeps its centre frame. That is what a BLSTM knows
     within a CNN's receptive field (the Distiller's online teacher sees the same).
     """
 

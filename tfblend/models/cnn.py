@@ -81,9 +81,7 @@ class VGGStudent(keras.Model):
       channel) values in the conv stack and over its units in the fully connected layers. It is
       exact in both paths in training mode as well as inference mode, independent of the batch
       composition, of padded (masked) frames and of the replica count. Chosen for that
-      exactness; on 2 CPU cores a dense training step of `deep` with it takes about as long as
-      with fused batch norm (0.97x the frames/s in one benchmarks/bench_dense.py run at load
-      ~7.5; 0.84x-1.06x in runs under varying load; the conv and matmul work dominates).
+      exactness (its speed against fused batch norm: README, "The student").
     - "batch": batch normalisation (TensorFlow's fused kernel, `FusedBatchNormalization`;
       `synchronized_bn` for statistics over the global batch under a `tf.distribute` strategy).
       Its training-mode statistics cover all positions of the batch, so a window batch and a
@@ -96,8 +94,8 @@ class VGGStudent(keras.Model):
     - `tiny`: conv 8, 8 (dilations 1, 3) | pool 2 | conv 16 (dilation 6) | pool 2 | fc 32.
       For tests.
     - `small`: conv 8, 8 | pool 2 | conv 16, 16 | pool 2 | fc 256, 256; time dilations 1, 2, 3, 4.
-      The previous demo model's sizes: 1.43M weights (mostly the classifier), 4.2 MFLOP per
-      frame on windows, 3.1 dense (its convs are cheap; the classifier dominates).
+      1.43M weights (mostly the classifier), 4.2 MFLOP per frame on windows, 3.1 dense (its
+      convs are cheap; the classifier dominates).
     - `deep`: conv 16, 16 | pool 2 | conv 32, 32 | pool 2 | conv 64 x 3 | pool 2 | conv 128 x 3
       | fc 512, 512 (13 weight layers, no dilation). Our reading of the paper's deep VGG student
       at CPU scale: as deep as NOTES.md's 10-conv reference, with 512-unit rather than 1024-unit
@@ -126,7 +124,7 @@ class VGGStudent(keras.Model):
         normalization: "frame" or "batch" (above).
         synchronized_bn: with "batch": batch-norm statistics over the global batch under a
             `tf.distribute` strategy (then an N-replica step equals the 1-replica step); it needs
-            Keras' unfused batch norm (about 4x slower on CPU). With "frame" the statistics are
+            Keras' unfused batch norm (slower on CPU). With "frame" the statistics are
             per frame, the same on any number of replicas, and the flag changes nothing.
 
     Call:

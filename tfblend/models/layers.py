@@ -8,9 +8,9 @@ import tensorflow as tf
 class FusedBatchNormalization(keras.layers.BatchNormalization):
     """`keras.layers.BatchNormalization` computed with TensorFlow's fused kernel.
 
-    Keras 3 normalises with separate moment, normalisation and update ops; on CPU that costs
-    about 4x the time of TensorFlow's `FusedBatchNormV3` (oneDNN), which for a VGG student on
-    2 cores is a third of the training step. This layer keeps Keras' variables, configuration,
+    Keras 3 normalises with separate moment, normalisation and update ops, which on CPU take
+    several times as long as TensorFlow's `FusedBatchNormV3` (oneDNN; README, "The student").
+    This layer keeps Keras' variables, configuration,
     moving-average rule and `training`/`trainable` semantics, and runs the fused kernel for
     float32 inputs of rank 2 (`[B, C]`) or 4 (`[B, H, W, C]`) normalised over the last axis.
     Anything else (masks, `synchronized=True`, renorm, other axes or dtypes) falls back to the

@@ -40,14 +40,17 @@ from tfblend.pipeline.chunks import PAD_LABEL, chunk_dataset, edge_pad, num_chun
 from tfblend.pipeline.frames import eval_utterances, frame_dataset, utterance_dataset
 from tfblend.pipeline.shuffling import shuffle_blocks, stateless_permutation
 from tfblend.pipeline.source import CMVN_MODES, splice
+from tfblend.pipeline.windows import WINDOW_CHUNK, map_windows
 
 __all__ = [
     "CMVN_MODES",
     "PAD_LABEL",
+    "WINDOW_CHUNK",
     "chunk_dataset",
     "edge_pad",
     "eval_utterances",
     "frame_dataset",
+    "map_windows",
     "num_chunks",
     "shuffle_blocks",
     "splice",

@@ -17,6 +17,7 @@ Example:
 from absl import flags
 
 from tfblend import cli
+from tfblend.distill import TAILS
 from tfblend.train.experiments import train_window_model
 from tfblend.train.strategies import make_strategy
 
@@ -25,9 +26,7 @@ cli.define_flags(
 )
 flags.DEFINE_float("alpha", None, "Weight of the hard-label loss (distill.alpha).")
 flags.DEFINE_float("temperature", None, "Softening temperature T (distill.temperature).")
-flags.DEFINE_enum(
-    "tail", None, ["renormalize", "ghost", "ignore"], "Mass outside the stored ids (distill.tail)."
-)
+flags.DEFINE_enum("tail", None, list(TAILS), "Mass outside the stored ids (distill.tail).")
 flags.DEFINE_enum("model", None, ["vgg", "dnn"], "The student (model.type); default: the config's.")
 FLAGS = flags.FLAGS
 

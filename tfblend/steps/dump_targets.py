@@ -35,8 +35,9 @@ import time
 from absl import flags
 
 from tfblend import cli
+from tfblend.distill import TAILS
 from tfblend.errors import DataError
-from tfblend.targets.dump import TAILS, derive_targets, dump_targets
+from tfblend.targets import derive_targets, dump_targets
 from tfblend.targets.sparsify import METHODS
 
 cli.define_flags(

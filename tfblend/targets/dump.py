@@ -27,6 +27,7 @@ import shutil
 import numpy as np
 import tensorflow as tf
 
+from tfblend.distill.losses import TAILS
 from tfblend.errors import DataError
 from tfblend.pipeline import eval_utterances
 from tfblend.records import (
@@ -46,8 +47,6 @@ from tfblend.records import (
 )
 from tfblend.targets.sparsify import METHODS, Sparsifier, id_dtype, resolve_k
 from tfblend.targets.teachers import TeacherMixture
-
-TAILS = ("renormalize", "ghost", "ignore")
 
 
 def _entry_path(output_dir: str, index: int, num_shards: int) -> str:

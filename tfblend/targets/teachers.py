@@ -24,10 +24,9 @@ import os
 import tensorflow as tf
 
 from tfblend.errors import DataError
+from tfblend.pipeline import map_windows
 from tfblend.train.modeldir import load_model_dir
 
-#: Frames per call of a window model inside the dump (bounds its activations' memory).
-WINDOW_CHUNK = 2048
 _WEIGHT_TOLERANCE = 1e-6
 
 
@@ -74,16 +73,7 @@ def _window_logits(model, context: int, features: tf.Tensor, lengths: tf.Tensor)
     windows = tf.gather_nd(
         features, tf.stack([rows, tf.cast(tf.gather_nd(index, real), tf.int64)], -1)
     )  # [N, W, D]
-    count = tf.shape(windows)[0]
-    chunks = (count + WINDOW_CHUNK - 1) // WINDOW_CHUNK
-
-    def body(i, parts):
-        chunk = windows[i * WINDOW_CHUNK : (i + 1) * WINDOW_CHUNK]
-        return i + 1, parts.write(i, tf.cast(model(chunk, training=False), tf.float32))
-
-    parts = tf.TensorArray(tf.float32, size=chunks, infer_shape=False)
-    _, parts = tf.while_loop(lambda i, _: i < chunks, body, (0, parts))
-    logits = parts.concat()
+    logits = map_windows(lambda chunk: model(chunk, training=False), windows)
     return tf.scatter_nd(
         tf.cast(real, tf.int32), logits, tf.concat([shape[:2], tf.shape(logits)[1:]], 0)
     )

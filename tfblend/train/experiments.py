@@ -294,7 +294,7 @@ def train_window_model(
         _check_receptive_field(student, experiment)  # before the first call: a clear error
         teacher = None
         if role == "blend" and teacher_dir:
-            teacher, teacher_info = load_model_dir(teacher_dir, role="teacher")
+            teacher, _ = load_model_dir(teacher_dir, role="teacher")
             extra["online_teacher"] = os.path.abspath(teacher_dir)
         if role == "blend":
             distiller = Distiller(

@@ -144,9 +144,9 @@ def training_run(model_dir: str, settings: dict, *, overwrite: bool = False):
 
 
 def run_settings(experiment, corpus_dir: str, targets_dir=None, teacher_dir=None) -> dict:
-    """What determines a training run, for :func:`tfblend.train.modeldir.training_run`: the resolved
-    config (seed included), the digests of the train and dev feature values, and the stored
-    targets' or online teacher's digests."""
+    """What determines a training run, for :func:`training_run`: the resolved config (seed
+    included), the digests of the train and dev feature values, and the stored targets' or
+    online teacher's digests."""
     settings = {"experiment": experiment.as_dict()}
     for split in ("train", "dev"):
         manifest = read_manifest(os.path.join(corpus_dir, split))
@@ -163,8 +163,8 @@ def run_settings(experiment, corpus_dir: str, targets_dir=None, teacher_dir=None
 def guarded_run(train_fn):
     """Decorates a training function ``fn(corpus_dir, model_dir, experiment, strategy, ...,
     targets_dir=None, teacher_dir=None)``: on the chief the run holds its model directory
-    through :func:`tfblend.train.modeldir.training_run` (lock, settings check, cleanup on failure).
-    The decorated function takes one more keyword, ``overwrite`` (default False)."""
+    through :func:`training_run` (lock, settings check, cleanup on failure). The decorated
+    function takes one more keyword, ``overwrite`` (default False)."""
     signature = inspect.signature(train_fn)
 
     @functools.wraps(train_fn)
