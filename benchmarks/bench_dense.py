@@ -8,7 +8,7 @@ other users of the machine hits every case alike; medians over rounds):
   - ``deep_dense``: the ``deep`` preset on chunks ``[frames / L, L + 2W, D]``
     (L = ``--dense_chunk``);
   - ``deep_windows``: the same model object (same weights) on windows ``[frames, 2W+1, D]``;
-  - ``small_windows``: the ``small`` preset on windows (the previous demo student's sizes);
+  - ``small_windows``: the ``small`` preset on windows (the demo's student);
   - ``deep_dense_batchnorm``: the ``deep`` preset with fused batch norm instead of per-frame
     normalisation, on the same chunks (what the exact normalisation costs);
   - ``matmul_roof``: an fp32 2048 x 2048 matmul, the roof the dense FLOP rate is read against;
@@ -87,11 +87,6 @@ def _export(model, directory, kind, context):
 
 def run(args):
     import keras
-    import tensorflow as tf
-
-    from tfblend.models import LSTMTeacher, VGGStudent
-    from tfblend.models.flops import frame_flops, train_step_flops
-    from tfblend.pipeline import splice
 
     load_before = os.getloadavg()[0]
     keras.utils.set_random_seed(0)
@@ -99,6 +94,47 @@ def run(args):
     frames, chunk = args.dense_frames, args.dense_chunk
     if frames % chunk:
         raise ValueError(f"--dense_frames={frames} must be a multiple of --dense_chunk={chunk}")
+    models, train_cases, step_flops = _training_cases(rng, frames, chunk, args.dense_steps)
+    deep = models["deep"]
+    utterance = rng.normal(size=(args.dense_utterance_frames, FEATURES)).astype(np.float32)
+    with tempfile.TemporaryDirectory(prefix="tfblend-bench-dense-") as tmp:
+        serve_cases = _serving_cases(deep, utterance, tmp)
+        cases = {**train_cases, **serve_cases}
+        times = {name: [] for name in cases}
+        for _ in range(args.dense_rounds):
+            for name, timed in cases.items():
+                times[name].append(timed())
+    seconds = {name: statistics.median(values) for name, values in times.items()}
+    rows = _speed_rows(seconds, step_flops, train_cases, serve_cases, frames, len(utterance))
+    rows += _goal_rows({row["case"]: row.get("frames_s") for row in rows}, rows[0]["of_roof"])
+    flops = _deep_flops(deep, chunk)
+    rows.append(
+        {
+            "case": "deep preset",
+            "note": (
+                f"{deep.count_params():,} weights; forward {flops['window'] / 1e6:.1f} MFLOP/frame"
+                f" on windows, {flops['dense'] / 1e6:.1f} dense (chunks of {chunk}); "
+                f"{frames} frames/batch; load {load_before:.1f} -> {os.getloadavg()[0]:.1f}"
+            ),
+        }
+    )
+    return rows
+
+
+def _deep_flops(deep, chunk: int) -> dict:
+    from tfblend.models.flops import frame_flops
+
+    return {key: frame_flops(deep, FEATURES, chunk=chunk)[key] for key in ("window", "dense")}
+
+
+def _training_cases(rng, frames: int, chunk: int, steps: int) -> tuple:
+    """The models (``deep``, ``deep_bn``, ``small``), the timed training cases (warmed up, in
+    this order) and their FLOPs per step."""
+    import tensorflow as tf
+
+    from tfblend.models import VGGStudent
+    from tfblend.models.flops import train_step_flops
+
     deep = VGGStudent(CLASSES, preset="deep")
     deep_bn = VGGStudent(CLASSES, preset="deep", normalization="batch")
     small = VGGStudent(CLASSES, preset="small")
@@ -116,11 +152,11 @@ def run(args):
     a = tf.constant(rng.normal(size=(ROOF_N, ROOF_N)).astype(np.float32))
     matmul = tf.function(lambda a: tf.reduce_sum(tf.matmul(a, a)))
     train_cases = {
-        "deep_dense": _timer(deep_step, (chunks, chunk_labels), args.dense_steps),
-        "deep_windows": _timer(_train_step(deep), (windows, window_labels), args.dense_steps),
-        "small_windows": _timer(_train_step(small), (windows, window_labels), args.dense_steps),
-        "deep_dense_batchnorm": _timer(deep_bn_step, (chunks, chunk_labels), args.dense_steps),
-        "matmul_roof": _timer(matmul, (a,), args.dense_steps),
+        "deep_dense": _timer(deep_step, (chunks, chunk_labels), steps),
+        "deep_windows": _timer(_train_step(deep), (windows, window_labels), steps),
+        "small_windows": _timer(_train_step(small), (windows, window_labels), steps),
+        "deep_dense_batchnorm": _timer(deep_bn_step, (chunks, chunk_labels), steps),
+        "matmul_roof": _timer(matmul, (a,), steps),
     }
     step_flops = {
         "deep_dense": train_step_flops(deep, tuple(chunks.shape)),
@@ -129,42 +165,45 @@ def run(args):
         "deep_dense_batchnorm": train_step_flops(deep_bn, tuple(chunks.shape)),
         "matmul_roof": 2 * ROOF_N**3,
     }
+    models = {"deep": deep, "deep_bn": deep_bn, "small": small}
+    return models, train_cases, step_flops
 
-    utterance = rng.normal(size=(args.dense_utterance_frames, FEATURES)).astype(np.float32)
+
+def _serving_cases(deep, utterance, tmp: str) -> dict:
+    """The timed serving cases of exports written to ``tmp`` (warmed up)."""
+    import tensorflow as tf
+
+    from tfblend.models import LSTMTeacher
+    from tfblend.pipeline import splice
+
     spliced = splice(tf.constant(utterance), deep.context)
     teacher = LSTMTeacher(CLASSES, num_layers=2, units=128, bidirectional=True)
     teacher.build((None, None, FEATURES))
-    with tempfile.TemporaryDirectory(prefix="tfblend-bench-dense-") as tmp:
-        student_sigs = tf.saved_model.load(_export(deep, f"{tmp}/cnn/1", "window", 10)).signatures
-        teacher_sig = tf.saved_model.load(
-            _export(teacher, f"{tmp}/lstm/1", "sequence", None)
-        ).signatures["serving_default"]
+    student_sigs = tf.saved_model.load(_export(deep, f"{tmp}/cnn/1", "window", 10)).signatures
+    teacher_sig = tf.saved_model.load(
+        _export(teacher, f"{tmp}/lstm/1", "sequence", None)
+    ).signatures["serving_default"]
 
-        def posteriors(signature, **inputs):
-            return lambda: signature(**inputs)["posteriors"]
+    def posteriors(signature, **inputs):
+        return lambda: signature(**inputs)["posteriors"]
 
-        lengths = tf.constant([len(utterance)], tf.int32)
-        serve_cases = {
-            "serve_utterance_dense": _timer(
-                posteriors(student_sigs["utterance"], features=tf.constant(utterance)), (), 1
-            ),
-            "serve_default_windows": _timer(
-                posteriors(student_sigs["serving_default"], features=spliced), (), 1
-            ),
-            "serve_lstm_teacher": _timer(
-                posteriors(teacher_sig, features=tf.constant(utterance[None]), lengths=lengths),
-                (),
-                1,
-            ),
-        }
-        cases = {**train_cases, **serve_cases}
-        times = {name: [] for name in cases}
-        for _ in range(args.dense_rounds):
-            for name, timed in cases.items():
-                times[name].append(timed())
-    seconds = {name: statistics.median(values) for name, values in times.items()}
+    lengths = tf.constant([len(utterance)], tf.int32)
+    return {
+        "serve_utterance_dense": _timer(
+            posteriors(student_sigs["utterance"], features=tf.constant(utterance)), (), 1
+        ),
+        "serve_default_windows": _timer(
+            posteriors(student_sigs["serving_default"], features=spliced), (), 1
+        ),
+        "serve_lstm_teacher": _timer(
+            posteriors(teacher_sig, features=tf.constant(utterance[None]), lengths=lengths),
+            (),
+            1,
+        ),
+    }
 
-    flops = {key: frame_flops(deep, FEATURES, chunk=chunk)[key] for key in ("window", "dense")}
+
+def _speed_rows(seconds, step_flops, train_cases, serve_cases, frames, utterance_frames):
     rows = []
     roof = step_flops["matmul_roof"] / seconds["matmul_roof"]
     for name in train_cases:
@@ -179,13 +218,16 @@ def run(args):
         rows.append(row)
     for name in serve_cases:
         rows.append(
-            {"case": name, "ms": 1e3 * seconds[name], "frames_s": len(utterance) / seconds[name]}
+            {"case": name, "ms": 1e3 * seconds[name], "frames_s": utterance_frames / seconds[name]}
         )
-    fps = {row["case"]: row.get("frames_s") for row in rows}
+    return rows
+
+
+def _goal_rows(fps: dict, dense_of_roof: float) -> list:
     goals = (
         ("dense/windows training (deep)", fps["deep_dense"] / fps["deep_windows"], 3.0),
         ("deep dense / small windows training", fps["deep_dense"] / fps["small_windows"], 1.0),
-        ("dense training FLOP rate / matmul roof", rows[0]["of_roof"], 0.6),
+        ("dense training FLOP rate / matmul roof", dense_of_roof, 0.6),
         (
             "frame norm / batch norm training speed",
             fps["deep_dense"] / fps["deep_dense_batchnorm"],
@@ -202,6 +244,7 @@ def run(args):
             2.0,
         ),
     )
+    rows = []
     for name, ratio, goal in goals:
         row = {"case": name, "ratio": ratio}
         if goal:
@@ -209,14 +252,4 @@ def run(args):
         else:
             row["note"] = "the cost of exact per-frame normalisation"
         rows.append(row)
-    rows.append(
-        {
-            "case": "deep preset",
-            "note": (
-                f"{deep.count_params():,} weights; forward {flops['window'] / 1e6:.1f} MFLOP/frame"
-                f" on windows, {flops['dense'] / 1e6:.1f} dense (chunks of {chunk}); "
-                f"{frames} frames/batch; load {load_before:.1f} -> {os.getloadavg()[0]:.1f}"
-            ),
-        }
-    )
     return rows

@@ -39,6 +39,8 @@ import time
 
 import numpy as np
 
+from benchmarks import machine
+
 CLASSES = 5126
 FEATURES = 40
 CASES = (
@@ -80,24 +82,6 @@ def add_arguments(group):
 
 # ------------------------------------------------------------------------------------------------
 # Worker side (a fresh process per case).
-
-
-def _rss_mb(field):
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
-def _reset_peak_rss():
-    """Reset VmHWM to the current RSS (Linux >= 4.0); False where not permitted."""
-    try:
-        with open("/proc/self/clear_refs", "w") as clear:
-            clear.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def _batch(config):
@@ -205,49 +189,23 @@ def _step_runner(case, config):
     return run, facts
 
 
-def _roof_runner(kind):
-    import tensorflow as tf
-
-    if kind == "roof_matmul":
-        a = tf.random.normal([2048, 2048])
-        flops = 2 * 2048**3
-
-        @tf.function
-        def op():
-            return tf.reduce_sum(tf.matmul(a, a))
-    else:
-        x = tf.random.normal([64, 16, 32, 64])
-        k = tf.random.normal([3, 3, 64, 64])
-        flops = 2 * 64 * 16 * 32 * 9 * 64 * 64
-
-        @tf.function
-        def op():
-            return tf.reduce_sum(tf.nn.conv2d(x, k, 1, "SAME"))
-
-    def run(n):
-        for _ in range(n):
-            float(op())
-
-    return run, {"flops_per_op": flops}
-
-
 def _worker(conn, case, config):
     import tfblend  # noqa: F401  (quiet TensorFlow import)
 
     try:
         if case.startswith("roof_"):
-            run, facts = _roof_runner(case)
+            run, facts = machine.roof_runner(case)
         else:
             run, facts = _step_runner(case, config)
         run(2)  # trace and warm up
-        facts["rss_before_mb"] = _rss_mb("VmRSS")
-        facts["peak_reset"] = _reset_peak_rss()
+        facts["rss_before_mb"] = machine.rss_mb("VmRSS")
+        facts["peak_reset"] = machine.reset_peak_rss()
         conn.send(("ready", facts))
         while (n := conn.recv()) is not None:
             start = time.perf_counter()
             run(n)
             conn.send(time.perf_counter() - start)
-        conn.send({"peak_rss_mb": _rss_mb("VmHWM")})
+        conn.send({"peak_rss_mb": machine.rss_mb("VmHWM")})
     except Exception as error:  # reported as the case's row
         conn.send(("error", f"{type(error).__name__}: {error}"))
 
@@ -292,6 +250,35 @@ def run(args):
         "teacher_layers": args.distiller_teacher_layers,
         "teacher_units": args.distiller_teacher_units,
     }
+    facts, errors, times = _time_cases(config, args.distiller_rounds, args.distiller_steps)
+    roofs = {
+        name: [facts[name]["flops_per_op"] / t / 1e9 for t in times[name]]
+        for name in ("roof_matmul", "roof_conv")
+        if name in times
+    }
+    rows = [
+        {
+            "case": name,
+            "ms_per_step": 1e3 * statistics.median(times[name]),
+            "gflop_s": statistics.median(roofs[name]),
+            "peak_rss_mb": facts[name]["peak_rss_mb"],
+        }
+        for name in ("roof_matmul", "roof_conv")
+        if name in roofs
+    ]
+    for name in CASES:
+        if name in errors:
+            rows.append({"case": name, "note": errors[name]})
+        else:
+            rows.append(_case_row(name, times, roofs, facts[name], config))
+    rows.append({"case": "keras_distiller_lstm", "note": _keras_distiller_lstm_error(config)})
+    rows += _goal_rows(times, roofs, facts, config["batch"])
+    return rows
+
+
+def _time_cases(config, rounds: int, steps: int) -> tuple:
+    """Every case (and the roofs) in a worker process of its own, built and warmed up first,
+    then timed in rounds: ``(facts, errors, times)`` by case, times in seconds per step."""
     context = multiprocessing.get_context("spawn")
     names = ["roof_matmul", "roof_conv", *CASES]
     workers = {}
@@ -306,9 +293,9 @@ def run(args):
         (facts if status == "ready" else errors)[name] = value
     live = [name for name in names if name in facts]
     times = {name: [] for name in live}
-    for _ in range(args.distiller_rounds):
+    for _ in range(rounds):
         for name in live:
-            n = 8 if name.startswith("roof_") else args.distiller_steps
+            n = 8 if name.startswith("roof_") else steps
             workers[name][1].send(n)
             times[name].append(workers[name][1].recv() / n)
     for name in live:
@@ -316,54 +303,28 @@ def run(args):
         facts[name].update(workers[name][1].recv())
     for process, _ in workers.values():
         process.join(timeout=60)
+    return facts, errors, times
 
-    roofs = {
-        name: [facts[name]["flops_per_op"] / t / 1e9 for t in times[name]]
-        for name in ("roof_matmul", "roof_conv")
-        if name in times
+
+def _case_row(name: str, times: dict, roofs: dict, fact: dict, config: dict) -> dict:
+    step, batch = times[name], config["batch"]
+    student_rate = [fact["student_train_flops"] * batch / t / 1e9 for t in step]
+    row = {
+        "case": name,
+        "ms_per_step": 1e3 * statistics.median(step),
+        "frames_per_s": batch / statistics.median(step),
+        "x_hard_only": _paired_ratio(step, times.get("hard_only")),
+        "student_train_mflop_per_frame": fact["student_train_flops"] / 1e6,
+        "teacher_fwd_mflop_per_frame": fact["teacher_fwd_flops"] / 1e6,
+        "student_gflop_s": statistics.median(student_rate),
+        "pct_matmul_roof": 100 * _paired_ratio(student_rate, roofs.get("roof_matmul")),
+        "peak_rss_mb": fact["peak_rss_mb"],
+        "step_mem_mb": fact["peak_rss_mb"] - fact["rss_before_mb"] if fact["peak_reset"] else None,
+        "note": f"{config['preset']} student, {fact['student_params'] / 1e6:.2f}M weights",
     }
-    batch = config["batch"]
-    rows = []
-    for name in ("roof_matmul", "roof_conv"):
-        if name in roofs:
-            rows.append(
-                {
-                    "case": name,
-                    "ms_per_step": 1e3 * statistics.median(times[name]),
-                    "gflop_s": statistics.median(roofs[name]),
-                    "peak_rss_mb": facts[name]["peak_rss_mb"],
-                }
-            )
-    for name in CASES:
-        if name in errors:
-            rows.append({"case": name, "note": errors[name]})
-            continue
-        step = times[name]
-        fact = facts[name]
-        student_rate = [fact["student_train_flops"] * batch / t / 1e9 for t in step]
-        row = {
-            "case": name,
-            "ms_per_step": 1e3 * statistics.median(step),
-            "frames_per_s": batch / statistics.median(step),
-            "x_hard_only": _paired_ratio(step, times.get("hard_only")),
-            "student_train_mflop_per_frame": fact["student_train_flops"] / 1e6,
-            "teacher_fwd_mflop_per_frame": fact["teacher_fwd_flops"] / 1e6,
-            "student_gflop_s": statistics.median(student_rate),
-            "pct_matmul_roof": 100 * _paired_ratio(student_rate, roofs.get("roof_matmul")),
-            "peak_rss_mb": fact["peak_rss_mb"],
-            "step_mem_mb": (
-                fact["peak_rss_mb"] - fact["rss_before_mb"] if fact["peak_reset"] else None
-            ),
-            "note": f"{config['preset']} student, {fact['student_params'] / 1e6:.2f}M weights",
-        }
-        if name == "online_lstm":
-            row["note"] += (
-                f"; teacher {config['teacher_layers']} x BLSTM " f"{config['teacher_units']}"
-            )
-        rows.append(row)
-    rows.append({"case": "keras_distiller_lstm", "note": _keras_distiller_lstm_error(config)})
-    rows += _goal_rows(times, roofs, facts, batch)
-    return rows
+    if name == "online_lstm":
+        row["note"] += f"; teacher {config['teacher_layers']} x BLSTM {config['teacher_units']}"
+    return row
 
 
 def _paired_ratio(values, references):
@@ -381,7 +342,7 @@ def _goal_rows(times, roofs, facts, batch):
             rows.append(
                 {
                     "case": "GOAL",
-                    "note": f"{text}: {ratio:.3f}x, " f"{'met' if ratio <= limit else 'MISSED'}",
+                    "note": f"{text}: {ratio:.3f}x, {'met' if ratio <= limit else 'MISSED'}",
                 }
             )
     if "roof_matmul" in roofs:

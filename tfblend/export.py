@@ -41,7 +41,7 @@ import tensorflow as tf
 
 from tfblend.errors import DataError
 from tfblend.features import CmvnStats
-from tfblend.pipeline import splice
+from tfblend.pipeline import edge_pad, splice
 from tfblend.records import iterate_utterances, read_manifest
 
 METADATA_FILE = "tfblend.json"
@@ -148,86 +148,106 @@ def export_model(
     if os.path.exists(export_dir):
         raise DataError(f"export directory {export_dir} already exists; pick a new version")
     num_classes = int(np.shape(log_priors)[0])
-    outputs = _Outputs(log_priors)
-    normalise = _normaliser(cmvn)
     archive = keras.export.ExportArchive()
     archive.track(model)
+    add_endpoints = _window_endpoints if kind == "window" else _sequence_endpoints
+    add_endpoints(
+        archive, model, _Outputs(log_priors), _normaliser(cmvn), feature_dim, num_classes, context
+    )
+    facts = {
+        "kind": kind,
+        "num_classes": num_classes,
+        "feature_dim": feature_dim,
+        "context": context,
+        "normalisation": "global_cmvn_in_graph" if cmvn is not None else "none",
+        "log_priors": [float(v) for v in log_priors],
+        **(metadata or {}),
+    }
+    _write(archive, export_dir, facts)
+    return export_dir
 
-    if kind == "window":
-        width = 2 * context + 1
-        dense = getattr(model, "receptive_field", None) is not None
-        if dense and model.receptive_field != width:
-            raise ValueError(
-                f"model receptive field {model.receptive_field} != the export's window "
-                f"2W+1 = {width} (context W = {context})"
-            )
 
-        def serve_windows(features):
-            logits = _guarded(
-                features,
-                [width, feature_dim],
-                f"serving_default: input features must be float32 [batch, {width}, {feature_dim}]",
-                lambda: tf.cond(  # (TF's CPU Conv2D mis-shapes an empty batch)
-                    tf.shape(features)[0] > 0,
-                    lambda: model(normalise(features), training=False),
-                    lambda: tf.zeros([0, num_classes], tf.float32),
-                ),
-                [0, num_classes],
-            )
-            return outputs(logits)
-
-        def utterance_logits(features):
-            if not dense:
-                return model(splice(features, context), training=False)
-            frames = tf.shape(features)[0]
-            index = tf.clip_by_value(tf.range(-context, frames + context), 0, frames - 1)
-            return model(tf.gather(features, index)[None], training=False)[0]
-
-        def serve_utterance(features):
-            logits = _guarded(
-                features,
-                [feature_dim],
-                f"utterance: input features must be float32 [time, {feature_dim}]",
-                lambda: tf.cond(
-                    tf.shape(features)[0] > 0,
-                    lambda: utterance_logits(normalise(features)),
-                    lambda: tf.zeros([0, num_classes], tf.float32),
-                ),
-                [0, num_classes],
-            )
-            return outputs(logits)
-
-        archive.add_endpoint(
-            "serving_default",
-            serve_windows,
-            input_signature=[tf.TensorSpec([None, width, feature_dim], tf.float32, "features")],
-        )
-        archive.add_endpoint(
-            "utterance",
-            serve_utterance,
-            input_signature=[tf.TensorSpec([None, feature_dim], tf.float32, "features")],
-        )
-    else:
-
-        def serve_sequences(features, lengths):
-            def logits():
-                mask = tf.sequence_mask(lengths, tf.shape(features)[1])
-                return model({"features": normalise(features), "mask": mask}, training=False)
-
-            expected = (
-                f"serving_default: input features must be float32 [batch, time, {feature_dim}]"
-            )
-            return outputs(_guarded(features, [feature_dim], expected, logits, [0, 0, num_classes]))
-
-        archive.add_endpoint(
-            "serving_default",
-            serve_sequences,
-            input_signature=[
-                tf.TensorSpec([None, None, feature_dim], tf.float32, "features"),
-                tf.TensorSpec([None], tf.int32, "lengths"),
-            ],
+def _window_endpoints(archive, model, outputs, normalise, feature_dim, num_classes, context):
+    """``serving_default`` on windows and ``utterance`` on one whole utterance (dense in one
+    pass for a model with a receptive field, else on its spliced windows)."""
+    width = 2 * context + 1
+    dense = getattr(model, "receptive_field", None) is not None
+    if dense and model.receptive_field != width:
+        raise ValueError(
+            f"model receptive field {model.receptive_field} != the export's window "
+            f"2W+1 = {width} (context W = {context})"
         )
 
+    def serve_windows(features):
+        logits = _guarded(
+            features,
+            [width, feature_dim],
+            f"serving_default: input features must be float32 [batch, {width}, {feature_dim}]",
+            lambda: tf.cond(  # (TF's CPU Conv2D mis-shapes an empty batch)
+                tf.shape(features)[0] > 0,
+                lambda: model(normalise(features), training=False),
+                lambda: tf.zeros([0, num_classes], tf.float32),
+            ),
+            [0, num_classes],
+        )
+        return outputs(logits)
+
+    def utterance_logits(features):
+        if not dense:
+            return model(splice(features, context), training=False)
+        return model(edge_pad(features, context)[None], training=False)[0]
+
+    def serve_utterance(features):
+        logits = _guarded(
+            features,
+            [feature_dim],
+            f"utterance: input features must be float32 [time, {feature_dim}]",
+            lambda: tf.cond(
+                tf.shape(features)[0] > 0,
+                lambda: utterance_logits(normalise(features)),
+                lambda: tf.zeros([0, num_classes], tf.float32),
+            ),
+            [0, num_classes],
+        )
+        return outputs(logits)
+
+    archive.add_endpoint(
+        "serving_default",
+        serve_windows,
+        input_signature=[tf.TensorSpec([None, width, feature_dim], tf.float32, "features")],
+    )
+    archive.add_endpoint(
+        "utterance",
+        serve_utterance,
+        input_signature=[tf.TensorSpec([None, feature_dim], tf.float32, "features")],
+    )
+
+
+def _sequence_endpoints(archive, model, outputs, normalise, feature_dim, num_classes, context):
+    """``serving_default`` on padded batches of utterances with their lengths."""
+    del context  # a sequence model reads whole utterances
+
+    def serve_sequences(features, lengths):
+        def logits():
+            mask = tf.sequence_mask(lengths, tf.shape(features)[1])
+            return model({"features": normalise(features), "mask": mask}, training=False)
+
+        expected = f"serving_default: input features must be float32 [batch, time, {feature_dim}]"
+        return outputs(_guarded(features, [feature_dim], expected, logits, [0, 0, num_classes]))
+
+    archive.add_endpoint(
+        "serving_default",
+        serve_sequences,
+        input_signature=[
+            tf.TensorSpec([None, None, feature_dim], tf.float32, "features"),
+            tf.TensorSpec([None], tf.int32, "lengths"),
+        ],
+    )
+
+
+def _write(archive, export_dir: str, facts: dict) -> None:
+    """Writes the archive and ``assets.extra/tfblend.json`` to a temporary sibling of
+    ``export_dir``, renamed into place when complete (removed on failure)."""
     parent = os.path.dirname(os.path.abspath(export_dir))
     os.makedirs(parent, exist_ok=True)
     temporary = os.path.join(parent, f".{os.path.basename(export_dir)}.tmp-{os.getpid()}")
@@ -236,22 +256,12 @@ def export_model(
         archive.write_out(temporary, verbose=False)
         extra = os.path.join(temporary, "assets.extra")
         os.makedirs(extra, exist_ok=True)
-        facts = {
-            "kind": kind,
-            "num_classes": num_classes,
-            "feature_dim": feature_dim,
-            "context": context,
-            "normalisation": "global_cmvn_in_graph" if cmvn is not None else "none",
-            "log_priors": [float(v) for v in log_priors],
-            **(metadata or {}),
-        }
         with open(os.path.join(extra, METADATA_FILE), "w") as stream:
             json.dump(facts, stream, indent=1)
         os.replace(temporary, export_dir)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
-    return export_dir
 
 
 def read_export_metadata(export_dir: str) -> dict:

@@ -149,6 +149,37 @@ def build_corpus(
     output_dir = os.fspath(output_dir)
     spec = design.corpus_size(size)
     feature_config = feature_config or features_lib.FeatureConfig()
+    _check_output(output_dir, feature_config, overwrite)
+    start = time.time()
+    jobs = design.plan_corpus(size, seed, prompt_kind, vocabulary_size)
+    if num_workers is None:  # a worker costs a TensorFlow start-up: one per 100 utterances at most
+        num_workers = max(1, min(os.cpu_count() or 1, len(jobs) // 100))
+    model = mdef.default_senone_model()
+    staging = _staging_dir(output_dir)
+    design_facts = {"size": size, "seed": seed, "prompt_kind": prompt_kind,
+                    "vocabulary_size": vocabulary_size}  # fmt: skip
+    try:
+        manifests, timings = _build_splits(
+            output_dir, staging, jobs, spec, model, feature_config, num_workers, design_facts
+        )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    buildcache.remove(output_dir)
+    audio = {s: manifests[s]["metadata"]["corpus"]["audio_seconds"] for s in design.SPLITS}
+    _write_build_record(output_dir, {
+        "size": size,
+        "seed": seed,
+        "num_workers": num_workers,
+        "build_seconds": round(time.time() - start, 2),
+        "split_seconds": timings,
+        "audio_seconds": audio,
+    })  # fmt: skip
+    return manifests
+
+
+def _check_output(output_dir: str, feature_config, overwrite: bool) -> None:
+    """DataError for a front end at another rate than the corpus's, or for split directories
+    that exist already (unless ``overwrite``)."""
     if feature_config.sample_rate != design.SAMPLE_RATE:
         raise DataError(
             f"the synthetic corpus is 16 kHz; feature_config has "
@@ -159,92 +190,98 @@ def build_corpus(
         raise DataError(
             f"{output_dir}: {', '.join(existing)} already exist (overwrite replaces them)"
         )
-    start = time.time()
-    jobs = design.plan_corpus(size, seed, prompt_kind, vocabulary_size)
-    if num_workers is None:  # a worker costs a TensorFlow start-up: one per 100 utterances at most
-        num_workers = max(1, min(os.cpu_count() or 1, len(jobs) // 100))
-    model = mdef.default_senone_model()
+
+
+def _staging_dir(output_dir: str) -> str:
+    """This build's staging directory in ``output_dir`` (what killed builds left half-staged
+    is removed first)."""
     os.makedirs(output_dir, exist_ok=True)
-    for name in os.listdir(output_dir):  # what killed builds left half-staged
+    for name in os.listdir(output_dir):
         if re.fullmatch(r"\.build-\d+", name):
             shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
-    staging = os.path.join(output_dir, f".build-{os.getpid()}")
-    try:
-        compute = functools.partial(
-            _results, feature_config=feature_config, num_workers=num_workers
+    return os.path.join(output_dir, f".build-{os.getpid()}")
+
+
+def _build_splits(output_dir, staging, jobs, spec, model, feature_config, num_workers, facts):
+    """Renders and aligns the jobs (or takes them from the build cache), writes every split in
+    ``staging`` and moves the complete splits into ``output_dir``: ``(manifests, timings)``."""
+    compute = functools.partial(_results, feature_config=feature_config, num_workers=num_workers)
+    with buildcache.cached_results(
+        output_dir,
+        jobs,
+        compute,
+        result_type=_Result,
+        key=feature_config.to_dict(),
+        num_classes=model.num_senones,
+        num_phones=model.num_phones,
+    ) as results:
+        manifests, timings = _write_splits(
+            staging, jobs, results, spec, model, feature_config, facts
         )
-        with buildcache.cached_results(
-            output_dir,
-            jobs,
-            compute,
-            result_type=_Result,
-            key=feature_config.to_dict(),
+    for split in design.SPLITS:  # the new splits replace the old ones only when complete
+        target = os.path.join(output_dir, split)
+        if os.path.exists(target):
+            shutil.rmtree(target)
+        os.replace(os.path.join(staging, split), target)
+    return manifests, timings
+
+
+def _write_splits(staging, jobs, results, spec, model, feature_config, design_facts):
+    """Every split's utterance shards, manifest and transcripts in ``staging/<split>``:
+    ``({split: manifest}, {split: seconds})``."""
+    manifests, timings = {}, {}
+    for split in design.SPLITS:
+        split_start = time.time()
+        split_jobs = [job for job in jobs if job.split == split]
+        corpus = _corpus_facts(
+            split=split, num_planned=len(split_jobs), model=model, **design_facts
+        )
+        metadata = {"features": feature_config.to_dict(), "corpus": corpus}
+        manifests[split] = records.write_utterance_shards(
+            os.path.join(staging, split),
+            _collect(results, len(split_jobs), split, metadata["corpus"]),
+            num_shards=spec.num_shards[split],
             num_classes=model.num_senones,
             num_phones=model.num_phones,
-        ) as results:
-            manifests, timings = {}, {}
-            for split in design.SPLITS:
-                split_jobs = [job for job in jobs if job.split == split]
-                split_start = time.time()
-                metadata = {
-                    "features": feature_config.to_dict(),
-                    "corpus": {
-                        "name": "tfblend.synthetic",
-                        "size": size,
-                        "seed": seed,
-                        "split": split,
-                        "voices": design.voices(size),
-                        "words_per_utterance": list(WORDS_PER_UTTERANCE),
-                        "rate_wpm": list(design.RATE_WPM),
-                        "pitch": list(design.PITCH),
-                        "pause_seconds": list(design.PAUSE_SECONDS),
-                        "snr_db": list(design.SNR_DB),
-                        "prompts": prompt_kind,
-                        "prompt_vocabulary": (
-                            vocabulary_size if prompt_kind == "lm" else len(prompt_words())
-                        ),
-                        "word_timing_max_ms": [
-                            1000 * align.MAX_MEAN_WORD_DEVIATION,
-                            1000 * align.MAX_WORD_DEVIATION,
-                        ],
-                        "senone_model": "pocketsphinx en-us",
-                        "phone_names": list(model.phone_names),
-                        "num_planned": len(split_jobs),
-                    },
-                }
-                manifests[split] = records.write_utterance_shards(
-                    os.path.join(staging, split),
-                    _collect(results, len(split_jobs), split, metadata["corpus"]),
-                    num_shards=spec.num_shards[split],
-                    num_classes=model.num_senones,
-                    num_phones=model.num_phones,
-                    metadata=metadata,
-                )
-                _write_text(os.path.join(staging, split), split_jobs, metadata["corpus"])
-                timings[split] = round(time.time() - split_start, 2)
-        for split in design.SPLITS:
-            target = os.path.join(output_dir, split)
-            if os.path.exists(target):
-                shutil.rmtree(target)
-            os.replace(os.path.join(staging, split), target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    buildcache.remove(output_dir)
-    build = {
+            metadata=metadata,
+        )
+        _write_text(os.path.join(staging, split), split_jobs, metadata["corpus"])
+        timings[split] = round(time.time() - split_start, 2)
+    return manifests, timings
+
+
+def _corpus_facts(*, size, seed, split, num_planned, prompt_kind, vocabulary_size, model) -> dict:
+    """A split manifest's ``metadata["corpus"]`` before its utterances are collected: the
+    design it was drawn from (:func:`_collect` adds what the build found)."""
+    return {
+        "name": "tfblend.synthetic",
         "size": size,
         "seed": seed,
-        "num_workers": num_workers,
-        "build_seconds": round(time.time() - start, 2),
-        "split_seconds": timings,
-        "audio_seconds": {
-            s: manifests[s]["metadata"]["corpus"]["audio_seconds"] for s in design.SPLITS
-        },
+        "split": split,
+        "voices": design.voices(size),
+        "words_per_utterance": list(WORDS_PER_UTTERANCE),
+        "rate_wpm": list(design.RATE_WPM),
+        "pitch": list(design.PITCH),
+        "pause_seconds": list(design.PAUSE_SECONDS),
+        "snr_db": list(design.SNR_DB),
+        "prompts": prompt_kind,
+        "prompt_vocabulary": vocabulary_size if prompt_kind == "lm" else len(prompt_words()),
+        "word_timing_max_ms": [
+            1000 * align.MAX_MEAN_WORD_DEVIATION,
+            1000 * align.MAX_WORD_DEVIATION,
+        ],
+        "senone_model": "pocketsphinx en-us",
+        "phone_names": list(model.phone_names),
+        "num_planned": num_planned,
     }
+
+
+def _write_build_record(output_dir: str, build: dict) -> None:
+    """``output_dir/build.json`` (timings of the build), written atomically."""
     build_path = os.path.join(output_dir, "build.json")
     with open(build_path + ".tmp", "w") as f:
         json.dump(build, f, indent=1)
     os.replace(build_path + ".tmp", build_path)
-    return manifests
 
 
 def _write_text(split_dir, split_jobs, info):

@@ -88,3 +88,22 @@ def test_report(decoder, loglikes: dict, refs: dict, speakers: dict, scale: floa
 def score_matrices(scorer, utterances) -> dict:
     """``{utt_id: float32 [T, K]}``: ``scorer(features, utt_id)`` of every utterance."""
     return {u.utt_id: np.asarray(scorer(u.features, u.utt_id)) for u in utterances}
+
+
+def decode_model(decoder, test_ll: dict, dev_ll: dict, source: str, *, output_dir: str, refs: dict,
+                 dev_refs: dict, speakers: dict, scales) -> tuple:  # fmt: skip
+    """One model's WER run: its matrices' senones checked against the graph, the acoustic scale
+    chosen on dev (:func:`choose_scale`), the test matrices decoded at it (:func:`test_report`,
+    plus ``source`` and ``dev_wer_by_scale``); writes ``output_dir/hyp.txt`` and
+    ``output_dir/wer.json``. Returns ``(hyps, report)``."""
+    from tfblend.records import write_json
+
+    for utt_id, matrix in [*test_ll.items(), *dev_ll.items()]:
+        decoder.check_senones(matrix.shape[1], f"{source} ({utt_id})")
+    scale, dev_wers = choose_scale(decoder, dev_ll, dev_refs, scales)
+    hyps, report = test_report(decoder, test_ll, refs, speakers, scale)
+    report.update({"source": source, "dev_wer_by_scale": dev_wers})
+    os.makedirs(output_dir, exist_ok=True)
+    wer_lib.write_text(os.path.join(output_dir, "hyp.txt"), hyps)
+    write_json(os.path.join(output_dir, "wer.json"), report)
+    return hyps, report

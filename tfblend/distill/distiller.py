@@ -8,6 +8,7 @@ from tfblend.distill.losses import (
     SoftLoss,
     SparseSoftCrossEntropy,
     hard_cross_entropy,
+    real_frames,
 )
 from tfblend.errors import DataError
 
@@ -271,29 +272,10 @@ class Distiller(keras.Model):
     # Steps.
 
     def frames(self, labels, logits, targets):
-        """The real frames of a batch: `(labels [N], logits [N, classes], targets [N, ...])`.
-
-        A window batch (logits `[B, classes]`) is returned as it is (N = B). A chunk batch
-        (labels `[B, L]`, logits `[B, L, classes]`, targets `[B, L, ...]`; per-chunk values
-        `[B]` such as `utt_id` are repeated per frame) is flattened to its B*L frames and the
-        frames with label < 0 (the mask) are dropped, so N counts the real frames.
-        """
-        if logits.shape.rank != 3:
-            return labels, logits, targets
-        labels = tf.reshape(labels, [-1])
-        keep = tf.where(labels >= 0)[:, 0]
-        per_chunk = tf.size(labels) // tf.shape(logits)[0]
-
-        def real(value):
-            if value.shape.rank == 1:
-                value = tf.repeat(value, per_chunk)
-            else:
-                inner = [tf.shape(value)[i] if d is None else d for i, d in enumerate(value.shape)]
-                value = tf.reshape(value, [-1, *inner[2:]])
-            return tf.gather(value, keep)
-
-        flat = None if targets is None else {name: real(v) for name, v in targets.items()}
-        return tf.gather(labels, keep), real(logits), flat
+        """The real frames of a batch: `(labels [N], logits [N, classes], targets [N, ...])`
+        (:func:`tfblend.distill.losses.real_frames`: a window batch as it is, a chunk batch
+        flattened to its frames with the masked ones dropped)."""
+        return real_frames(labels, logits, targets)
 
     def _per_example_losses(self, labels, logits, targets, training):
         """(hard [N], soft [N] or None, total [N]) for a batch's real frames and their logits."""

@@ -3,8 +3,8 @@
 Every loss returns one value per example (frame), float32 `[B]`; the caller (the Distiller)
 reduces them with the global number of frames. Losses always see frames: for chunk batches
 (`[B, L, ...]`, `tfblend.pipeline.chunk_dataset`) the Distiller flattens logits and targets to
-the real frames first (`Distiller.frames`), so `B` here is the number of real frames.
-Soft-loss objects are small and stateless, in the manner of
+the real frames first (`real_frames`, `Distiller.frames`), so `B` here is the number of real
+frames. Soft-loss objects are small and stateless, in the manner of
 `keras.distillation.LogitsDistillation`, and the Distiller takes one of them:
 
 - `SparseSoftCrossEntropy(tail=...)`: stored top-k targets (`ids`, `probs`, optional `mass`).
@@ -49,6 +49,32 @@ def hard_cross_entropy(labels, logits):
     return tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=tf.cast(labels, tf.int32), logits=logits
     )
+
+
+def real_frames(labels, logits, targets):
+    """The real frames of a batch: `(labels [N], logits [N, classes], targets [N, ...])`.
+
+    A window batch (logits `[B, classes]`) is returned as it is (N = B). A chunk batch
+    (labels `[B, L]`, logits `[B, L, classes]`, targets `[B, L, ...]`; per-chunk values
+    `[B]` such as `utt_id` are repeated per frame) is flattened to its B*L frames and the
+    frames with label < 0 (the mask) are dropped, so N counts the real frames.
+    """
+    if logits.shape.rank != 3:
+        return labels, logits, targets
+    labels = tf.reshape(labels, [-1])
+    keep = tf.where(labels >= 0)[:, 0]
+    per_chunk = tf.size(labels) // tf.shape(logits)[0]
+
+    def real(value):
+        if value.shape.rank == 1:
+            value = tf.repeat(value, per_chunk)
+        else:
+            inner = [tf.shape(value)[i] if d is None else d for i, d in enumerate(value.shape)]
+            value = tf.reshape(value, [-1, *inner[2:]])
+        return tf.gather(value, keep)
+
+    flat = None if targets is None else {name: real(v) for name, v in targets.items()}
+    return tf.gather(labels, keep), real(logits), flat
 
 
 def gathered_log_probs(logits, ids, temperature=1.0):

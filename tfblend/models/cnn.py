@@ -52,6 +52,36 @@ def _ints(values, what):
         raise ValueError(f"{what} must be a sequence of integers, got {values!r}") from None
 
 
+def _conv_stack(spec: dict, conv_blocks, dilations, pool_sizes) -> tuple:
+    """``(conv_blocks, dilations, pool_sizes)`` as int tuples: the arguments given, else the
+    preset ``spec``'s; ValueError unless every conv has a dilation, every block a frequency pool
+    size, and all of them are >= 1."""
+    if conv_blocks is None:
+        conv_blocks = spec["conv_blocks"]
+        dilations = spec["dilations"] if dilations is None else dilations
+    conv_blocks = tuple(_ints(block, "each conv block") for block in conv_blocks)
+    if dilations is None:
+        dilations = tuple((1,) * len(block) for block in conv_blocks)
+    dilations = tuple(_ints(block, "each block's dilations") for block in dilations)
+    pool_sizes = _ints(
+        spec["pool_sizes"] if pool_sizes is None else pool_sizes,
+        "pool_sizes (one frequency pooling factor per block; time is never pooled: "
+        "dilate the convolutions in time instead)",
+    )
+    if [len(b) for b in dilations] != [len(b) for b in conv_blocks]:
+        raise ValueError(
+            f"dilations {dilations} must have one entry per conv of conv_blocks {conv_blocks}"
+        )
+    if len(pool_sizes) != len(conv_blocks):
+        raise ValueError(
+            f"need one frequency pool size per conv block: {len(conv_blocks)} blocks, "
+            f"{len(pool_sizes)} pool sizes (pooling is over frequency only)"
+        )
+    if min((d for b in dilations for d in b), default=1) < 1 or min(pool_sizes) < 1:
+        raise ValueError(f"dilations {dilations} and pool sizes {pool_sizes} must be >= 1")
+    return conv_blocks, dilations, pool_sizes
+
+
 @register_model("vgg")
 @keras.saving.register_keras_serializable(package="tfblend")
 class VGGStudent(keras.Model):
@@ -155,47 +185,26 @@ class VGGStudent(keras.Model):
             raise ValueError(
                 f"normalization must be one of {NORMALIZATIONS}, not {normalization!r}"
             )
-        spec = PRESETS[preset]
-        if conv_blocks is None:
-            conv_blocks = spec["conv_blocks"]
-            dilations = spec["dilations"] if dilations is None else dilations
-        conv_blocks = tuple(_ints(block, "each conv block") for block in conv_blocks)
-        if dilations is None:
-            dilations = tuple((1,) * len(block) for block in conv_blocks)
-        dilations = tuple(_ints(block, "each block's dilations") for block in dilations)
-        pool_sizes = _ints(
-            spec["pool_sizes"] if pool_sizes is None else pool_sizes,
-            "pool_sizes (one frequency pooling factor per block; time is never pooled: "
-            "dilate the convolutions in time instead)",
-        )
-        if [len(b) for b in dilations] != [len(b) for b in conv_blocks]:
-            raise ValueError(
-                f"dilations {dilations} must have one entry per conv of conv_blocks {conv_blocks}"
-            )
-        if len(pool_sizes) != len(conv_blocks):
-            raise ValueError(
-                f"need one frequency pool size per conv block: {len(conv_blocks)} blocks, "
-                f"{len(pool_sizes)} pool sizes (pooling is over frequency only)"
-            )
-        if min((d for b in dilations for d in b), default=1) < 1 or min(pool_sizes) < 1:
-            raise ValueError(f"dilations {dilations} and pool sizes {pool_sizes} must be >= 1")
         self.num_classes = int(num_classes)
         self.preset = preset
-        self.conv_blocks = conv_blocks
-        self.dilations = dilations
-        self.pool_sizes = pool_sizes
-        dense_units = spec["dense_units"] if dense_units is None else dense_units
+        self.conv_blocks, self.dilations, self.pool_sizes = _conv_stack(
+            PRESETS[preset], conv_blocks, dilations, pool_sizes
+        )
+        dense_units = PRESETS[preset]["dense_units"] if dense_units is None else dense_units
         self.dense_units = _ints(dense_units, "dense_units")
         self.channels = int(channels)
         self.dropout = float(dropout)
         self.normalization = normalization
         self.synchronized_bn = bool(synchronized_bn)
+        self._build_layers()
 
-        def norm(name, axis):
-            if self.normalization == "frame":
-                return FrameNormalization(axis=axis, name=name)
-            return FusedBatchNormalization(synchronized=self.synchronized_bn, name=name)
+    def _norm(self, name, axis):
+        if self.normalization == "frame":
+            return FrameNormalization(axis=axis, name=name)
+        return FusedBatchNormalization(synchronized=self.synchronized_bn, name=name)
 
+    def _build_layers(self):
+        """The conv stack (``body``), the fully connected layers (``head``), the classifier."""
         self.body = []
         for b, (block, rates, pool) in enumerate(
             zip(self.conv_blocks, self.dilations, self.pool_sizes, strict=True)
@@ -203,7 +212,7 @@ class VGGStudent(keras.Model):
             for c, (filters, rate) in enumerate(zip(block, rates, strict=True)):
                 self.body += [
                     TimeConv2D(filters, rate, name=f"conv{b}_{c}"),
-                    norm(f"conv{b}_{c}_norm", axis=2),
+                    self._norm(f"conv{b}_{c}_norm", axis=2),
                     keras.layers.ReLU(),
                 ]
             if pool > 1:
@@ -214,7 +223,7 @@ class VGGStudent(keras.Model):
         for i, units in enumerate(self.dense_units):
             self.head += [
                 keras.layers.Dense(units, use_bias=False, name=f"fc{i}"),
-                norm(f"fc{i}_norm", axis=1),
+                self._norm(f"fc{i}_norm", axis=1),
                 keras.layers.ReLU(),
                 keras.layers.Dropout(self.dropout),
             ]

@@ -87,6 +87,20 @@ def to_chunks(features, labels, soft, *, context: int, chunk_frames: int):
     return (*out, shaped)
 
 
+def _check_chunking(data_dir, context: int, chunk_frames: int, batch_size: int) -> None:
+    """DataError unless W >= 0, L >= 1 and the batch is a whole number of chunks."""
+    if context < 0 or chunk_frames < 1:
+        raise DataError(
+            f"{data_dir}: need context >= 0 and chunk_frames >= 1, got context={context}, "
+            f"chunk_frames={chunk_frames}"
+        )
+    if batch_size < chunk_frames or batch_size % chunk_frames:
+        raise DataError(
+            f"{data_dir}: batch_size {batch_size} (frames) must be a positive multiple of "
+            f"chunk_frames {chunk_frames}"
+        )
+
+
 def chunk_dataset(
     data_dir,
     *,
@@ -136,16 +150,7 @@ def chunk_dataset(
       Cardinality (when not repeating): ``sum_u ceil(T_u / L) // B`` chunk batches (rounded up
       without drop_remainder), from the shards' frame counts.
     """
-    if context < 0 or chunk_frames < 1:
-        raise DataError(
-            f"{data_dir}: need context >= 0 and chunk_frames >= 1, got context={context}, "
-            f"chunk_frames={chunk_frames}"
-        )
-    if batch_size < chunk_frames or batch_size % chunk_frames:
-        raise DataError(
-            f"{data_dir}: batch_size {batch_size} (frames) must be a positive multiple of "
-            f"chunk_frames {chunk_frames}"
-        )
+    _check_chunking(data_dir, context, chunk_frames, batch_size)
     source, key, normalise = _prepare(data_dir, targets_dir, label_key, cmvn, cmvn_stats)
 
     def to_rows(utterance):

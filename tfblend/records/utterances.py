@@ -146,6 +146,73 @@ class _UtteranceChecker:
         return dataclasses.replace(utt, labels=labels, phones=phones), features
 
 
+@dataclasses.dataclass
+class _Written:
+    """What a stream of utterances wrote: per shard its ``(utt_id, num_frames)`` pairs, and the
+    CMVN statistics of all frames and of every speaker's."""
+
+    shard_pairs: list
+    global_stats: CmvnStats
+    speaker_stats: dict
+
+
+def _write_stream(utterances, check, writers) -> _Written | None:
+    """Checks every utterance and writes utterance ``j`` to ``writers[j % len(writers)]``; None
+    for an empty stream."""
+    num_shards = len(writers)
+    shard_pairs: list[list[tuple[str, int]]] = [[] for _ in range(num_shards)]
+    global_stats = None
+    speaker_stats: dict[str, CmvnStats] = {}
+    for j, raw in enumerate(utterances):
+        utt, features = check(raw)
+        writers[j % num_shards].write(_sequence_example(utt, features))
+        shard_pairs[j % num_shards].append((utt.utt_id, features.shape[0]))
+        if global_stats is None:
+            global_stats = CmvnStats(features.shape[1])
+        global_stats.update(features)
+        speaker_stats.setdefault(utt.speaker, CmvnStats(features.shape[1])).update(features)
+    if global_stats is None:
+        return None
+    return _Written(shard_pairs, global_stats, speaker_stats)
+
+
+def _manifest(check, written: _Written, shards, num_classes, num_phones, metadata) -> dict:
+    """The manifest of a written utterance set (module docstring)."""
+    return {
+        "format": UTTERANCE_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "num_utterances": len(check.seen),
+        "num_frames": written.global_stats.count,
+        "feature_dim": check.feature_dim,
+        "num_classes": num_classes,
+        "num_phones": num_phones,
+        "has_labels": check.has_labels,
+        "has_phones": check.has_phones,
+        "shards": shards,
+        "content_digest": content_digest(p for pairs in written.shard_pairs for p in pairs),
+        "cmvn": {
+            "global": written.global_stats.to_dict(),
+            "speakers": {s: stats.to_dict() for s, stats in sorted(written.speaker_stats.items())},
+        },
+        "speakers": sorted(written.speaker_stats),
+        "metadata": dict(metadata or {}),
+    }
+
+
+def _replace_set(output_dir: str, tmp_paths: list, final_paths: list, renamed: list) -> None:
+    """Moves the new shards into place over an earlier set (its manifest first, then the shard
+    files it had beyond the new ones); ``renamed`` collects the final paths as they appear."""
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(output_dir, MANIFEST_NAME))
+    for tmp, final in zip(tmp_paths, final_paths, strict=True):
+        os.replace(tmp, final)
+        renamed.append(final)
+    names = {os.path.basename(path) for path in final_paths}
+    for stale in os.listdir(output_dir):
+        if _SHARD_PATTERN.fullmatch(stale) and stale not in names:
+            os.remove(os.path.join(output_dir, stale))
+
+
 def write_utterance_shards(
     output_dir,
     utterances: Iterable[Utterance],
@@ -192,18 +259,8 @@ def write_utterance_shards(
     try:
         writers.extend(tf.io.TFRecordWriter(path) for path in tmp_paths)
         check = _UtteranceChecker(num_classes, num_phones)
-        shard_pairs: list[list[tuple[str, int]]] = [[] for _ in range(num_shards)]
-        global_stats = None
-        speaker_stats: dict[str, CmvnStats] = {}
-        for j, raw in enumerate(utterances):
-            utt, features = check(raw)
-            writers[j % num_shards].write(_sequence_example(utt, features))
-            shard_pairs[j % num_shards].append((utt.utt_id, features.shape[0]))
-            if global_stats is None:
-                global_stats = CmvnStats(features.shape[1])
-            global_stats.update(features)
-            speaker_stats.setdefault(utt.speaker, CmvnStats(features.shape[1])).update(features)
-        if global_stats is None:
+        written = _write_stream(utterances, check, writers)
+        if written is None:
             raise DataError(f"{output_dir}: no utterances to write")
         for writer in writers:
             writer.close()
@@ -215,36 +272,11 @@ def write_utterance_shards(
                 "sha256": file_sha256(tmp),
                 "bytes": os.path.getsize(tmp),
             }
-            for name, pairs, tmp in zip(names, shard_pairs, tmp_paths, strict=True)
+            for name, pairs, tmp in zip(names, written.shard_pairs, tmp_paths, strict=True)
         ]
-        manifest = {
-            "format": UTTERANCE_FORMAT,
-            "format_version": FORMAT_VERSION,
-            "num_utterances": len(check.seen),
-            "num_frames": global_stats.count,
-            "feature_dim": check.feature_dim,
-            "num_classes": num_classes,
-            "num_phones": num_phones,
-            "has_labels": check.has_labels,
-            "has_phones": check.has_phones,
-            "shards": shards,
-            "content_digest": content_digest(p for pairs in shard_pairs for p in pairs),
-            "cmvn": {
-                "global": global_stats.to_dict(),
-                "speakers": {s: stats.to_dict() for s, stats in sorted(speaker_stats.items())},
-            },
-            "speakers": sorted(speaker_stats),
-            "metadata": dict(metadata or {}),
-        }
+        manifest = _manifest(check, written, shards, num_classes, num_phones, metadata)
         json.dumps(manifest)  # fail on non-serialisable metadata before touching old files
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(output_dir, MANIFEST_NAME))
-        for tmp, final in zip(tmp_paths, final_paths, strict=True):
-            os.replace(tmp, final)
-            renamed.append(final)
-        for stale in os.listdir(output_dir):
-            if _SHARD_PATTERN.fullmatch(stale) and stale not in names:
-                os.remove(os.path.join(output_dir, stale))
+        _replace_set(output_dir, tmp_paths, final_paths, renamed)
         write_manifest(output_dir, manifest)
         manifest_written = True
         return manifest

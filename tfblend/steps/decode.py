@@ -119,9 +119,8 @@ def _graph(test_dir):
 
 
 def main(_):
-    from tfblend.decoding import wer as wer_lib
     from tfblend.decoding import wer_runs
-    from tfblend.decoding.decoder import ExportScorer, GraphDecoder, read_ark
+    from tfblend.decoding.decoder import ExportScorer, GraphDecoder
     from tfblend.decoding.ensemble import Ensemble, parse_ensembles
 
     decoded, arks = _pairs(FLAGS.model), _pairs(FLAGS.loglikes)
@@ -153,26 +152,40 @@ def main(_):
 
     def run(name, test_ll, dev_ll, source):
         start = time.time()
-        for utt_id, matrix in [*test_ll.items(), *dev_ll.items()]:
-            decoder.check_senones(matrix.shape[1], f"{source} ({utt_id})")
-        scale, dev_wers = wer_runs.choose_scale(decoder, dev_ll, dev_refs, scales)
-        hyps, report = wer_runs.test_report(decoder, test_ll, refs, speakers, scale)
-        report.update({"source": source, "dev_wer_by_scale": dev_wers})
-        model_dir = os.path.join(FLAGS.output_dir, name)
-        os.makedirs(model_dir, exist_ok=True)
-        wer_lib.write_text(os.path.join(model_dir, "hyp.txt"), hyps)
-        from tfblend.records import write_json
-
-        write_json(os.path.join(model_dir, "wer.json"), report)
+        hyps, report = wer_runs.decode_model(
+            decoder, test_ll, dev_ll, source, output_dir=os.path.join(FLAGS.output_dir, name),
+            refs=refs, dev_refs=dev_refs, speakers=speakers, scales=scales,
+        )  # fmt: skip
         summary["models"][name] = {k: v for k, v in report.items() if k != "per_utterance"}
         all_hyps[name] = hyps
-        o = report["overall"]
-        cli.say(
-            f"{name}: WER {o['wer']:.2%} (S {o['sub']}, D {o['del']}, I {o['ins']} of "
-            f"{o['ref']} words, {o['utterances']} utterances), acoustic scale {scale} from dev "
-            f"{dev_wers}, {report['real_time_factor']:.2f} x real time, "
-            f"{time.time() - start:.0f} s"
-        )
+        _say(name, report, time.time() - start)
+
+    _decode_exports(run, decoder, scorers, decoded, ensembles, test_utts, dev_utts)
+    _decode_arks(run, arks, test_utts)
+    for name, parts in ensembles.items():
+        source = "mean posterior of " + " + ".join(f"{m} ({exports[m]})" for m in members[name])
+        run(name, parts["test"].loglikes(), parts["dev"].loglikes(), source)
+    if FLAGS.anchor:
+        summary["anchor"] = _anchor(test_dir, test_utts, refs, speakers, graph_dir, all_hyps)
+    if FLAGS.focus:
+        summary["bootstrap"] = _bootstrap(refs, all_hyps)
+    _write_summary(summary)
+
+
+def _say(name: str, report: dict, seconds: float) -> None:
+    o = report["overall"]
+    cli.say(
+        f"{name}: WER {o['wer']:.2%} (S {o['sub']}, D {o['del']}, I {o['ins']} of "
+        f"{o['ref']} words, {o['utterances']} utterances), acoustic scale "
+        f"{report['acoustic_scale']} from dev {report['dev_wer_by_scale']}, "
+        f"{report['real_time_factor']:.2f} x real time, {seconds:.0f} s"
+    )
+
+
+def _decode_exports(run, decoder, scorers, decoded, ensembles, test_utts, dev_utts) -> None:
+    """Scores the test and dev subsets with every export once: decodes the --model ones and
+    feeds the ensembles they are members of."""
+    from tfblend.decoding import wer_runs
 
     for scorer in scorers.values():
         decoder.check_senones(scorer.num_classes, f"export {scorer.export_dir}")
@@ -185,6 +198,12 @@ def main(_):
             if name in parts["test"].members:
                 parts["test"].add(name, test_ll)
                 parts["dev"].add(name, dev_ll)
+
+
+def _decode_arks(run, arks: dict, test_utts) -> None:
+    """Decodes the --loglikes arks (their test matrices of the test subset only)."""
+    from tfblend.decoding.decoder import read_ark
+
     for name, value in arks.items():
         test_ark, _, dev_ark = value.partition(",")
         if not dev_ark:
@@ -192,13 +211,11 @@ def main(_):
         test_ll, dev_ll = read_ark(test_ark), read_ark(dev_ark)
         wanted = {u.utt_id for u in test_utts}
         run(name, {u: m for u, m in test_ll.items() if u in wanted}, dev_ll, test_ark)
-    for name, parts in ensembles.items():
-        source = "mean posterior of " + " + ".join(f"{m} ({exports[m]})" for m in members[name])
-        run(name, parts["test"].loglikes(), parts["dev"].loglikes(), source)
-    if FLAGS.anchor:
-        summary["anchor"] = _anchor(test_dir, test_utts, refs, speakers, graph_dir, all_hyps)
-    if FLAGS.focus:
-        summary["bootstrap"] = _bootstrap(refs, all_hyps)
+
+
+def _write_summary(summary: dict) -> None:
+    """``<output_dir>/wer.json``, the WER table on stdout, the report's WER column."""
+    from tfblend.decoding import wer as wer_lib
     from tfblend.records import write_json
 
     write_json(os.path.join(FLAGS.output_dir, "wer.json"), summary)

@@ -102,54 +102,106 @@ def corpus_facts(corpus: str) -> dict:
 
 
 def main(_):
-    work = FLAGS.work_dir
     plan = StagePlan(
-        work, FLAGS.size, teacher_epochs=FLAGS.teacher_epochs, student_epochs=FLAGS.student_epochs
-    )
-    runner = plan.runner
+        FLAGS.work_dir, FLAGS.size, teacher_epochs=FLAGS.teacher_epochs,
+        student_epochs=FLAGS.student_epochs,
+    )  # fmt: skip
     plan.make_corpus(FLAGS.corpus_seed)
     seeds = list(range(FLAGS.seeds))
     teachers = [plan.teacher(seed) for seed in range(FLAGS.teacher_seeds)]
-
-    # The student: every candidate preset trained with seed 0, the best on dev kept.
-    specs = {spec.label: spec for spec in map(StudentSpec.parse, FLAGS.students)}
-    candidates = {label: plan.cnn(spec, 0) for label, spec in specs.items()}
-    chosen, student_grid = choose_on_dev("student", candidates)
-    student = specs[chosen]
-    cnn = [plan.cnn(student, seed) for seed in seeds]
-    dnn = [plan.dnn(seed) for seed in seeds]
-
-    smooth_dirs = {eps: plan.smoothing(student, eps, 0) for eps in FLAGS.smoothing_grid}
-    epsilon, smoothing_grid = choose_on_dev("label smoothing", smooth_dirs)
-    smooth = [plan.smoothing(student, epsilon, seed) for seed in seeds]
-
+    choices = {}  # the choices made on dev with seed 0: name -> {"grid", "chosen"}
+    student, baselines = _baselines(plan, seeds, choices)
     top_k = plan.k_of(FLAGS.top_fraction)
     sweep_ks = sorted({plan.k_of(float(v)) for v in FLAGS.sweep_fractions} - {top_k})
     largest = max([top_k, *sweep_ks])
     dumped = plan.dump_top_k(teachers[0], largest)
     targets = {k: plan.derive(dumped, largest, k) for k in [top_k, *sweep_ks]}
+    setting = _blend_setting(plan, student, targets[top_k], top_k, choices)
+    models, bytes_per_frame = _models(
+        plan, student, setting, teachers, baselines, targets, top_k, sweep_ks, seeds
+    )
+    plan.score(models)
+    if FLAGS.wer:
+        per_voice = FLAGS.wer_per_voice or plan.wer_test
+        dev_per_voice = FLAGS.wer_dev_per_voice or plan.wer_dev
+        for model in models:
+            if model["role"] not in ("sweep", "teacher_window"):
+                plan.decode(model, per_voice, dev_per_voice)
+    curves, longer = _learning_curves(plan, models, student, targets[top_k], top_k, setting)
+    study = {
+        "command": " ".join(["python", *sys.argv]),
+        "size": FLAGS.size,
+        "seeds": FLAGS.seeds,
+        "teacher_seeds": FLAGS.teacher_seeds,
+        "corpus": corpus_facts(plan.corpus),
+        "num_classes": plan.num_classes,
+        "epochs": plan.epochs,
+        "choices": choices,
+        "models": [plan.relative(m) for m in models],
+        "bytes_per_frame": bytes_per_frame,
+        "learning_curves": curves,
+        "longer_epochs": longer,
+        "stages": plan.runner.times,
+    }
+    study_json = os.path.join(plan.report, "study.json")
+    write_json(study_json, study)
+    from tfblend.study.results import write_results
 
+    write_results(study_json, FLAGS.results, FLAGS.figures_dir)
+    cli.say(f"RESULTS: {FLAGS.results} (figures in {FLAGS.figures_dir}); study: {study_json}")
+
+
+def _choose(label: str, candidates: dict, choices: dict, name: str) -> str:
+    """The candidate best on dev, recorded in ``choices[name]``."""
+    chosen, grid = choose_on_dev(label, candidates)
+    choices[name] = {"grid": grid, "chosen": chosen}
+    return chosen
+
+
+def _baselines(plan: StagePlan, seeds: list, choices: dict) -> tuple:
+    """The student (every --students candidate trained with seed 0, the best on dev kept) and
+    every seed of the CNN and DNN baselines and of the smoothing control (epsilon chosen on dev):
+    ``(student, {"cnn": dirs, "dnn": dirs, "smooth": dirs, "epsilon": chosen})``."""
+    specs = {spec.label: spec for spec in map(StudentSpec.parse, FLAGS.students)}
+    candidates = {label: plan.cnn(spec, 0) for label, spec in specs.items()}
+    student = specs[_choose("student", candidates, choices, "student")]
+    cnn = [plan.cnn(student, seed) for seed in seeds]
+    dnn = [plan.dnn(seed) for seed in seeds]
+    smooth_dirs = {eps: plan.smoothing(student, eps, 0) for eps in FLAGS.smoothing_grid}
+    epsilon = _choose("label smoothing", smooth_dirs, choices, "smoothing")
+    smooth = [plan.smoothing(student, epsilon, seed) for seed in seeds]
+    return student, {"cnn": cnn, "dnn": dnn, "smooth": smooth, "epsilon": epsilon}
+
+
+def _blend_setting(plan: StagePlan, student, targets: str, top_k: int, choices: dict) -> tuple:
+    """The blend's (alpha, T): every --blend_grid pair trained with seed 0, the best on dev."""
     grid = {}
     for pair in FLAGS.blend_grid:
         alpha, _, temperature = pair.partition(":")
         setting = (float(alpha), float(temperature or 1))
         grid[f"alpha={setting[0]:g} T={setting[1]:g}"] = setting
     blend_grid_dirs = {
-        name: plan.blend(student, targets[top_k], f"k{top_k}", setting, 0)
+        name: plan.blend(student, targets, f"k{top_k}", setting, 0)
         for name, setting in grid.items()
     }
-    blend_choice, blend_grid = choose_on_dev("blend", blend_grid_dirs)
-    setting = grid[blend_choice]
+    return grid[_choose("blend", blend_grid_dirs, choices, "blend")]
+
+
+def _models(plan, student, setting, teachers, baselines, targets, top_k, sweep_ks, seeds):
+    """Every seed of the blends (the k sweep, sampled targets, the ensemble's targets) and the
+    report's models (:meth:`StagePlan.entry`): ``(models, bytes per frame of each target set)``."""
     blend = [plan.blend(student, targets[top_k], f"k{top_k}", setting, s) for s in seeds]
     sweep = {
         k: [plan.blend(student, targets[k], f"k{k}", setting, s) for s in seeds] for k in sweep_ks
     }
-
+    cnn = baselines["cnn"]
     models = [
         plan.entry("teacher (BLSTM)", "teacher", teachers),
         plan.entry(f"CNN baseline ({student.label})", "cnn", cnn),
-        plan.entry("DNN baseline", "dnn", dnn),
-        plan.entry(f"CNN + label smoothing {epsilon}", "smoothing", smooth),
+        plan.entry("DNN baseline", "dnn", baselines["dnn"]),
+        plan.entry(
+            f"CNN + label smoothing {baselines['epsilon']}", "smoothing", baselines["smooth"]
+        ),
         plan.entry(f"blended CNN (k={top_k})", "blend", blend, k=top_k),
     ]
     models += [plan.entry(f"blended CNN, k={k}", "sweep", sweep[k], k=k) for k in sweep_ks]
@@ -162,30 +214,24 @@ def main(_):
         ]
         models.append(plan.entry(f"blended CNN, {top_k} sampled", "sampled", sampled, draws=top_k))
     pairs = list(zip(teachers, cnn, strict=False))
-    ensemble = plan.ensemble_entry("ensemble teacher+CNN", pairs)
-    models.append(ensemble)
+    models.append(plan.ensemble_entry("ensemble teacher+CNN", pairs))
     if FLAGS.ensemble_blend:
         mixed = plan.dump_mixture(teachers[0], cnn[0], top_k)
         from_ensemble = [plan.blend(student, mixed, f"ens{top_k}", setting, s) for s in seeds]
         models.append(
             plan.entry("blended CNN from the ensemble", "ensemble_blend", from_ensemble, k=top_k)
         )
-
     if FLAGS.windowed_teacher:
         context = plan.window_context(cnn[0])
         name = f"teacher (BLSTM) on the CNN's {2 * context + 1} frames"
         models.append(plan.windowed_entry(name, teachers, context))
+    return models, bytes_per_frame
 
-    plan.score(models)
-    if FLAGS.wer:
-        per_voice = FLAGS.wer_per_voice or plan.wer_test
-        dev_per_voice = FLAGS.wer_dev_per_voice or plan.wer_dev
-        for model in models:
-            if model["role"] not in ("sweep", "teacher_window"):
-                plan.decode(model, per_voice, dev_per_voice)
 
-    # The diagnosis, on dev: every model's seed 0 after each epoch, and the CNN and the blend
-    # trained longer (what more budget would give, and what it does to the blend's lead).
+def _learning_curves(plan, models, student, targets: str, top_k: int, setting) -> tuple:
+    """The diagnosis, on dev: every model's seed 0 after each epoch, and the CNN and the blend
+    trained longer (what more budget would give, and what it does to the blend's lead):
+    ``(curves, longer epochs)``."""
     curves = [
         (m["name"], m["role"], m["members"][0][0])
         for m in models
@@ -198,35 +244,10 @@ def main(_):
             (
                 f"blended CNN (k={top_k}), {longer} epochs",
                 "blend_longer",
-                plan.blend(student, targets[top_k], f"k{top_k}", setting, 0, epochs=longer),
+                plan.blend(student, targets, f"k{top_k}", setting, 0, epochs=longer),
             ),
         ]
-
-    study = {
-        "command": " ".join(["python", *sys.argv]),
-        "size": FLAGS.size,
-        "seeds": FLAGS.seeds,
-        "teacher_seeds": FLAGS.teacher_seeds,
-        "corpus": corpus_facts(plan.corpus),
-        "num_classes": plan.num_classes,
-        "epochs": plan.epochs,
-        "choices": {
-            "student": {"grid": student_grid, "chosen": chosen},
-            "smoothing": {"grid": smoothing_grid, "chosen": epsilon},
-            "blend": {"grid": blend_grid, "chosen": blend_choice},
-        },
-        "models": [plan.relative(m) for m in models],
-        "bytes_per_frame": bytes_per_frame,
-        "learning_curves": [plan.learning_curve(*curve) for curve in curves],
-        "longer_epochs": longer,
-        "stages": runner.times,
-    }
-    study_json = os.path.join(plan.report, "study.json")
-    write_json(study_json, study)
-    from tfblend.study.results import write_results
-
-    write_results(study_json, FLAGS.results, FLAGS.figures_dir)
-    cli.say(f"RESULTS: {FLAGS.results} (figures in {FLAGS.figures_dir}); study: {study_json}")
+    return [plan.learning_curve(*curve) for curve in curves], longer
 
 
 if __name__ == "__main__":

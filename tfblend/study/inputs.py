@@ -231,6 +231,33 @@ def _is_curve(curve) -> bool:
     ) and len(train) == len(dev)
 
 
+class _FirstSeen:
+    """The first file read of a kind (``value``, ``path``); :meth:`check` raises DataError
+    naming a later file that does not match it (``same(value, first value)`` false; the message
+    is ``mismatch(value, self)``)."""
+
+    def __init__(self, same, mismatch):
+        self.value = self.path = None
+        self._same, self._mismatch = same, mismatch
+
+    def check(self, value, path: str):
+        if self.value is None:
+            self.value, self.path = value, path
+        elif not self._same(value, self.value):
+            raise DataError(f"{path}: {self._mismatch(value, self)}")
+        return value
+
+
+def _check_names_and_roles(entries: list, study_json: str) -> None:
+    names = [e["name"] for e in entries]
+    if len(set(names)) != len(names):
+        raise DataError(f"{study_json}: every model needs a name of its own: {names}")
+    for role in UNIQUE_ROLES:
+        count = sum(e.get("role") == role for e in entries)
+        if count > 1:
+            raise DataError(f"{study_json}: {count} models have the role {role!r} (one at most)")
+
+
 def read_study(study_json: str, study_dir: str | None = None) -> StudyData:
     """Reads and checks ``study.json`` and every file it names (module docstring).
 
@@ -242,44 +269,28 @@ def read_study(study_json: str, study_dir: str | None = None) -> StudyData:
     directory = study_dir or os.path.dirname(os.path.dirname(os.path.abspath(study_json)))
     check_fields(study, study_json)
     entries = study["models"]
-    names = [e["name"] for e in entries]
-    if len(set(names)) != len(names):
-        raise DataError(f"{study_json}: every model needs a name of its own: {names}")
-    for role in UNIQUE_ROLES:
-        count = sum(e.get("role") == role for e in entries)
-        if count > 1:
-            raise DataError(f"{study_json}: {count} models have the role {role!r} (one at most)")
-    reference, reference_path = None, None  # the scored utterances, and where first seen
-    wer_reference, wer_reference_path = None, None
+    _check_names_and_roles(entries, study_json)
+    scored = _FirstSeen(  # every model scored on the same test utterances, in one order
+        lambda run, first: run.utt_ids == first.utt_ids,
+        lambda run,
+        first: f"scored on other test utterances (or in another order) than {first.path}",
+    )
+    decoded = _FirstSeen(  # and decoded on the same ones
+        lambda table, first: set(table) == set(first),
+        lambda table, first: f"decoded other utterances than {first.path} (e.g. "
+        f"{sorted(set(table) ^ set(first.value))[0]})",
+    )
     models = []
     for entry in entries:
-        runs = []
-        for relative in entry.get("scores", []):
-            path = os.path.join(directory, relative)
-            run = _read_scores(path)
-            if reference is None:
-                reference, reference_path = run, path
-            elif run.utt_ids != reference.utt_ids:
-                raise DataError(
-                    f"{path}: scored on other test utterances (or in another order) than "
-                    f"{reference_path}"
-                )
-            runs.append(run)
-        tables = []
-        for relative in entry.get("wer", []):
-            path = os.path.join(directory, relative)
-            table = _read_wer(path)
-            if wer_reference is None:
-                wer_reference, wer_reference_path = table, path
-            elif set(table) != set(wer_reference):
-                other = sorted(set(table) ^ set(wer_reference))[0]
-                raise DataError(
-                    f"{path}: decoded other utterances than {wer_reference_path} (e.g. {other})"
-                )
-            tables.append(table)
+        paths = {
+            key: [os.path.join(directory, r) for r in entry.get(key, [])]
+            for key in ("scores", "wer")
+        }
+        runs = [scored.check(_read_scores(path), path) for path in paths["scores"]]
+        tables = [decoded.check(_read_wer(path), path) for path in paths["wer"]]
         words = None
         if tables:
-            order = sorted(wer_reference)
+            order = sorted(decoded.value)
             words = tuple(
                 np.array([[t[u][i] for u in order] for t in tables], np.int64) for i in (0, 1)
             )
@@ -293,6 +304,8 @@ def read_study(study_json: str, study_dir: str | None = None) -> StudyData:
                 words=words,
             )
         )
+    reference, reference_path = scored.value, scored.path
+    wer_reference, wer_reference_path = decoded.value, decoded.path
     utt_ids = reference.utt_ids if reference else []
     speakers = reference.speakers if reference else []
     wer_utt_ids = sorted(wer_reference) if wer_reference else []

@@ -105,6 +105,35 @@ def dump_targets(
     if not 0 <= shard_index < num_shards:
         raise DataError(f"--shard_index {shard_index} is outside [0, {num_shards})")
     manifest = read_manifest(data_dir)
+    teacher = _teacher(teacher_dir, teacher_weights, manifest, data_dir)
+    width = resolve_k(manifest["num_classes"], k, top_fraction)
+    options = {"p": p, "tail": tail, "value_encoding": value_encoding, "log_step": log_step}
+    settings = _settings(method, width, seed, teacher, manifest, **options)
+    os.makedirs(output_dir, exist_ok=True)
+    _check_settings(output_dir, settings)
+    teach = _teaching_function(teacher, Sparsifier(method, width, p, seed), manifest)
+    total = len(manifest["shards"])
+    for index in range(shard_index, total, num_shards):
+        entry_path = _entry_path(output_dir, index, total)
+        if os.path.exists(entry_path):
+            if progress:
+                progress(f"shard {index + 1}/{total}: complete, skipped")
+            continue
+        entry = _dump_shard(
+            teach, teacher, data_dir, output_dir, index, total, settings, batch_size
+        )
+        write_json(entry_path, entry)
+        if progress:
+            progress(
+                f"shard {index + 1}/{total}: {entry['num_utterances']} utterances, "
+                f"{entry['num_frames']} frames, {entry['bytes'] / entry['num_frames']:.1f} "
+                "bytes/frame"
+            )
+    return finalize(output_dir, manifest)
+
+
+def _teacher(teacher_dir, teacher_weights, manifest: dict, data_dir: str) -> TeacherMixture:
+    """The teacher (or mixture) of the dump, checked against the data's classes and features."""
     teacher_dirs = [teacher_dir] if isinstance(teacher_dir, str | os.PathLike) else teacher_dir
     teacher = TeacherMixture(teacher_dirs, teacher_weights)
     named = " + ".join(map(str, teacher_dirs))
@@ -119,13 +148,18 @@ def dump_targets(
             f"the teacher in {named} takes {teacher.feature_dim}-dim features, "
             f"{data_dir} has {manifest['feature_dim']}"
         )
-    width = resolve_k(num_classes, k, top_fraction)
-    settings = {
+    return teacher
+
+
+def _settings(method, k, seed, teacher, manifest, *, p, tail, value_encoding, log_step) -> dict:
+    """What a dump is (``settings.json``, and the target manifest's fields): its shards are
+    only ever mixed with shards of the same settings."""
+    return {
         "method": method,
-        "k": width,
+        "k": k,
         "p": p if method == "topp" else None,
         "tail": tail,
-        "id_dtype": id_dtype(num_classes),
+        "id_dtype": id_dtype(manifest["num_classes"]),
         "value_encoding": value_encoding,
         "log_step": log_step if value_encoding == "log_uint8" else None,
         "has_mass": tail == "ghost",
@@ -134,34 +168,6 @@ def dump_targets(
         "features_digest": feature_values_digest(manifest),
         "features_ids_digest": manifest["content_digest"],
     }
-    os.makedirs(output_dir, exist_ok=True)
-    _check_settings(output_dir, settings)
-    teach = _teaching_function(teacher, Sparsifier(method, width, p, seed), manifest)
-    total = len(manifest["shards"])
-    for index in range(shard_index, total, num_shards):
-        entry_path = _entry_path(output_dir, index, total)
-        if os.path.exists(entry_path):
-            if progress:
-                progress(f"shard {index + 1}/{total}: complete, skipped")
-            continue
-        entry = _dump_shard(
-            teach,
-            teacher,
-            data_dir,
-            output_dir,
-            index,
-            total,
-            settings,
-            batch_size,
-        )
-        write_json(entry_path, entry)
-        if progress:
-            progress(
-                f"shard {index + 1}/{total}: {entry['num_utterances']} utterances, "
-                f"{entry['num_frames']} frames, {entry['bytes'] / entry['num_frames']:.1f} "
-                "bytes/frame"
-            )
-    return finalize(output_dir, manifest)
 
 
 def _check_settings(output_dir: str, settings: dict) -> None:

@@ -3,7 +3,9 @@
 This is where the pieces meet: an :class:`~tfblend.config.ExperimentConfig`, the corpus root's
 ``train``/``dev`` sets, the input pipelines, a model from the registry, the
 :class:`~tfblend.distill.Distiller`, a tf.distribute strategy and the resumable ``fit``. The
-result is a model directory (:mod:`tfblend.train.modeldir`).
+result is a model directory (:mod:`tfblend.train.modeldir`). A run goes the way a tf-models
+task does: build the inputs (:mod:`tfblend.train.inputs`), build the model and its losses under
+the strategy's scope, fit, then finish the model directory.
 
 Every run is seeded (weights, shuffling, dropout) and uses deterministic ops and a
 deterministic input order, so a killed run resumes to the same weights (:mod:`tfblend.train.fit`).
@@ -22,30 +24,17 @@ from tfblend.distill import losses
 from tfblend.distill.distiller import Distiller
 from tfblend.errors import DataError
 from tfblend.models import get_model
-from tfblend.pipeline import chunk_dataset, frame_dataset, utterance_dataset
 from tfblend.records import TARGET_FORMAT, read_manifest
 from tfblend.train.fit import clear_resume_state, fit_resumable, standard_callbacks
+from tfblend.train.inputs import Inputs, teacher_inputs, training_sets, window_inputs
 from tfblend.train.modeldir import load_model_dir, save_model_dir
 from tfblend.train.rundir import guarded_run
-from tfblend.train.strategies import make_optimizer, shard_policy, writable_dir
-
-# Utterance lengths (frames) at which the teacher's batches are bucketed, to limit padding.
-TEACHER_BUCKETS = (200, 300, 400, 550)
+from tfblend.train.strategies import make_optimizer, writable_dir
 
 
 def _seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
-
-
-def _sets(corpus_dir: str) -> tuple[str, str, dict]:
-    train_dir = os.path.join(corpus_dir, "train")
-    dev_dir = os.path.join(corpus_dir, "dev")
-    manifest = read_manifest(train_dir)
-    read_manifest(dev_dir)
-    if not manifest["has_labels"]:
-        raise DataError(f"{train_dir} has no frame labels to train on")
-    return train_dir, dev_dir, manifest
 
 
 def _info(role, experiment, manifest, train_dir, kind, started, **extra) -> dict:
@@ -66,19 +55,19 @@ def _info(role, experiment, manifest, train_dir, kind, started, **extra) -> dict
     }
 
 
-def _fit(model, make_dataset, steps, experiment, model_dir, strategy, variables_fn, dev, verbose):
+def _fit(model, inputs: Inputs, experiment, model_dir, strategy, variables_fn, verbose):
     out_dir = writable_dir(model_dir, strategy)
     return fit_resumable(
         model,
-        make_dataset,
+        inputs.make_dataset,
         epochs=experiment.train.epochs,
-        steps_per_epoch=steps,
+        steps_per_epoch=inputs.steps,
         resume_dir=os.path.join(out_dir, "resume"),
         restore_dir=os.path.join(model_dir, "resume"),
         variables_fn=variables_fn,
         every_steps=experiment.train.checkpoint_every_steps,
         callbacks=standard_callbacks(out_dir),
-        validation_data=dev,
+        validation_data=inputs.dev,
         verbose=verbose,
     )
 
@@ -108,31 +97,15 @@ def train_teacher(
             "nested first batch); the Distiller-trained students and blends work multi-worker"
         )
     started = time.time()
-    train_dir, dev_dir, manifest = _sets(corpus_dir)
-    data, seed = experiment.data, experiment.train.seed
-    _seed_everything(seed)
-    common = {"cmvn": data.cmvn, "cmvn_stats": train_dir, "bucket_boundaries": TEACHER_BUCKETS}
-
-    def make_dataset(epoch, repeat):
-        dataset = utterance_dataset(
-            train_dir,
-            batch_size=data.batch_size,
-            seed=seed,
-            deterministic=True,
-            epoch=epoch,
-            repeat=repeat,
-            **common,
-        )
-        return shard_policy(dataset, len(manifest["shards"]), strategy, data.auto_shard)
-
-    steps = int(make_dataset(0, False).cardinality())
-    dev = utterance_dataset(dev_dir, batch_size=data.batch_size, shuffle=False, **common)
+    train_dir, dev_dir, manifest = training_sets(corpus_dir)
+    _seed_everything(experiment.train.seed)
+    inputs = teacher_inputs(train_dir, dev_dir, manifest, experiment, strategy)
     with strategy.scope():
         teacher = get_model(
             "lstm", num_classes=manifest["num_classes"], **model_kwargs(experiment.model)
         )
         teacher.compile(
-            optimizer=make_optimizer(experiment.optimizer, steps * experiment.train.epochs),
+            optimizer=make_optimizer(experiment.optimizer, inputs.steps * experiment.train.epochs),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             weighted_metrics=["accuracy"],
         )
@@ -143,7 +116,7 @@ def train_teacher(
     def variables_fn():
         return [*teacher.variables, *teacher.optimizer.variables]
 
-    _fit(teacher, make_dataset, steps, experiment, model_dir, strategy, variables_fn, dev, verbose)
+    _fit(teacher, inputs, experiment, model_dir, strategy, variables_fn, verbose)
     return _finish(
         teacher,
         model_dir,
@@ -183,6 +156,12 @@ def _soft_loss(targets_manifest: dict, experiment: ExperimentConfig):
             "not store; dump them with --tail=ghost"
         )
     return losses.SparseSoftCrossEntropy(tail=distill.tail)
+
+
+def _targets_info(targets_manifest: dict, targets_dir: str) -> dict:
+    """What a blend's model.json records of the stored targets it learned from."""
+    keys = ("method", "k", "top_fraction", "value_encoding", "teacher")
+    return {**{key: targets_manifest.get(key) for key in keys}, "dir": os.path.abspath(targets_dir)}
 
 
 def _check_receptive_field(student, experiment: ExperimentConfig) -> None:
@@ -238,53 +217,19 @@ def train_window_model(
     if role == "blend" and bool(targets_dir) == bool(teacher_dir):
         raise DataError("blending needs exactly one of --targets_dir and --teacher_dir")
     started = time.time()
-    train_dir, dev_dir, manifest = _sets(corpus_dir)
-    data, seed, distill = experiment.data, experiment.train.seed, experiment.distill
-    _seed_everything(seed)
+    train_dir, dev_dir, manifest = training_sets(corpus_dir)
+    _seed_everything(experiment.train.seed)
     stored = role == "blend" and targets_dir is not None
-    extra = {}
+    extra, targets_manifest, soft_loss = {}, None, None
     if stored:
         targets_manifest = read_manifest(targets_dir, expected_format=TARGET_FORMAT)
         soft_loss = _soft_loss(targets_manifest, experiment)
-        extra["targets"] = {
-            key: targets_manifest.get(key)
-            for key in ("method", "k", "top_fraction", "value_encoding", "teacher")
-        }
-        extra["targets"]["dir"] = os.path.abspath(targets_dir)
-    common = {"context": data.context, "cmvn": data.cmvn, "cmvn_stats": train_dir}
-    if data.chunk_frames < 0:
-        raise DataError(f"data.chunk_frames must be >= 0 (0: windows), got {data.chunk_frames}")
-    dense = experiment.model.type == "vgg" and data.chunk_frames > 0
-    if dense:
-        if data.batch_size % data.chunk_frames:
-            raise DataError(
-                f"data.batch_size {data.batch_size} (frames) must be a multiple of "
-                f"data.chunk_frames {data.chunk_frames}"
-            )
-        common["chunk_frames"] = data.chunk_frames
-        extra["chunk_frames"] = data.chunk_frames
-    view = chunk_dataset if dense else frame_dataset
-    # Dev batches of about 1024 frames (a whole number of chunks).
-    dev_batch = data.chunk_frames * max(1, 1024 // data.chunk_frames) if dense else 1024
-
-    def make_dataset(epoch, repeat):
-        dataset = view(
-            train_dir,
-            batch_size=data.batch_size,
-            targets_dir=targets_dir if stored else None,
-            shuffle_buffer=data.shuffle_buffer,
-            seed=seed,
-            deterministic=True,
-            epoch=epoch,
-            repeat=repeat,
-            **common,
-        )
-        return shard_policy(dataset, len(manifest["shards"]), strategy, data.auto_shard)
-
-    steps = int(make_dataset(0, False).cardinality())
-    dev = view(dev_dir, batch_size=dev_batch, shuffle=False, drop_remainder=False, **common)
-    dev = shard_policy(dev, 1, strategy, "data")  # every worker scores its part of each batch
-    width = 2 * data.context + 1
+        extra["targets"] = _targets_info(targets_manifest, targets_dir)
+    inputs = window_inputs(
+        train_dir, dev_dir, manifest, experiment, strategy, targets_dir if stored else None
+    )
+    if inputs.chunk_frames:
+        extra["chunk_frames"] = inputs.chunk_frames
     with strategy.scope():
         student = get_model(
             experiment.model.type,
@@ -296,31 +241,13 @@ def train_window_model(
         if role == "blend" and teacher_dir:
             teacher, _ = load_model_dir(teacher_dir, role="teacher")
             extra["online_teacher"] = os.path.abspath(teacher_dir)
-        if role == "blend":
-            distiller = Distiller(
-                student,
-                teacher,
-                alpha=distill.alpha,
-                temperature=distill.temperature,
-                soft_loss=soft_loss if stored else losses.DenseSoftCrossEntropy(),
-                target_k=targets_manifest["k"] if stored else None,
-            )
-        elif experiment.train.label_smoothing:
-            distiller = LabelSmoothingDistiller(student, experiment.train.label_smoothing)
-        else:
-            distiller = Distiller(student, alpha=1.0)
-        distiller.compile(
-            optimizer=make_optimizer(experiment.optimizer, steps * experiment.train.epochs)
-        )
-        student(np.zeros([1, width, manifest["feature_dim"]], np.float32))
-        distiller.optimizer.build(student.trainable_variables)
+        distiller = _distiller(student, teacher, role, experiment, soft_loss, targets_manifest)
+        _build(distiller, student, experiment, manifest["feature_dim"], inputs.steps)
 
     def variables_fn():
         return [*student.variables, *distiller.optimizer.variables]
 
-    _fit(
-        distiller, make_dataset, steps, experiment, model_dir, strategy, variables_fn, dev, verbose
-    )
+    _fit(distiller, inputs, experiment, model_dir, strategy, variables_fn, verbose)
     return _finish(
         student,
         model_dir,
@@ -328,6 +255,37 @@ def train_window_model(
         experiment,
         _info(role, experiment, manifest, train_dir, "window", started, **extra),
     )
+
+
+def _build(distiller, student, experiment: ExperimentConfig, feature_dim: int, steps: int):
+    """Compiles ``distiller`` with the run's optimizer and builds the student's and the
+    optimizer's variables (a resumed run restores into them)."""
+    distiller.compile(
+        optimizer=make_optimizer(experiment.optimizer, steps * experiment.train.epochs)
+    )
+    width = 2 * experiment.data.context + 1
+    student(np.zeros([1, width, feature_dim], np.float32))
+    distiller.optimizer.build(student.trainable_variables)
+
+
+def _distiller(student, teacher, role: str, experiment: ExperimentConfig, soft_loss, targets):
+    """What a window model is trained to minimise (a tf-models task's ``build_losses``): the
+    blend of hard labels and the teacher's targets (stored: ``soft_loss`` on the target set of
+    manifest ``targets``; online: dense targets of ``teacher``), hard labels with label
+    smoothing (the control), or hard labels alone."""
+    if role == "blend":
+        distill = experiment.distill
+        return Distiller(
+            student,
+            teacher,
+            alpha=distill.alpha,
+            temperature=distill.temperature,
+            soft_loss=soft_loss if soft_loss is not None else losses.DenseSoftCrossEntropy(),
+            target_k=targets["k"] if targets is not None else None,
+        )
+    if experiment.train.label_smoothing:
+        return LabelSmoothingDistiller(student, experiment.train.label_smoothing)
+    return Distiller(student, alpha=1.0)
 
 
 def _finish(model, model_dir, strategy, experiment, info) -> dict:
