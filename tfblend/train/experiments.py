@@ -11,6 +11,7 @@ Every run is seeded (weights, shuffling, dropout) and uses deterministic ops and
 deterministic input order, so a killed run resumes to the same weights (:mod:`tfblend.train.fit`).
 """
 
+import functools
 import os
 import time
 
@@ -53,6 +54,17 @@ def _info(role, experiment, manifest, train_dir, kind, started, **extra) -> dict
         "wall_seconds": time.time() - started,
         **extra,
     }
+
+
+def _fit_and_save(trained, saved, inputs: Inputs, experiment, model_dir, strategy, verbose, info):
+    """Fits ``trained`` (resumable: ``saved``'s variables and its optimizer's are the state)
+    and saves ``saved`` with ``info()`` (called once fitted: it times the run) as model.json."""
+
+    def variables_fn():
+        return [*saved.variables, *trained.optimizer.variables]
+
+    _fit(trained, inputs, experiment, model_dir, strategy, variables_fn, verbose)
+    return _finish(saved, model_dir, strategy, experiment, info())
 
 
 def _fit(model, inputs: Inputs, experiment, model_dir, strategy, variables_fn, verbose):
@@ -113,17 +125,8 @@ def train_teacher(
         teacher({"features": probe, "mask": np.ones([1, 8], bool)})
         teacher.optimizer.build(teacher.trainable_variables)
 
-    def variables_fn():
-        return [*teacher.variables, *teacher.optimizer.variables]
-
-    _fit(teacher, inputs, experiment, model_dir, strategy, variables_fn, verbose)
-    return _finish(
-        teacher,
-        model_dir,
-        strategy,
-        experiment,
-        _info("teacher", experiment, manifest, train_dir, "sequence", started),
-    )
+    info = functools.partial(_info, "teacher", experiment, manifest, train_dir, "sequence", started)
+    return _fit_and_save(teacher, teacher, inputs, experiment, model_dir, strategy, verbose, info)
 
 
 class LabelSmoothingDistiller(Distiller):
@@ -244,17 +247,10 @@ def train_window_model(
         distiller = _distiller(student, teacher, role, experiment, soft_loss, targets_manifest)
         _build(distiller, student, experiment, manifest["feature_dim"], inputs.steps)
 
-    def variables_fn():
-        return [*student.variables, *distiller.optimizer.variables]
-
-    _fit(distiller, inputs, experiment, model_dir, strategy, variables_fn, verbose)
-    return _finish(
-        student,
-        model_dir,
-        strategy,
-        experiment,
-        _info(role, experiment, manifest, train_dir, "window", started, **extra),
+    info = functools.partial(
+        _info, role, experiment, manifest, train_dir, "window", started, **extra
     )
+    return _fit_and_save(distiller, student, inputs, experiment, model_dir, strategy, verbose, info)
 
 
 def _build(distiller, student, experiment: ExperimentConfig, feature_dim: int, steps: int):
