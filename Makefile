@@ -19,11 +19,12 @@ $(STAMP): setup.cfg pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) scripts/recipe.py --work_dir=$(WORK_DIR) --size=small
+	$(PY) -m tfblend.recipe --work_dir=$(WORK_DIR) --size=small
 
-# The issue-13 study (about 8 hours on 2 cores; resumable: run it again after an interruption).
+# The issue-13 study (about 8 hours on 2 cores; resumable: run it again after an interruption;
+# it writes RESULTS.md and results/ in the current directory).
 study: $(STAMP)
-	$(PY) scripts/study.py --work_dir=$(STUDY_DIR) --size=medium --seeds=3 --teacher_seeds=2
+	$(PY) -m tfblend.study --work_dir=$(STUDY_DIR) --size=medium --seeds=3 --teacher_seeds=2
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow"

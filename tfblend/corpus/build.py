@@ -1,4 +1,4 @@
-"""The embedded default corpus: espeak-ng speech, labelled by pocketsphinx forced alignment.
+"""Building the embedded default corpus: espeak-ng speech labelled by pocketsphinx alignment.
 
 Real frame-aligned corpora are not to be had as packages, so the default corpus is generated
 offline from pip packages only:
