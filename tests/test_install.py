@@ -73,3 +73,17 @@ def test_installed_package_runs_the_recipe(tiny_corpus, tiny_teacher, tmp_path):
         assert f"-m tfblend.steps.{step} " in done.stdout, step
     assert "| blended CNN |" in (work / "demo" / "report" / "results.md").read_text()
     assert (work / "exports" / "tfblend_blended_cnn" / "1" / "saved_model.pb").exists()
+
+    # Kaldi style, one stage again: the check of the latest export; nothing else runs.
+    again = subprocess.run(
+        [python, "-m", "tfblend.recipe", "--work_dir=demo", "--size=tiny", "--nower",
+         "--smoothing_grid=0.1", "--export_base=exports", "--stage=score", "--stop_stage=score"],
+        capture_output=True, text=True, cwd=work, env=env, timeout=300,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    ran = [line.split("stage ")[1] for line in again.stdout.splitlines() if ": done in" in line]
+    assert [name.split(":")[0] for name in ran] == ["score"], again.stdout[-3000:]
+    assert (
+        "-m tfblend.steps.check_export --export_dir=exports/tfblend_blended_cnn/1 " in again.stdout
+    )
+    assert "stage evaluate: not run (part evaluate is not selected)" in again.stdout

@@ -148,7 +148,7 @@ def test_longer_runs_are_runs_of_their_own(tmp_path):
 
 
 def test_stage_and_stop_stage_run_a_part_of_the_stages(tmp_path, capsys):
-    from tfblend.study.stages import StageRunner
+    from tfblend.study.stages import StageRunner, StagesDone
 
     runner = StageRunner(str(tmp_path))
     runner.select(["corpus", "teacher", "blend", "evaluate"], "teacher", "blend")
@@ -166,6 +166,8 @@ def test_stage_and_stop_stage_run_a_part_of_the_stages(tmp_path, capsys):
     assert "stage corpus: not run (part corpus is not selected)" in out
     assert "stage teacher-seed0: complete, skipped" in out
     assert runner.times == {}
+    with pytest.raises(StagesDone), runner.part("evaluate"):  # after --stop_stage: the end
+        runner.stage("evaluate", False, "no_such_step")
     with pytest.raises(DataError, match="comes after"):
         runner.select(["corpus", "teacher"], "teacher", "corpus")
     with pytest.raises(DataError, match="no stage 'wer'"):

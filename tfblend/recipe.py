@@ -43,7 +43,7 @@ from absl import flags
 
 from tfblend import cli
 from tfblend.study.plan import SIZES, StagePlan, StudentSpec
-from tfblend.study.stages import choose_on_dev
+from tfblend.study.stages import StagesDone, choose_on_dev
 
 #: The recipe's stages (parts), in the order they run.
 STAGES = (
@@ -154,17 +154,21 @@ def _word_error_rates(plan: StagePlan, models: dict, blend_export: str) -> None:
 def main(_):
     plan = StagePlan(FLAGS.work_dir, FLAGS.size)
     plan.runner.select(STAGES, FLAGS.stage, FLAGS.stop_stage)
-    models = _training(plan, list(range(FLAGS.seeds)))
-    with plan.runner.part("evaluate"):
-        plan.runner.stage(
-            "evaluate", False, "evaluate", corpus_dir=plan.corpus, split="test",
-            output_dir=plan.report, model=[f"{n}={','.join(d)}" for n, d in models.items()],
-            ensemble=[ENSEMBLE], focus=FOCUS,
-        )  # fmt: skip
-    export = _serving(plan, models[FOCUS][0])
-    if FLAGS.wer:
-        with plan.runner.part("wer"):
-            _word_error_rates(plan, models, export)
+    export = None
+    try:
+        models = _training(plan, list(range(FLAGS.seeds)))
+        with plan.runner.part("evaluate"):
+            plan.runner.stage(
+                "evaluate", False, "evaluate", corpus_dir=plan.corpus, split="test",
+                output_dir=plan.report, model=[f"{n}={','.join(d)}" for n, d in models.items()],
+                ensemble=[ENSEMBLE], focus=FOCUS,
+            )  # fmt: skip
+        export = _serving(plan, models[FOCUS][0])
+        if FLAGS.wer:
+            with plan.runner.part("wer"):
+                _word_error_rates(plan, models, export)
+    except StagesDone:
+        pass  # --stop_stage came before the end
     _print_report(plan, export)
 
 
@@ -181,7 +185,8 @@ def _print_report(plan: StagePlan, export: str) -> None:
     with open(results_md) as stream:
         print("\n" + stream.read())
     print(f"Report: {plan.report}/results.md, results.json, training_curves.png")
-    print(f"SavedModel: {export}")
+    if export:
+        print(f"SavedModel: {export}")
 
 
 if __name__ == "__main__":

@@ -53,13 +53,18 @@ def set_done(directory: str) -> bool:
     return os.path.exists(os.path.join(directory, "manifest.json"))
 
 
+class StagesDone(Exception):
+    """Raised on entering a part after the last selected one: the selected stages have run."""
+
+
 class StageRunner:
     """Runs ``python -m tfblend.steps.<step>`` with flags unless the stage is complete; records
     wall times.
 
     Stages may be grouped in named parts (:meth:`part`), Kaldi style: :meth:`select` runs the
-    parts from ``--stage`` to ``--stop_stage`` only, and the stages of the other parts are not
-    run (what they make must exist for the selected parts that read it).
+    parts from ``--stage`` to ``--stop_stage`` only: the stages of earlier parts are not run
+    (what they make must exist for the selected parts that read it), and entering a part after
+    the last selected one raises :class:`StagesDone`.
 
     Args:
       report_dir: where ``stages.json`` (stage name -> seconds) is kept.
@@ -73,6 +78,7 @@ class StageRunner:
             with open(self.times_path) as stream:
                 self.times = json.load(stream)
         self.selected: set | None = None  # every part
+        self._after: set = set()  # the parts after the last selected one
         self._part: str | None = None
 
     def select(self, parts, first: str, last: str) -> None:
@@ -84,6 +90,7 @@ class StageRunner:
         if parts.index(first) > parts.index(last):
             raise DataError(f"--stage={first} comes after --stop_stage={last}")
         self.selected = set(parts[parts.index(first) : parts.index(last) + 1])
+        self._after = set(parts[parts.index(last) + 1 :])
 
     def runs(self, part: str) -> bool:
         """True when ``part``'s stages are selected to run."""
@@ -91,7 +98,10 @@ class StageRunner:
 
     @contextlib.contextmanager
     def part(self, name: str):
-        """The stages run inside the ``with`` block belong to the part ``name``."""
+        """The stages run inside the ``with`` block belong to the part ``name`` (StagesDone when
+        it comes after the last selected part)."""
+        if name in self._after:
+            raise StagesDone(name)
         self._part = name
         try:
             yield
