@@ -1,11 +1,11 @@
 """Running the pipeline's steps as stages: skip what is complete, time what runs.
 
-The recipe, the study and the k sweep chain the steps of :mod:`tfblend.steps`, each in its own
-process, ``python -m tfblend.steps.<step>`` with the running interpreter (as a user would run
-them, from the installed package, and so that every stage starts with fresh TensorFlow state).
-A stage whose outputs are complete is skipped; a partial one is run again and continues by itself
-(training resumes from its checkpoint, a target dump from its last complete shard). Wall times are
-kept in ``<report_dir>/stages.json`` across reruns.
+The recipe, the study and the k sweep chain the steps of :mod:`tfblend.steps`, each run by the
+running interpreter with ``python -m``, from the installed package, in its own process (as a
+user would run them, and so that every stage starts with fresh TensorFlow state). A stage whose
+outputs are complete is skipped; a partial one is run again and continues by itself (training
+resumes from its checkpoint, a target dump from its last complete shard). Wall times are kept in
+``<report_dir>/stages.json`` across reruns.
 """
 
 import contextlib
@@ -109,8 +109,8 @@ class StageRunner:
             self._part = None
 
     def stage(self, label: str, complete: bool, step: str, **flag_values) -> None:
-        """Runs one stage, the step ``step`` (a module of :mod:`tfblend.steps`); list values
-        become repeated flags. Raises DataError on failure."""
+        """Runs one stage; list values become repeated flags. Raises DataError on failure.
+        ``step`` names a module of :mod:`tfblend.steps`."""
         if complete:
             say(f"stage {label}: complete, skipped")
             return
