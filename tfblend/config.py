@@ -89,14 +89,23 @@ class ModelConfig(hyperparams.OneOfConfig):
 
 @dataclasses.dataclass
 class OptimizerConfig(hyperparams.Config):
-    """Adam with an optional linear warm-up and cosine decay over the whole run.
+    """Adam with an optional linear warm-up, then a cosine decay over the whole run, a constant
+    rate, or the rate cut on a dev plateau.
 
     Attributes:
       learning_rate: peak learning rate.
-      schedule: "constant" or "cosine" (cosine decay to ``final_fraction`` of the peak).
+      schedule: "constant", "cosine" (cosine decay to ``final_fraction`` of the peak) or
+        "plateau" (``tfblend.train.plateau``: the rate is multiplied by ``plateau_factor`` when the
+        dev metric ``train.monitor`` has not improved by ``plateau_min_delta`` for
+        ``plateau_patience`` epochs, the weights rolled back to the best epoch's, and training
+        stops once the rate is below ``min_learning_rate``; the best epoch's weights are kept).
       warmup_steps: linear warm-up steps from 0 (tf-models-official ``LinearWarmup``).
       final_fraction: the cosine schedule's final learning rate over its peak.
       clipnorm: gradient-norm clipping; 0 disables it.
+      plateau_factor: the cut at a plateau, in (0, 1).
+      plateau_patience: epochs without improvement before a cut.
+      plateau_min_delta: the smallest improvement of the monitored metric that counts.
+      min_learning_rate: the plateau schedule stops below this rate.
     """
 
     learning_rate: float = 1e-3
@@ -104,6 +113,10 @@ class OptimizerConfig(hyperparams.Config):
     warmup_steps: int = 0
     final_fraction: float = 0.05
     clipnorm: float = 0.0
+    plateau_factor: float = 0.5
+    plateau_patience: int = 1
+    plateau_min_delta: float = 0.0
+    min_learning_rate: float = 1e-4
 
 
 @dataclasses.dataclass
@@ -111,13 +124,17 @@ class TrainConfig(hyperparams.Config):
     """Training length, seed and the hard-label loss.
 
     Attributes:
-      epochs: passes over the training split.
+      epochs: passes over the training split (with the plateau schedule: at most).
+      max_hours: with the plateau schedule: stop after this much training time (0: no limit).
+      monitor: the dev metric the plateau schedule watches ("val_accuracy" or "val_loss").
       seed: seeds weights, shuffling and dropout.
       label_smoothing: epsilon of the hard-label cross-entropy (the smoothing control).
       checkpoint_every_steps: how often the resumable checkpoint is written.
     """
 
     epochs: int = 3
+    max_hours: float = 0.0
+    monitor: str = "val_accuracy"
     seed: int = 0
     label_smoothing: float = 0.0
     checkpoint_every_steps: int = 200
@@ -205,7 +222,8 @@ def _choices() -> dict[str, tuple]:
         "data.auto_shard": ("auto", "file", "data"),
         "model.vgg.preset": tuple(sorted(PRESETS)),
         "model.vgg.normalization": NORMALIZATIONS,
-        "optimizer.schedule": ("cosine", "constant"),
+        "optimizer.schedule": ("cosine", "constant", "plateau"),
+        "train.monitor": ("val_accuracy", "val_loss"),
         "distill.tail": TAILS,
     }
 
@@ -217,6 +235,11 @@ _BOUNDS = {
     "data.shuffle_buffer": (1, None, True),
     "optimizer.learning_rate": (0, None, False),
     "train.epochs": (1, None, True),
+    "train.max_hours": (0, None, True),
+    "optimizer.plateau_factor": (0, 1, False),
+    "optimizer.plateau_patience": (1, None, True),
+    "optimizer.plateau_min_delta": (0, None, True),
+    "optimizer.min_learning_rate": (0, None, True),
     "train.label_smoothing": (0, 1, True),
     "train.checkpoint_every_steps": (1, None, True),
     "distill.alpha": (0, 1, True),

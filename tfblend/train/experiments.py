@@ -11,6 +11,7 @@ Every run is seeded (weights, shuffling, dropout) and uses deterministic ops and
 deterministic input order, so a killed run resumes to the same weights (:mod:`tfblend.train.fit`).
 """
 
+import csv
 import functools
 import os
 import time
@@ -29,6 +30,7 @@ from tfblend.records import TARGET_FORMAT, read_manifest
 from tfblend.train.fit import clear_resume_state, fit_resumable, standard_callbacks
 from tfblend.train.inputs import Inputs, teacher_inputs, training_sets, window_inputs
 from tfblend.train.modeldir import load_model_dir, save_model_dir
+from tfblend.train.plateau import plateau_control
 from tfblend.train.rundir import guarded_run
 from tfblend.train.strategies import make_optimizer, writable_dir
 
@@ -63,13 +65,16 @@ def _fit_and_save(trained, saved, inputs: Inputs, experiment, model_dir, strateg
     def variables_fn():
         return [*saved.variables, *trained.optimizer.variables]
 
-    _fit(trained, inputs, experiment, model_dir, strategy, variables_fn, verbose)
-    return _finish(saved, model_dir, strategy, experiment, info())
+    course = _fit(trained, saved, inputs, experiment, model_dir, strategy, variables_fn, verbose)
+    return _finish(saved, model_dir, strategy, experiment, info(training=course))
 
 
-def _fit(model, inputs: Inputs, experiment, model_dir, strategy, variables_fn, verbose):
+def _fit(model, saved, inputs: Inputs, experiment, model_dir, strategy, variables_fn, verbose):
+    """Runs the resumable fit; returns what ``model.json`` records of the schedule's course
+    (the plateau schedule also puts ``saved``'s best epoch's weights back)."""
     out_dir = writable_dir(model_dir, strategy)
-    return fit_resumable(
+    plateau = plateau_control(model, lambda: saved.weights, experiment)
+    fit_resumable(
         model,
         inputs.make_dataset,
         epochs=experiment.train.epochs,
@@ -81,7 +86,27 @@ def _fit(model, inputs: Inputs, experiment, model_dir, strategy, variables_fn, v
         callbacks=standard_callbacks(out_dir),
         validation_data=inputs.dev,
         verbose=verbose,
+        plateau=plateau,
     )
+    if plateau is not None:
+        return plateau.finish()
+    return {
+        "schedule": experiment.optimizer.schedule,
+        "epochs_run": experiment.train.epochs,
+        **_best_epoch(os.path.join(out_dir, "history.csv"), experiment.train.monitor),
+    }
+
+
+def _best_epoch(history_csv: str, monitor: str) -> dict:
+    """The 1-based epoch of ``history.csv`` with the best ``monitor`` and its value (a fixed
+    schedule keeps its last epoch's weights; this says whether an earlier one was better)."""
+    with open(history_csv, newline="") as stream:
+        values = [float(row[monitor]) for row in csv.DictReader(stream) if row.get(monitor)]
+    if not values:
+        return {}
+    pick = np.argmin if "loss" in monitor else np.argmax
+    best = int(pick(values))
+    return {"best_epoch": best + 1, f"best_{monitor}": values[best]}
 
 
 @guarded_run

@@ -36,16 +36,24 @@ class ResumeCheckpoint(keras.callbacks.Callback):
       every_steps: save period in optimizer steps.
       steps_per_epoch: steps in one epoch.
       offset: ``(epoch, step)`` at which the current ``fit`` call started.
+      plateau: the run's :class:`~tfblend.train.plateau.PlateauControl`, whose counters and best
+        weights are saved with the variables (None: a fixed schedule).
     """
 
-    def __init__(self, directory, variables_fn, every_steps, steps_per_epoch, offset=(0, 0)):
+    def __init__(
+        self, directory, variables_fn, every_steps, steps_per_epoch, offset=(0, 0), plateau=None
+    ):
         super().__init__()
         self.directory = directory
         self.variables_fn = variables_fn
         self.every_steps = max(int(every_steps), 1)
         self.steps_per_epoch = steps_per_epoch
         self.epoch, self.step = offset
+        self.plateau = plateau
         os.makedirs(directory, exist_ok=True)
+
+    def _save(self):
+        save_state(self.directory, self.variables_fn(), self.epoch, self.step, self.plateau)
 
     def on_epoch_begin(self, epoch, logs=None):
         if epoch != self.epoch:
@@ -54,11 +62,11 @@ class ResumeCheckpoint(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
         if self.step % self.every_steps == 0 and self.step < self.steps_per_epoch:
-            save_state(self.directory, self.variables_fn(), self.epoch, self.step)
+            self._save()
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch, self.step = epoch + 1, 0
-        save_state(self.directory, self.variables_fn(), self.epoch, 0)
+        self._save()
 
 
 class StopOnNonFinite(keras.callbacks.Callback):
@@ -78,37 +86,62 @@ class StopOnNonFinite(keras.callbacks.Callback):
             )
 
 
-def save_state(directory: str, variables, epoch: int, step: int) -> None:
+def save_state(directory: str, variables, epoch: int, step: int, plateau=None) -> None:
     """Writes the resume state atomically: the npz first, then the json that points at it.
 
+    With a :class:`~tfblend.train.plateau.PlateauControl`, its counters go into the json and its
+    best weights into the npz (``best_0, best_1, ...`` after the variables ``arr_0, ...``).
     The temporary file is named per process and removed when writing fails (a full disk).
     """
     name = f"variables-{epoch:04d}-{step:07d}.npz"
     temporary = os.path.join(directory, f".{name}.tmp-{os.getpid()}")
+    best = plateau.best_weights if plateau is not None and plateau.best_weights else []
     try:
         with open(temporary, "wb") as stream:
-            np.savez(stream, *[np.asarray(keras.ops.convert_to_numpy(v)) for v in variables])
+            np.savez(
+                stream,
+                *[np.asarray(keras.ops.convert_to_numpy(v)) for v in variables],
+                **{f"best_{i}": value for i, value in enumerate(best)},
+            )
         os.replace(temporary, os.path.join(directory, name))
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
-    write_json(
-        os.path.join(directory, "state.json"), {"epoch": epoch, "step": step, "variables": name}
-    )
+    state = {"epoch": epoch, "step": step, "variables": name}
+    if plateau is not None:
+        state["plateau"] = plateau.state()
+    write_json(os.path.join(directory, "state.json"), state)
     for stale in os.listdir(directory):
         if stale.startswith("variables-") and stale != name:
             os.remove(os.path.join(directory, stale))
 
 
-def restore_state(directory: str, variables) -> tuple[int, int]:
-    """Loads the resume state into ``variables``; returns ``(epoch, step)``, (0, 0) if none."""
+def restore_state(directory: str, variables, plateau=None) -> tuple[int, int]:
+    """Loads the resume state into ``variables`` (and ``plateau``, the run's
+    :class:`~tfblend.train.plateau.PlateauControl`); returns ``(epoch, step)``, (0, 0) if none."""
     path = os.path.join(directory, "state.json")
     if not os.path.exists(path):
         return 0, 0
     with open(path) as stream:
         state = json.load(stream)
+    if (plateau is None) != ("plateau" not in state):
+        raise DataError(
+            f"{directory}: the resume state was written by a run "
+            f"{'with' if 'plateau' in state else 'without'} the plateau schedule; this run "
+            f"{'uses' if plateau is not None else 'does not use'} it (delete the directory to "
+            "start over)"
+        )
     with np.load(os.path.join(directory, state["variables"])) as arrays:
-        values = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+        values = [arrays[f"arr_{i}"] for i in range(len(variables)) if f"arr_{i}" in arrays]
+        best = [arrays[f"best_{i}"] for i in range(len(arrays.files)) if f"best_{i}" in arrays]
+        extra = len(arrays.files) - len(values) - len(best)
+    if extra or len(values) != len(variables):
+        raise DataError(
+            f"{directory}: the resume state holds {len(values) + extra} variables, the model has "
+            f"{len(variables)}; it belongs to another model (delete the directory to start over)"
+        )
+    if plateau is not None:
+        plateau.restore(state["plateau"], best or None)
     if len(values) != len(variables):
         raise DataError(
             f"{directory}: the resume state holds {len(values)} variables, the model has "
@@ -137,6 +170,7 @@ def fit_resumable(
     callbacks=(),
     validation_data=None,
     verbose="auto",
+    plateau=None,
 ) -> dict[str, list[float]]:
     """``model.fit`` that continues exactly where a killed run stopped.
 
@@ -155,23 +189,27 @@ def fit_resumable(
       callbacks: further Keras callbacks (TensorBoard, CSV logger, ...).
       validation_data: evaluated at each epoch end.
       verbose: Keras's verbosity.
+      plateau: a :class:`~tfblend.train.plateau.PlateauControl` (its schedule is the optimizer's):
+        training may then stop before ``epochs``; its state resumes with the variables. Call
+        its ``finish`` afterwards to restore the best epoch's weights.
 
     Returns:
       The merged ``History.history`` of the epochs run by this call.
     """
-    epoch, step = restore_state(restore_dir or resume_dir, variables_fn())
+    epoch, step = restore_state(restore_dir or resume_dir, variables_fn(), plateau)
     history: dict[str, list[float]] = {}
+    control = [] if plateau is None else [plateau]
 
     def run(dataset, first_epoch, last_epoch, steps, offset):
         checkpoint = ResumeCheckpoint(
-            resume_dir, variables_fn, every_steps, steps_per_epoch, offset
+            resume_dir, variables_fn, every_steps, steps_per_epoch, offset, plateau
         )
         result = model.fit(
             dataset,
             initial_epoch=first_epoch,
             epochs=last_epoch,
             steps_per_epoch=steps,
-            callbacks=[StopOnNonFinite(), checkpoint, *callbacks],
+            callbacks=[StopOnNonFinite(), *control, checkpoint, *callbacks],
             validation_data=validation_data,
             shuffle=False,  # the datasets shuffle themselves, recomputably per epoch
             verbose=verbose,
@@ -179,11 +217,14 @@ def fit_resumable(
         for key, values in result.history.items():
             history.setdefault(key, []).extend(values)
 
+    def stopped():
+        return plateau is not None and plateau.stopped is not None
+
     if step and epoch < epochs:
         partial = make_dataset(epoch, False).skip(step)
         run(partial, epoch, epoch + 1, steps_per_epoch - step, (epoch, step))
         epoch += 1
-    if epoch < epochs:
+    if epoch < epochs and not stopped():
         run(make_dataset(epoch, True), epoch, epochs, steps_per_epoch, (epoch, 0))
     return history
 

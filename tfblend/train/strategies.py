@@ -36,6 +36,7 @@ from official.modeling.optimization import lr_schedule
 
 from tfblend.config import OptimizerConfig
 from tfblend.errors import DataError
+from tfblend.train.plateau import PlateauSchedule
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
@@ -168,8 +169,12 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def make_optimizer(config: OptimizerConfig, total_steps: int) -> keras.optimizers.Optimizer:
-    """Adam with the schedule of ``config`` over ``total_steps`` optimizer steps."""
-    if config.schedule == "cosine":
+    """Adam with the schedule of ``config`` over ``total_steps`` optimizer steps (the plateau
+    schedule's length is decided by the dev metric: ``optimizer.learning_rate`` is then a
+    :class:`~tfblend.train.plateau.PlateauSchedule`)."""
+    if config.schedule == "plateau":
+        learning_rate = PlateauSchedule(config.learning_rate, config.warmup_steps)
+    elif config.schedule == "cosine":
         learning_rate = WarmupCosine(
             config.learning_rate, total_steps, config.warmup_steps, config.final_fraction
         )
@@ -177,7 +182,8 @@ def make_optimizer(config: OptimizerConfig, total_steps: int) -> keras.optimizer
         learning_rate = config.learning_rate
     else:
         raise DataError(
-            f"optimizer.schedule must be 'cosine' or 'constant', not {config.schedule!r}"
+            f"optimizer.schedule must be 'cosine', 'constant' or 'plateau', not "
+            f"{config.schedule!r}"
         )
     return keras.optimizers.Adam(learning_rate, clipnorm=config.clipnorm or None)
 
