@@ -134,6 +134,28 @@ def test_signatures_check_their_inputs(export_dir):
         assert {k: tuple(v.shape) for k, v in out.items()} == dict.fromkeys(out, (0, 5126))
 
 
+def test_signatures_refuse_nan_and_inf_naming_the_frame(export_dir):
+    """A NaN or Inf frame would silently change the 2W outputs around it: every signature
+    refuses it, naming the signature and the first bad frame (the README quotes the message)."""
+    signatures = tf.saved_model.load(export_dir).signatures
+    utterance = np.zeros((30, 40), np.float32)
+    for value, text in ((np.nan, "nan"), (np.inf, "inf"), (-np.inf, "-inf")):
+        bad = utterance.copy()
+        bad[17, 3] = value
+        bad[20, 0] = np.nan  # only the first bad frame is named
+        expected = f"utterance: input features must be finite: frame 17 (feature 3) is {text}"
+        with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(expected)):
+            signatures["utterance"](features=tf.constant(bad))
+        windows = np.stack([bad[i : i + 21] for i in range(5)])  # first bad: window 0, frame 17
+        expected = (f"serving_default: input features must be finite: window 0, frame 17 "
+                    f"(feature 3) is {text}")  # fmt: skip
+        with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(expected)):
+            signatures["serving_default"](features=tf.constant(windows))
+    assert read_export_metadata(export_dir)["finite_input_check"] is True
+    documented = "utterance: input features must be finite: frame 17 (feature 3) is nan"
+    assert documented in README.read_text()
+
+
 def test_priors_are_counted_on_training_alignments(export_dir, tiny_corpus):
     priors = np.array(read_export_metadata(export_dir)["log_priors"])
     np.testing.assert_allclose(priors, senone_log_priors(tiny_corpus / "train", 5126), atol=1e-6)
@@ -177,3 +199,9 @@ def test_sequence_export_takes_features_and_lengths(tiny_teacher, tmp_path, tiny
         match=r"serving_default: input features must be float32 \[batch, time, 40\]",
     ):
         signature(features=tf.constant(batch[..., :39]), lengths=tf.constant(lengths))
+    batch[1, 3, 2] = np.inf
+    with pytest.raises(
+        tf.errors.InvalidArgumentError,
+        match=r"serving_default: input features must be finite: utterance 1, frame 3 \(feature 2",
+    ):
+        signature(features=tf.constant(batch), lengths=tf.constant(lengths))

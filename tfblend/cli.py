@@ -14,14 +14,13 @@ wrong>``, and exit status 1, never a traceback (unless ``--verbose``): :func:`ru
 
 import contextlib
 import os
-import re
 import sys
 import time
 import traceback
 
 from absl import app, flags, logging
 
-from tfblend.errors import DataError
+from tfblend.errors import DataError, assertion_text
 
 _COMMON = {
     "corpus_dir": ("string", None, "Corpus root holding train/, dev/ and test/ utterance sets."),
@@ -97,9 +96,9 @@ def error_line(error: BaseException) -> str | None:
         return f"{error.strerror or error}{where}"
     if isinstance(error, tf.errors.OpError):
         text = error.message or type(error).__name__
-        if "assertion failed:" in text:
-            first = text.split("assertion failed:", 1)[1].splitlines()[0]
-            return " ".join(re.findall(r"\[([^\[\]]*)\]", first)) or first.strip()
+        asserted = assertion_text(text)
+        if asserted is not None:
+            return asserted
         first = text.strip().splitlines()[0]
         kind = type(error).__name__
         if isinstance(error, tf.errors.DataLossError):

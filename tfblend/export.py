@@ -97,10 +97,12 @@ def _normaliser(cmvn: CmvnStats | None):
     return lambda features: (features - mean) * scale
 
 
-def _guarded(features, trailing, expected, compute, empty_shape):
-    """``compute()`` if ``features``' trailing dims equal ``trailing``, else an
-    InvalidArgumentError naming the input and ``expected``; the model runs only on valid input
-    (a control dependency alone would let the model's own shape error win the race)."""
+def _guarded(features, trailing, expected, compute, empty_shape, finite=None):
+    """``compute()`` if ``features``' trailing dims equal ``trailing`` and (unless ``finite`` is
+    None) every value is finite; else an InvalidArgumentError: ``expected`` and the shape for a
+    wrong shape, ``finite``'s message for a NaN or Inf (:func:`_refuse_non_finite`). The model
+    runs only on valid input (a control dependency alone would let the model's own shape error
+    win the race, and a NaN frame would silently change the 2W outputs around it)."""
     shape = tf.shape(features)
     valid = tf.reduce_all(tf.equal(shape[-len(trailing) :], trailing))
 
@@ -109,7 +111,34 @@ def _guarded(features, trailing, expected, compute, empty_shape):
         with tf.control_dependencies([check]):
             return tf.zeros(empty_shape, tf.float32)
 
-    return tf.cond(valid, compute, refuse)
+    checked = compute
+    if finite is not None:
+        name, axes = finite
+
+        def checked():
+            return tf.cond(
+                tf.reduce_all(tf.math.is_finite(features)),
+                compute,
+                lambda: _refuse_non_finite(features, name, axes, empty_shape),
+            )
+
+    return tf.cond(valid, checked, refuse)
+
+
+def _refuse_non_finite(features, name, axes, empty_shape):
+    """An InvalidArgumentError "<name>: input features must be finite: <axes[0]> i, <axes[1]>
+    j, ... (feature d) is nan" naming the first non-finite value in row-major order (the first
+    bad frame)."""
+    where = tf.where(tf.logical_not(tf.math.is_finite(features)))[0]
+    value = tf.gather_nd(features, where)
+    places = ", ".join(f"{axis} {{}}" for axis in axes)
+    message = tf.strings.format(
+        f"{name}: input features must be finite: {places} (feature {{}}) is {{}}",
+        [*tf.unstack(where, num=len(axes) + 1), value],
+    )
+    check = tf.debugging.Assert(False, [message])
+    with tf.control_dependencies([check]):
+        return tf.zeros(empty_shape, tf.float32)
 
 
 def export_model(
@@ -122,6 +151,7 @@ def export_model(
     context: int | None = None,
     cmvn: CmvnStats | None = None,
     metadata: dict | None = None,
+    check_finite: bool = True,
 ) -> str:
     """Writes ``model`` as a SavedModel with the signatures of this module's docstring.
 
@@ -137,6 +167,8 @@ def export_model(
       cmvn: global CMVN statistics applied inside the graph, or None if the model takes
         features as they are.
       metadata: extra JSON-serialisable facts stored in ``assets.extra/tfblend.json``.
+      check_finite: every signature refuses an input holding a NaN or Inf, naming the first
+        bad frame (False only to measure what the check costs: ``benchmarks/bench_serving.py``).
 
     Returns:
       ``export_dir``.
@@ -152,8 +184,9 @@ def export_model(
     archive.track(model)
     add_endpoints = _window_endpoints if kind == "window" else _sequence_endpoints
     add_endpoints(
-        archive, model, _Outputs(log_priors), _normaliser(cmvn), feature_dim, num_classes, context
-    )
+        archive, model, _Outputs(log_priors), _normaliser(cmvn), feature_dim, num_classes, context,
+        check_finite,
+    )  # fmt: skip
     facts = {
         "kind": kind,
         "num_classes": num_classes,
@@ -161,13 +194,16 @@ def export_model(
         "context": context,
         "normalisation": "global_cmvn_in_graph" if cmvn is not None else "none",
         "log_priors": [float(v) for v in log_priors],
+        "finite_input_check": bool(check_finite),
         **(metadata or {}),
     }
     _write(archive, export_dir, facts)
     return export_dir
 
 
-def _window_endpoints(archive, model, outputs, normalise, feature_dim, num_classes, context):
+def _window_endpoints(
+    archive, model, outputs, normalise, feature_dim, num_classes, context, check_finite
+):
     """``serving_default`` on windows and ``utterance`` on one whole utterance (dense in one
     pass for a model with a receptive field, else on its spliced windows)."""
     width = 2 * context + 1
@@ -189,6 +225,7 @@ def _window_endpoints(archive, model, outputs, normalise, feature_dim, num_class
                 lambda: tf.zeros([0, num_classes], tf.float32),
             ),
             [0, num_classes],
+            ("serving_default", ("window", "frame")) if check_finite else None,
         )
         return outputs(logits)
 
@@ -208,6 +245,7 @@ def _window_endpoints(archive, model, outputs, normalise, feature_dim, num_class
                 lambda: tf.zeros([0, num_classes], tf.float32),
             ),
             [0, num_classes],
+            ("utterance", ("frame",)) if check_finite else None,
         )
         return outputs(logits)
 
@@ -223,8 +261,11 @@ def _window_endpoints(archive, model, outputs, normalise, feature_dim, num_class
     )
 
 
-def _sequence_endpoints(archive, model, outputs, normalise, feature_dim, num_classes, context):
-    """``serving_default`` on padded batches of utterances with their lengths."""
+def _sequence_endpoints(
+    archive, model, outputs, normalise, feature_dim, num_classes, context, check_finite
+):
+    """``serving_default`` on padded batches of utterances with their lengths (padding
+    included in the finite check: pad with zeros)."""
     del context  # a sequence model reads whole utterances
 
     def serve_sequences(features, lengths):
@@ -233,7 +274,10 @@ def _sequence_endpoints(archive, model, outputs, normalise, feature_dim, num_cla
             return model({"features": normalise(features), "mask": mask}, training=False)
 
         expected = f"serving_default: input features must be float32 [batch, time, {feature_dim}]"
-        return outputs(_guarded(features, [feature_dim], expected, logits, [0, 0, num_classes]))
+        finite = ("serving_default", ("utterance", "frame")) if check_finite else None
+        return outputs(
+            _guarded(features, [feature_dim], expected, logits, [0, 0, num_classes], finite)
+        )
 
     archive.add_endpoint(
         "serving_default",

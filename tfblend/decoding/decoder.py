@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from tfblend.errors import DataError
+from tfblend.errors import DataError, assertion_text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,7 +137,8 @@ class ExportScorer:
         self._tf = tf
 
     def __call__(self, features: np.ndarray, utt_id: str = "utterance") -> np.ndarray:
-        """float32 ``[T, D]`` raw features -> float32 ``[T, K]`` log-likelihoods."""
+        """float32 ``[T, D]`` raw features -> float32 ``[T, K]`` log-likelihoods. DataError
+        naming ``utt_id`` and the export when the export refuses them (a NaN or Inf frame)."""
         tf = self._tf
         features = np.asarray(features, np.float32)
         if features.ndim != 2 or features.shape[1] != self.feature_dim:
@@ -145,12 +146,18 @@ class ExportScorer:
                 f"{utt_id}: features of shape {features.shape}; the export {self.export_dir} "
                 f"takes [T, {self.feature_dim}]"
             )
-        if self.kind == "window":
-            out = self._signature(features=tf.constant(features))
-            return out["log_likelihoods"].numpy()
-        out = self._signature(
-            features=tf.constant(features[None]), lengths=tf.constant([features.shape[0]])
-        )
+        try:
+            if self.kind == "window":
+                out = self._signature(features=tf.constant(features))
+                return out["log_likelihoods"].numpy()
+            out = self._signature(
+                features=tf.constant(features[None]), lengths=tf.constant([features.shape[0]])
+            )
+        except tf.errors.InvalidArgumentError as error:  # the graph's input checks
+            why = assertion_text(error.message) or error.message.strip().splitlines()[0]
+            raise DataError(
+                f"utterance {utt_id}: the export {self.export_dir} refused its features: {why}"
+            ) from None
         return out["log_likelihoods"].numpy()[0]
 
 
