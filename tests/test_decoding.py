@@ -13,6 +13,7 @@ export serves log-likelihoods the decoder can read.
 
 import json
 import os
+import re
 import shutil
 
 import kaldiio
@@ -22,6 +23,7 @@ import pytest
 import tensorflow as tf
 from conftest import run_script
 
+from tfblend import records as records_lib
 from tfblend.corpus import mdef, prompts
 from tfblend.decoding import graph as graph_lib
 from tfblend.decoding import hmm, lexicon, wer, wer_runs
@@ -439,3 +441,103 @@ def test_bad_ensembles_are_named(tiny_corpus, small_graph, member_exports, odd_e
     ):
         with pytest.raises(DataError, match=message):
             parse_ensembles({"e": "cnn+m"}, exports, arks, serving_only)
+
+
+# -- issue 21: graphs checked on reuse, served NaNs named by utterance ---------------------------
+
+
+def _mini_graph(directory, words=None):
+    """A graph of the 20 most probable task words (about 0.6 s to build): (record, words, arpa)."""
+    words = list(words or prompts.vocabulary(20))
+    arpa = os.path.join(os.path.dirname(directory), "mini.arpa")
+    prompts.write_arpa(prompts.task_lm(tuple(words)), arpa)
+    return graph_lib.build_graph(directory, words, arpa), words, arpa
+
+
+def test_graphs_are_checked_on_reuse(tiny_corpus, small_graph, oracle_export, tmp_path):
+    """A truncated, zeroed or foreign graph is rebuilt (or, under --nobuild_graph, refused) with
+    one line saying what differs; a graph missing test words warns with the OOV rate."""
+    mini = str(tmp_path / "mini")
+    record, words, arpa = _mini_graph(mini)
+    assert record["files"]["HCLG.fst"]["bytes"] == record["hclg_bytes"] > 0
+    hclg = os.path.join(mini, "HCLG.fst")
+    size = os.path.getsize(hclg)
+    with open(hclg, "r+b") as stream:  # truncated: caught by the size, before OpenFst reads it
+        stream.truncate(size // 2)
+    message = f"{hclg} is {size // 2:,} bytes, graph.json records {size:,} (truncated or replaced)"
+    with pytest.raises(DataError, match=re.escape(f"decoding graph {mini}: {message}; rebuild")):
+        GraphDecoder(mini)
+    again = graph_lib.build_graph(mini, words, arpa)
+    assert not again["reused"] and again["rebuilt_because"] == message
+    with open(hclg, "r+b") as stream:  # zeroed, same size: caught by the sha256
+        stream.write(bytes(size))
+    with pytest.raises(DataError, match="HCLG.fst does not match the sha256 in graph.json"):
+        GraphDecoder(mini)
+    rebuilt = graph_lib.build_graph(mini, words, arpa)
+    assert "does not match the sha256" in rebuilt["rebuilt_because"]
+    foreign = graph_lib.build_graph(mini, words[:-1], arpa)  # another vocabulary: rebuilt
+    assert foreign["rebuilt_because"] == "its vocabulary changed since graph.json"
+    assert graph_lib.build_graph(mini, words[:-1], arpa)["reused"]
+    (tmp_path / "mini" / "graph.json").write_text("{not json")
+    with pytest.raises(DataError, match=f"cannot read {mini}/graph.json: Expecting"):
+        GraphDecoder(mini)
+    graph_lib.build_graph(mini, words, arpa)
+    # Under --nobuild_graph a truncated graph is refused in one line, before anything is written.
+    truncated = tmp_path / "truncated"
+    shutil.copytree(small_graph, truncated)
+    os.truncate(truncated / "HCLG.fst", 0)
+    out = tmp_path / "wer"
+    result = run_script(
+        "decode.py", f"--corpus_dir={tiny_corpus}", f"--graph_dir={truncated}", "--nobuild_graph",
+        f"--model=oracle={oracle_export}", f"--output_dir={out}", check=False,
+    )  # fmt: skip
+    _one_line_error(result, f"decode.py: error: decoding graph {truncated}: {truncated}/HCLG.fst "
+                            "is 0 bytes, graph.json records")  # fmt: skip
+    assert "Traceback" not in result.stderr and not out.exists()
+    # A graph of another LM (20 words): one warning line each for the LM and the OOV words.
+    result = run_script(
+        "decode.py", f"--corpus_dir={tiny_corpus}", f"--graph_dir={mini}", "--nobuild_graph",
+        f"--model=oracle={oracle_export}", f"--output_dir={out}", "--per_voice=1",
+        "--dev_per_voice=1", "--acoustic_scales=1",
+    )  # fmt: skip
+    assert "was built from another arpa and vocabulary than the corpus's task LM" in result.stdout
+    oov = json.loads((out / "wer.json").read_text())["oov"]
+    assert oov["words"] > 0 and 0 < oov["rate"] <= 1
+    line = (f"warning: {oov['words']} of {oov['distinct']} test words are not in the graph's "
+            f"vocabulary ({mini}/words.txt): {oov['tokens']} of {oov['ref_tokens']} word tokens, "
+            f"OOV rate {oov['rate']:.1%}")  # fmt: skip
+    assert line in result.stdout, result.stdout
+
+
+def test_served_nan_is_named_by_utterance(tiny_corpus, oracle_export, tmp_path):
+    """A NaN frame that reaches the export (a foreign shard) stops compute_loglikes in one line
+    naming the utterance and the frame; no ark or scp is left."""
+    corpus = tmp_path / "corpus"
+    utterances = list(iterate_utterances(tiny_corpus / "test"))
+    victim = utterances[1]
+    victim.features = victim.features.copy()
+    victim.features[7, 4] = np.nan
+    manifest = records_lib.read_manifest(tiny_corpus / "test")
+    path = records_lib.shard_paths(tiny_corpus / "test", manifest)[0]
+    shutil.copytree(tiny_corpus / "test", corpus / "test")
+    path = str(corpus / "test" / os.path.basename(path))
+    first = utterances[: manifest["shards"][0]["num_utterances"]]
+    assert victim.utt_id in {u.utt_id for u in first}
+    with tf.io.TFRecordWriter(path) as writer:  # a foreign writer: the NaN is not refused
+        for utterance in first:
+            writer.write(records_lib.utterances._sequence_example(utterance, utterance.features))
+    manifest["shards"][0].update(sha256=records_lib.file_sha256(path), bytes=os.path.getsize(path))
+    records_lib.write_manifest(corpus / "test", manifest)
+    scorer = ExportScorer(oracle_export)
+    with pytest.raises(DataError, match=re.escape(
+        f"utterance {victim.utt_id}: the export {oracle_export} refused its features: utterance: "
+        "input features must be finite: frame 7 (feature 4) is nan"
+    )):  # fmt: skip
+        wer_runs.score_matrices(scorer, [victim])  # what decode.py scores utterances with
+    result = run_script(
+        "compute_loglikes.py", f"--export_dir={oracle_export}", f"--corpus_dir={corpus}",
+        "--split=test", f"--output={tmp_path / 'out' / 'test'}", check=False,
+    )  # fmt: skip
+    _one_line_error(result, f"compute_loglikes.py: error: utterance {victim.utt_id}: the export",
+                    "frame 7 (feature 4) is nan")  # fmt: skip
+    assert result.returncode == 1 and os.listdir(tmp_path / "out") == []

@@ -12,7 +12,6 @@ Keras model.
 """
 
 import dataclasses
-import json
 import os
 
 import numpy as np
@@ -36,7 +35,8 @@ class GraphDecoder:
 
     Args:
       graph_dir: a graph directory (``HCLG.fst``, ``words.txt``, ``label_senones.npy``,
-        ``graph.json``).
+        ``graph.json``), verified against graph.json (``tfblend.decoding.graph.verify_graph``:
+        DataError naming the file that is missing, truncated or changed) before it is read.
       acoustic_scale: multiplies the log-likelihoods (the LM weight is 1).
       beam: the decoding beam (cost units).
       max_active: the most tokens kept per frame.
@@ -48,11 +48,11 @@ class GraphDecoder:
         import kaldi_decoder
         import kaldifst
 
+        from tfblend.decoding.graph import verify_graph
+
         self.graph_dir = graph_dir
-        record_path = os.path.join(graph_dir, "graph.json")
+        self.record = verify_graph(graph_dir)  # the files' sizes and sha256 first
         try:
-            with open(record_path) as f:
-                self.record = json.load(f)
             self.label_senones = np.load(os.path.join(graph_dir, "label_senones.npy"))
             with open(os.path.join(graph_dir, "words.txt")) as f:
                 self.words = [line.split()[0] for line in f]

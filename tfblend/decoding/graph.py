@@ -18,9 +18,11 @@ positions share senones, and with senone labels H o CLG is not functional and de
 fails. ``label_senones`` maps every label to its senone column (labels start at 1; 0 is epsilon).
 
 A graph directory holds ``HCLG.fst``, ``words.txt``, ``label_senones.npy``, ``G.arpa`` (a copy
-of the LM) and ``graph.json`` (the digest of every input, sizes, build time).
-:func:`build_graph` reuses a directory whose recorded digest equals that of its inputs and
-rebuilds it when any input changes.
+of the LM) and ``graph.json`` (the digest of every input, the size and sha256 of every file
+above, sizes, build time). :func:`build_graph` reuses a directory whose recorded digest equals
+that of its inputs and whose files are the ones recorded (:func:`verify_graph`: a truncated,
+zeroed or replaced ``HCLG.fst`` is caught by its size or sha256 before OpenFst reads it), and
+rebuilds it otherwise, saying why (``rebuilt_because``).
 """
 
 import hashlib
@@ -39,19 +41,39 @@ GRAPH_VERSION = 1
 SELF_LOOP_SCALE = 0.1
 GRAPH_FILE = "graph.json"
 LM_FILE = "G.arpa"
+#: The files a graph directory holds besides graph.json (what the decoder and the anchor load),
+#: each recorded in graph.json with its size and sha256.
+GRAPH_FILES = ("HCLG.fst", "words.txt", "label_senones.npy", LM_FILE)
+#: The inputs that tie a graph to the acoustic model (its senones, its pronunciations).
+ACOUSTIC_INPUTS = ("dictionary", "mdef", "transition_matrices")
 
 
 def input_digests(words, arpa: str, dictionary: str, model_dir: str, silence_prob: float) -> dict:
     """The digests that identify a graph: of every input file, the vocabulary and the options."""
     return {
         "version": GRAPH_VERSION,
+        **lm_digests(words, arpa),
+        **acoustic_digests(dictionary, model_dir),
+        "silence_prob": silence_prob,
+        "self_loop_scale": SELF_LOOP_SCALE,
+    }
+
+
+def lm_digests(words, arpa: str) -> dict:
+    """The digests of a graph's vocabulary and LM (``vocabulary``, ``arpa``)."""
+    return {
         "vocabulary": hashlib.sha256("\n".join(words).encode()).hexdigest(),
         "arpa": file_sha256(arpa),
+    }
+
+
+def acoustic_digests(dictionary: str, model_dir: str) -> dict:
+    """The digests of :data:`ACOUSTIC_INPUTS`: the dictionary and the acoustic model's
+    ``mdef`` and ``transition_matrices``."""
+    return {
         "dictionary": file_sha256(dictionary),
         "mdef": file_sha256(os.path.join(model_dir, "mdef")),
         "transition_matrices": file_sha256(os.path.join(model_dir, "transition_matrices")),
-        "silence_prob": silence_prob,
-        "self_loop_scale": SELF_LOOP_SCALE,
     }
 
 
@@ -86,12 +108,9 @@ def build_graph(
     words = list(words)
     digests = input_digests(words, arpa, dictionary, model_dir, silence_prob)
     digest = hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
-    record_path = os.path.join(output_dir, GRAPH_FILE)
-    if os.path.exists(record_path):
-        with open(record_path) as f:
-            record = json.load(f)
-        if record.get("digest") == digest:
-            return {**record, "reused": True}
+    cached, reason = _cached(output_dir, digests, digest)
+    if cached is not None:
+        return {**cached, "reused": True, "rebuilt_because": None}
     start = time.time()
     topology = hmm.load_topology(model_dir)
     prons = lexicon.read_dictionary(dictionary, words)
@@ -117,6 +136,7 @@ def build_graph(
             "num_labels": int(label_senones.shape[0] - 1),
             "sizes": sizes,
             "hclg_bytes": os.path.getsize(os.path.join(staging, "HCLG.fst")),
+            "files": {name: _file_facts(os.path.join(staging, name)) for name in GRAPH_FILES},
             "build_seconds": round(time.time() - start, 2),
         }
         write_json(os.path.join(staging, GRAPH_FILE), record)
@@ -125,7 +145,88 @@ def build_graph(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return {**record, "reused": False}
+    return {**record, "reused": False, "rebuilt_because": reason}
+
+
+def _cached(output_dir: str, digests: dict, digest: str) -> tuple:
+    """``(record, None)`` when ``output_dir`` holds the graph of ``digest`` with its files
+    intact; else ``(None, why it is rebuilt)`` (None for a directory without a graph)."""
+    if not os.path.exists(os.path.join(output_dir, GRAPH_FILE)):
+        return None, None
+    try:
+        record = read_graph_record(output_dir)
+    except DataError as error:
+        return None, str(error)
+    if record.get("digest") != digest:
+        changed = input_differences(record["inputs"], digests)
+        return None, f"its {' and '.join(changed) or 'inputs'} changed since {GRAPH_FILE}"
+    problem = check_graph_files(output_dir, record)
+    return (record, None) if problem is None else (None, problem)
+
+
+def _file_facts(path: str) -> dict:
+    return {"bytes": os.path.getsize(path), "sha256": file_sha256(path)}
+
+
+def input_differences(recorded: dict, expected: dict, keys=None) -> list[str]:
+    """The names of the inputs (of ``keys``, default all) whose recorded digests differ."""
+    keys = sorted(set(recorded) | set(expected)) if keys is None else keys
+    return [key for key in keys if recorded.get(key) != expected.get(key)]
+
+
+def read_graph_record(graph_dir: str) -> dict:
+    """``graph.json`` of a graph directory; DataError naming the file when it is missing,
+    unreadable or not a graph record."""
+    path = os.path.join(graph_dir, GRAPH_FILE)
+    try:
+        with open(path) as stream:
+            record = json.load(stream)
+    except FileNotFoundError:
+        raise DataError(f"{graph_dir} holds no decoding graph ({path} is missing)") from None
+    except (OSError, ValueError) as error:
+        why = getattr(error, "strerror", None) or error
+        raise DataError(f"cannot read {path}: {why}") from None
+    if not isinstance(record, dict) or not isinstance(record.get("inputs"), dict):
+        raise DataError(f"{path} is not a decoding graph record (no inputs)")
+    return record
+
+
+def check_graph_files(graph_dir: str, record: dict) -> str | None:
+    """None when every file of :data:`GRAPH_FILES` has the size and sha256 ``record``
+    (graph.json) gives it, else what differs, naming the file. The size is compared first: a
+    truncated file is named without hashing it. DataError for a file that cannot be read."""
+    files = record.get("files")
+    if not isinstance(files, dict):
+        return f"{GRAPH_FILE} records no sizes and checksums of its files (an older graph)"
+    for name in GRAPH_FILES:
+        path = os.path.join(graph_dir, name)
+        expected = files.get(name)
+        if not isinstance(expected, dict) or not isinstance(expected.get("bytes"), int):
+            return f"{GRAPH_FILE} records no size and checksum of {name}"
+        try:
+            size = os.path.getsize(path)
+            if size != expected["bytes"]:
+                return (
+                    f"{path} is {size:,} bytes, {GRAPH_FILE} records {expected['bytes']:,} "
+                    "(truncated or replaced)"
+                )
+            if file_sha256(path) != expected.get("sha256"):
+                return f"{path} does not match the sha256 in {GRAPH_FILE} (corrupt or replaced)"
+        except FileNotFoundError:
+            return f"{path} is missing"
+        except OSError as error:
+            raise DataError(f"cannot read {path}: {error.strerror or error}") from None
+    return None
+
+
+def verify_graph(graph_dir: str) -> dict:
+    """The record of a graph directory whose files are intact (:func:`check_graph_files`);
+    DataError naming the graph and what differs otherwise."""
+    record = read_graph_record(graph_dir)
+    problem = check_graph_files(graph_dir, record)
+    if problem is not None:
+        raise DataError(f"decoding graph {graph_dir}: {problem}; rebuild it")
+    return record
 
 
 def _compile(lex, arpa, topology, workdir):
@@ -247,6 +348,19 @@ def _self_loop_text(loops):
         lines.append(f"{label} {label} {label} 0 {loop_cost[label - 1]:.7g}")
         lines.append(f"{label} 0 0 0 {exit_cost[label - 1]:.7g}")
     return "\n".join([*lines, "0"]) + "\n"
+
+
+def task_lm_digests(vocabulary_size: int) -> dict:
+    """:func:`lm_digests` of the task LM an LM-prompted corpus was sampled from."""
+    import tempfile
+
+    from tfblend.corpus import prompts
+
+    words = prompts.vocabulary(vocabulary_size)
+    with tempfile.TemporaryDirectory(prefix="tfblend-lm-") as tmp:
+        arpa = os.path.join(tmp, LM_FILE)
+        prompts.write_arpa(prompts.task_lm(words), arpa)
+        return lm_digests(words, arpa)
 
 
 def build_task_graph(output_dir: str, vocabulary_size: int, **options) -> dict:

@@ -44,6 +44,25 @@ def select_utterances(split_dir: str, refs: dict, per_voice: int | None):
     return taken
 
 
+def out_of_vocabulary(refs: dict, utterances, vocabulary) -> dict:
+    """The reference words of ``utterances`` that are not in ``vocabulary`` (a graph's
+    words.txt): ``words`` and ``distinct`` (distinct OOV and all words), ``tokens`` and
+    ``ref_tokens`` (OOV and all running words), ``rate`` (tokens / ref_tokens) and
+    ``examples`` (the first five OOV words, sorted)."""
+    vocabulary = set(vocabulary)
+    running = [word for u in utterances for word in refs[u.utt_id]]
+    missing = sorted({word for word in running if word not in vocabulary})
+    tokens = sum(word not in vocabulary for word in running)
+    return {
+        "words": len(missing),
+        "distinct": len(set(running)),
+        "tokens": tokens,
+        "ref_tokens": len(running),
+        "rate": tokens / len(running) if running else 0.0,
+        "examples": missing[:5],
+    }
+
+
 def decode_all(decoder, loglikes: dict, acoustic_scale: float) -> tuple:
     """Decodes ``{utt_id: [T, K]}`` at one scale: ``({utt_id: words}, seconds, not_final)``."""
     decoder.acoustic_scale = acoustic_scale

@@ -25,7 +25,6 @@ Example:
       (decodes the ensemble only; its members are scored for it, not decoded)
 """
 
-import json
 import os
 import time
 
@@ -87,35 +86,73 @@ def _pairs(values):
 
 
 def _graph(test_dir):
-    """The graph: built (or reused, by digest) from the corpus's task LM for an LM-prompted
-    corpus (unless --nobuild_graph); otherwise --graph_dir must hold one. Either way its
-    dictionary must be the one the corpus labels came from (pocketsphinx's)."""
-    from tfblend.corpus.mdef import default_dictionary
-    from tfblend.decoding.graph import GRAPH_FILE, build_task_graph
-    from tfblend.records import file_sha256, read_manifest
+    """The graph: built (or reused, by digest, with its files verified) from the corpus's task
+    LM for an LM-prompted corpus (unless --nobuild_graph); otherwise --graph_dir must hold one,
+    intact (``GraphDecoder`` verifies its files). Either way it must be built from the
+    dictionary and acoustic model the corpus labels came from (pocketsphinx's); a graph of
+    another LM than the corpus's task LM is named in a warning line."""
+    from tfblend.corpus.mdef import default_dictionary, default_model_dir
+    from tfblend.decoding import graph as graph_lib
 
-    corpus = read_manifest(test_dir)["metadata"].get("corpus", {})
-    record_path = os.path.join(FLAGS.graph_dir, GRAPH_FILE)
-    if FLAGS.build_graph and corpus.get("prompts") == "lm":
-        record = build_task_graph(FLAGS.graph_dir, corpus["prompt_vocabulary"])
+    corpus = read_corpus_facts(test_dir)
+    lm_prompted = corpus.get("prompts") == "lm"
+    if FLAGS.build_graph and lm_prompted:
+        record = graph_lib.build_task_graph(FLAGS.graph_dir, corpus["prompt_vocabulary"])
+        how = "reused" if record["reused"] else f"built in {record['build_seconds']:.0f} s"
+        if record["rebuilt_because"]:
+            how = f"rebuilt in {record['build_seconds']:.0f} s: {record['rebuilt_because']}"
         cli.say(
             f"graph {FLAGS.graph_dir}: {record['num_words']} words, "
             f"{record['sizes']['HCLG_states']:,} states, {record['hclg_bytes'] / 1e6:.0f} MB, "
-            + ("reused" if record["reused"] else f"built in {record['build_seconds']:.0f} s")
+            + how
         )
-    elif not os.path.exists(record_path):
+        return FLAGS.graph_dir
+    record_path = os.path.join(FLAGS.graph_dir, graph_lib.GRAPH_FILE)
+    if not lm_prompted and not os.path.exists(record_path):
         raise DataError(
             f"{test_dir}: the corpus was not prompted from a task LM and {record_path} does "
             "not exist; build a graph for its vocabulary (tfblend.decoding.graph.build_graph)"
         )
-    with open(record_path) as f:
-        record = json.load(f)
-    if record["inputs"]["dictionary"] != file_sha256(default_dictionary()):
+    record = graph_lib.read_graph_record(FLAGS.graph_dir)
+    expected = graph_lib.acoustic_digests(default_dictionary(), default_model_dir())
+    foreign = graph_lib.input_differences(record["inputs"], expected, graph_lib.ACOUSTIC_INPUTS)
+    if foreign:
         raise DataError(
-            f"{record_path}: built for another dictionary than {default_dictionary()}, "
-            "the one the corpus labels come from"
+            f"{record_path}: built for another {' and '.join(foreign)} than the corpus labels "
+            f"come from ({default_dictionary()}, {default_model_dir()}); rebuild it"
         )
+    if lm_prompted:
+        task = graph_lib.task_lm_digests(corpus["prompt_vocabulary"])
+        other = graph_lib.input_differences(record["inputs"], task, ("arpa", "vocabulary"))
+        if other:
+            cli.say(
+                f"warning: graph {FLAGS.graph_dir} was built from another "
+                f"{' and '.join(other)} than the corpus's task LM (--nobuild_graph keeps it)"
+            )
     return FLAGS.graph_dir
+
+
+def read_corpus_facts(split_dir: str) -> dict:
+    """The corpus facts a split's manifest records (``metadata.corpus``; {} for imported data)."""
+    from tfblend.records import read_manifest
+
+    return read_manifest(split_dir)["metadata"].get("corpus", {})
+
+
+def _warn_out_of_vocabulary(decoder, refs: dict, utterances) -> dict:
+    """Says, before decoding, how many test words the graph cannot recognise (a warning line);
+    returns the counts for wer.json."""
+    from tfblend.decoding import wer_runs
+
+    oov = wer_runs.out_of_vocabulary(refs, utterances, decoder.words)
+    if oov["words"]:
+        cli.say(
+            f"warning: {oov['words']} of {oov['distinct']} test words are not in the graph's "
+            f"vocabulary ({FLAGS.graph_dir}/words.txt): {oov['tokens']} of {oov['ref_tokens']} "
+            f"word tokens, OOV rate {oov['rate']:.1%}, which no model can recognise "
+            f"(first: {', '.join(oov['examples'])})"
+        )
+    return oov
 
 
 def main(_):
@@ -147,7 +184,9 @@ def main(_):
     speakers = {u.utt_id: u.speaker for u in test_utts}
     scales = [float(s) for s in FLAGS.acoustic_scales]
     os.makedirs(FLAGS.output_dir, exist_ok=True)
-    summary = {"split": FLAGS.split, "graph": decoder.record, "models": {}, "anchor": {}}
+    oov = _warn_out_of_vocabulary(decoder, refs, test_utts)
+    summary = {"split": FLAGS.split, "graph": decoder.record, "oov": oov, "models": {},
+               "anchor": {}}  # fmt: skip
     all_hyps = {}
 
     def run(name, test_ll, dev_ll, source):
