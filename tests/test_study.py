@@ -172,3 +172,52 @@ def test_stage_and_stop_stage_run_a_part_of_the_stages(tmp_path, capsys):
         runner.select(["corpus", "teacher"], "teacher", "corpus")
     with pytest.raises(DataError, match="no stage 'wer'"):
         runner.select(["corpus", "teacher"], "corpus", "wer")
+
+
+def _tree(root) -> dict:
+    """Every path under ``root`` with its size and modification time."""
+    out = {}
+    for directory, _, files in os.walk(root):
+        for name in [".", *files]:
+            path = os.path.join(directory, name)
+            stat = os.stat(path)
+            size = stat.st_size if name != "." else 0
+            out[os.path.relpath(path, root)] = (size, stat.st_mtime_ns)
+    return out
+
+
+def test_a_second_study_or_recipe_on_a_locked_work_dir_stops_at_once(tmp_path, monkeypatch):
+    """The work dir is locked for the whole run: a second study (or recipe) on it exits 1 with
+    one line naming the holder, before it changes anything; and under a running study or
+    recipe no step advises --overwrite for a model dir the study owns."""
+    from tfblend.train.rundir import OWNER_ENV, holding, training_run
+
+    work = tmp_path / "study"
+    (work / "report").mkdir(parents=True)
+    (work / "report" / "stages.json").write_text('{"corpus": 1.0}')
+    with holding(str(work), "work dir"):
+        before = _tree(work)
+        study = subprocess.run(_study(work), capture_output=True, text=True, timeout=300)
+        recipe = subprocess.run(
+            [sys.executable, "-m", "tfblend.recipe", f"--work_dir={work}", "--size=tiny"],
+            capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        )  # fmt: skip
+        assert _tree(work) == before  # nothing changed, not even the lock file
+    for result, program in ((study, "study.py"), (recipe, "recipe.py")):
+        assert result.returncode == 1, result.stderr[-2000:]
+        lines = result.stderr.strip().splitlines()
+        assert lines[-1] == f"{program}: error: work dir {work} is in use by pid {os.getpid()}"
+        assert "Traceback" not in result.stderr and "stage" not in result.stdout
+    assert not (tmp_path / "savedmodels").exists()
+    # A step run by a study (its runner sets TFBLEND_OWNER) never advises --overwrite.
+    model_dir = work / "cnn-tiny-seed0"
+    model_dir.mkdir()
+    (model_dir / "model.json").write_text("{}")
+    monkeypatch.setenv(OWNER_ENV, f"the study of {work}")
+    with pytest.raises(DataError) as refused, training_run(str(model_dir), {}):
+        pass
+    assert "--overwrite" not in str(refused.value)
+    assert str(refused.value).endswith(
+        f"it is a run of the study of {work}: delete {model_dir} to train it again with these "
+        "settings"
+    )

@@ -22,9 +22,11 @@ training budgets, WER subsets and directory names as the study. The CNN, the smo
 and the blend train the shipped configs (student.yaml, blend.yaml).
 
 A stage whose outputs are complete is skipped; a partial one is redone (training resumes from
-its last checkpoint, a target dump from its last complete shard). --stage and --stop_stage run
-a part of the recipe (what the earlier stages make must exist). With --seeds=N every training
-stage runs N times (seeds 0..N-1) and the report gives means and spreads.
+its last checkpoint, a target dump from its last complete shard). The work dir is locked while
+the recipe runs: a second recipe or study on it stops at once ("work dir X is in use by pid N").
+--stage and --stop_stage run a part of the recipe (what the earlier stages make must exist).
+With --seeds=N every training stage runs N times (seeds 0..N-1) and the report gives means and
+spreads.
 
 Reads:  nothing but the installed packages (the corpus is generated).
 Writes: <work_dir>/ corpus/, teacher-seed*/, cnn-*/, dnn-seed*/, smooth-*/, targets_*/,
@@ -44,6 +46,7 @@ from absl import flags
 from tfblend import cli
 from tfblend.study.plan import SIZES, StagePlan, StudentSpec
 from tfblend.study.stages import StagesDone, choose_on_dev
+from tfblend.train.rundir import holding
 
 #: The recipe's stages (parts), in the order they run.
 STAGES = (
@@ -152,7 +155,12 @@ def _word_error_rates(plan: StagePlan, models: dict, blend_export: str) -> None:
 
 
 def main(_):
-    plan = StagePlan(FLAGS.work_dir, FLAGS.size)
+    with holding(FLAGS.work_dir, "work dir"):  # a second recipe on it stops at once
+        _recipe()
+
+
+def _recipe() -> None:
+    plan = StagePlan(FLAGS.work_dir, FLAGS.size, owner=f"the recipe of {FLAGS.work_dir}")
     plan.runner.select(STAGES, FLAGS.stage, FLAGS.stop_stage)
     export = None
     try:

@@ -13,7 +13,9 @@ learning-curve diagnosis: seed 0 of the CNN baseline and of the blended CNN trai
 study.json, to tell how much of a gap is the training budget. RESULTS.md is written from what ran.
 
 Resumable: every stage skips what is complete and a killed stage continues (training from its
-last checkpoint, a target dump from its last complete shard); run the same command again.
+last checkpoint, a target dump from its last complete shard); run the same command again. The
+work dir is locked while the study runs: a second study or recipe on it stops at once ("work
+dir X is in use by pid N"), changing nothing.
 Stage wall times are kept in <work_dir>/report/stages.json and reported.
 
 Reads:  nothing but the installed packages (the corpus is generated).
@@ -35,6 +37,7 @@ from tfblend import cli
 from tfblend.records import read_manifest, write_json
 from tfblend.study.plan import SIZES, StagePlan, StudentSpec
 from tfblend.study.stages import choose_on_dev
+from tfblend.train.rundir import holding
 
 flags.DEFINE_string("work_dir", None, "Where every stage writes.")
 flags.DEFINE_enum("size", "medium", list(SIZES), "Corpus size.")
@@ -102,9 +105,14 @@ def corpus_facts(corpus: str) -> dict:
 
 
 def main(_):
+    with holding(FLAGS.work_dir, "work dir"):  # a second study on it stops at once
+        _study()
+
+
+def _study() -> None:
     plan = StagePlan(
         FLAGS.work_dir, FLAGS.size, teacher_epochs=FLAGS.teacher_epochs,
-        student_epochs=FLAGS.student_epochs,
+        student_epochs=FLAGS.student_epochs, owner=f"the study of {FLAGS.work_dir}",
     )  # fmt: skip
     plan.make_corpus(FLAGS.corpus_seed)
     seeds = list(range(FLAGS.seeds))

@@ -114,13 +114,18 @@ class StagePlan:
       runner: a :class:`tfblend.study.stages.StageRunner` (default: one that keeps its stage
         times in ``<work>/report``).
       teacher_epochs, student_epochs: None for the size's budget.
+      owner: who runs the plan, for the default runner (``StageRunner``'s ``owner``), e.g.
+        "the recipe of work/demo".
     """
 
     #: The fixed names under a work dir (the runs' names are made by the methods below).
     CORPUS, REPORT, GRAPH = "corpus", "report", "graph"
     EXPORTS, WER, SCORES = "exports", "wer", "scores"
 
-    def __init__(self, work: str, size: str, runner=None, teacher_epochs=None, student_epochs=None):
+    def __init__(
+        self, work: str, size: str, runner=None, teacher_epochs=None, student_epochs=None,
+        owner=None,
+    ):  # fmt: skip
         if size not in SIZES:
             raise DataError(f"size {size!r} is not one of {sorted(SIZES)}")
         self.work = work
@@ -128,7 +133,7 @@ class StagePlan:
         self.corpus = self._path(self.CORPUS)
         self.report = self._path(self.REPORT)
         self.graph = self._path(self.GRAPH)
-        self.runner = runner if runner is not None else StageRunner(self.report)
+        self.runner = runner if runner is not None else StageRunner(self.report, owner)
         self.epochs = {
             "teacher": teacher_epochs or SIZES[size].teacher_epochs,
             "student": student_epochs or SIZES[size].student_epochs,

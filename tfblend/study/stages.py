@@ -19,6 +19,7 @@ from tfblend.cli import say
 from tfblend.errors import DataError
 from tfblend.records import write_json
 from tfblend.train.modeldir import INFO_FILE
+from tfblend.train.rundir import OWNER_ENV
 
 STEPS = "tfblend.steps"
 
@@ -68,9 +69,12 @@ class StageRunner:
 
     Args:
       report_dir: where ``stages.json`` (stage name -> seconds) is kept.
+      owner: who owns the runs, e.g. "the study of work/study" (the steps get it in
+        ``TFBLEND_OWNER``, so that their messages never advise ``--overwrite`` for a run of it).
     """
 
-    def __init__(self, report_dir: str):
+    def __init__(self, report_dir: str, owner: str | None = None):
+        self.owner = owner
         os.makedirs(report_dir, exist_ok=True)
         self.times_path = os.path.join(report_dir, "stages.json")
         self.times: dict[str, float] = {}
@@ -123,11 +127,12 @@ class StageRunner:
                 command.append(f"--{key}={item}")
         say(f"stage {label}: {' '.join(command[1:])}")
         started = time.time()
-        result = subprocess.run(command)
+        env = None if self.owner is None else {**os.environ, OWNER_ENV: self.owner}
+        result = subprocess.run(command, env=env)
         if result.returncode != 0:
             raise DataError(
-                f"stage {label} failed (exit {result.returncode}); run the same "
-                "command again to continue from where it stopped"
+                f"stage {label} failed (exit {result.returncode}; its error is above); run the "
+                "same command again to continue from where it stopped"
             )
         self.times[label] = time.time() - started
         write_json(self.times_path, self.times)

@@ -2,8 +2,9 @@
 
 A training run (on the chief) holds its model directory through :func:`training_run`:
 
-- an exclusive lock, ``<model_dir>/.lock`` (``flock``, holding the pid): a second run on the same
-  directory stops at once with "model dir X is in use by pid N";
+- an exclusive lock, ``<model_dir>/.lock`` (``flock``, holding the pid: :func:`lock_directory`,
+  which also locks a recipe's or study's work dir): a second run on the same directory stops at
+  once with "model dir X is in use by pid N";
 - the settings that determine the run (:func:`run_settings`: the resolved config, seed included,
   and the digests of the train/dev feature values and of the stored targets or online teacher)
   in ``resume/run.json``; a rerun that would resume other settings is refused with the
@@ -53,20 +54,54 @@ def _differences(old: dict, new: dict) -> list[str]:
     ]
 
 
-def _lock(model_dir: str) -> int:
-    """An open descriptor holding an exclusive lock on ``<model_dir>/.lock`` (DataError if held)."""
-    fd = os.open(os.path.join(model_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+def lock_directory(directory: str, what: str = "model dir") -> int:
+    """An open descriptor holding an exclusive lock on ``<directory>/.lock`` (``flock``; the
+    file holds the holder's pid). The one lock of tfblend: a training run's model dir
+    (:func:`training_run`), a recipe's or study's work dir (:func:`holding`).
+
+    Raises:
+      DataError: "<what> <directory> is in use by pid N" when another process holds it; the
+        lock file is left as it was.
+    """
+    fd = os.open(os.path.join(directory, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as error:
         holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
         os.close(fd)
         if error.errno in (errno.EAGAIN, errno.EACCES):
-            raise DataError(f"model dir {model_dir} is in use by pid {holder}") from None
+            raise DataError(f"{what} {directory} is in use by pid {holder}") from None
         raise
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())
     return fd
+
+
+@contextlib.contextmanager
+def holding(directory: str, what: str):
+    """Holds ``directory`` (created if missing) for the ``with`` block with
+    :func:`lock_directory`: a second process stops at once, changing nothing. The descriptor is
+    not inherited, so the steps a recipe or study runs lock their own model dirs."""
+    os.makedirs(directory, exist_ok=True)
+    fd = lock_directory(directory, what)
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
+#: Set by a recipe's or study's stage runner for its steps: who owns the model dirs they train
+#: (e.g. "the study of work/study"), so that no message advises --overwrite for them.
+OWNER_ENV = "TFBLEND_OWNER"
+
+
+def _advice(model_dir: str, own: str) -> str:
+    """What to do about a refused model dir: ``own`` (the advice of a run of one's own), or,
+    for a dir a recipe or study owns (:data:`OWNER_ENV`), never --overwrite."""
+    owner = os.environ.get(OWNER_ENV)
+    if not owner:
+        return own
+    return f"it is a run of {owner}: delete {model_dir} to train it again with these settings"
 
 
 def _clear(model_dir: str) -> None:
@@ -96,15 +131,19 @@ def training_run(model_dir: str, settings: dict, *, overwrite: bool = False):
     """
     created = not os.path.isdir(model_dir)
     os.makedirs(model_dir, exist_ok=True)
-    fd = _lock(model_dir)
+    fd = lock_directory(model_dir)
     resume = os.path.join(model_dir, "resume")
     try:
         if overwrite:
             _clear(model_dir)
         if os.path.exists(os.path.join(model_dir, INFO_FILE)):
             raise DataError(
-                f"{model_dir} holds a finished model ({INFO_FILE}); pass --overwrite to train "
-                "it again from scratch, or choose another --model_dir"
+                f"{model_dir} holds a finished model ({INFO_FILE}); "
+                + _advice(
+                    model_dir,
+                    "pass --overwrite to train it again from scratch, or choose another "
+                    "--model_dir",
+                )
             )
         recorded_path = os.path.join(resume, "run.json")
         if os.path.exists(os.path.join(resume, "state.json")):
@@ -116,8 +155,12 @@ def training_run(model_dir: str, settings: dict, *, overwrite: bool = False):
             if changed:
                 raise DataError(
                     f"{model_dir} holds resume state of a run with other settings "
-                    f"({'; '.join(changed[:8])}{'; ...' if len(changed) > 8 else ''}); rerun "
-                    "with the same settings to continue it, or pass --overwrite to start over"
+                    f"({'; '.join(changed[:8])}{'; ...' if len(changed) > 8 else ''}); "
+                    + _advice(
+                        model_dir,
+                        "rerun with the same settings to continue it, or pass --overwrite to "
+                        "start over",
+                    )
                 )
         else:
             _clear(model_dir)  # leftovers of a run killed before its first checkpoint
