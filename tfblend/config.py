@@ -314,8 +314,8 @@ def model_kwargs(model: ModelConfig) -> dict:
 
 
 def save_experiment(experiment: ExperimentConfig, path: str) -> None:
-    """Writes the resolved config as YAML next to a model, atomically."""
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w") as stream:
-        yaml.safe_dump(experiment.as_dict(), stream, sort_keys=False)
-    os.replace(temporary, path)
+    """Writes the resolved config as YAML next to a model, atomically
+    (:func:`tfblend.records.write_file`: one DataError naming the file if it cannot)."""
+    from tfblend.records import write_file
+
+    write_file(path, yaml.safe_dump(experiment.as_dict(), sort_keys=False))

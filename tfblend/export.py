@@ -291,18 +291,23 @@ def _sequence_endpoints(
 
 def _write(archive, export_dir: str, facts: dict) -> None:
     """Writes the archive and ``assets.extra/tfblend.json`` to a temporary sibling of
-    ``export_dir``, renamed into place when complete (removed on failure)."""
+    ``export_dir``, renamed into place when complete (removed on failure: DataError "cannot
+    write <export_dir>: <cause>" for a full disk or a place it cannot write)."""
     parent = os.path.dirname(os.path.abspath(export_dir))
-    os.makedirs(parent, exist_ok=True)
     temporary = os.path.join(parent, f".{os.path.basename(export_dir)}.tmp-{os.getpid()}")
-    shutil.rmtree(temporary, ignore_errors=True)
     try:
+        os.makedirs(parent, exist_ok=True)
+        shutil.rmtree(temporary, ignore_errors=True)
         archive.write_out(temporary, verbose=False)
         extra = os.path.join(temporary, "assets.extra")
         os.makedirs(extra, exist_ok=True)
         with open(os.path.join(extra, METADATA_FILE), "w") as stream:
             json.dump(facts, stream, indent=1)
         os.replace(temporary, export_dir)
+    except (OSError, tf.errors.OpError) as error:  # a full disk, a read-only place
+        shutil.rmtree(temporary, ignore_errors=True)
+        why = getattr(error, "strerror", None) or getattr(error, "message", None) or error
+        raise DataError(f"cannot write {export_dir}: {str(why).splitlines()[0]}") from error
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise

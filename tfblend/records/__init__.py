@@ -25,6 +25,7 @@ from tfblend.records.manifests import (
     utterance_shard_name,
     verification_record_path,
     verify_shards,
+    write_file,
     write_json,
     write_manifest,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "utterance_shard_name",
     "verification_record_path",
     "verify_shards",
+    "write_file",
     "write_json",
     "write_manifest",
     "write_utterance_shards",

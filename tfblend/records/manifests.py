@@ -77,20 +77,33 @@ def file_sha256(path: str) -> str:
 
 
 def write_json(path, value, *, sort_keys: bool = False) -> None:
-    """Write ``value`` as JSON to ``path`` atomically (temporary file, fsync, rename): readers
-    see the old file or the complete new one, never a half-written one."""
+    """Write ``value`` as JSON to ``path`` atomically (:func:`write_file`): readers see the old
+    file or the complete new one, never a half-written one."""
+    write_file(path, json.dumps(value, indent=1, sort_keys=sort_keys) + "\n")
+
+
+def write_file(path, data: bytes | str) -> None:
+    """Writes ``data`` to ``path`` atomically: a temporary sibling (``.<name>.tmp-<pid>``),
+    fsynced, renamed into place. A failure (a full disk, a read-only or missing directory)
+    leaves no partial or temporary file and raises DataError "cannot write <path>: <cause>".
+
+    The one way tfblend writes a file whole: JSON records, the resume state, the model, the
+    training history."""
     path = os.fspath(path)
     directory, name = os.path.split(path)
     tmp_path = os.path.join(directory, f".{name}.tmp-{os.getpid()}")
+    if isinstance(data, str):
+        data = data.encode()
     try:
-        with open(tmp_path, "w") as handle:
-            json.dump(value, handle, indent=1, sort_keys=sort_keys)
-            handle.write("\n")
+        with open(tmp_path, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_path, path)
+    except OSError as error:
+        raise DataError(f"cannot write {path}: {error.strerror or error}") from error
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             os.remove(tmp_path)
 
 
@@ -219,6 +232,6 @@ def verify_shards(directory, manifest: dict) -> None:
             raise DataError(f"{path}: sha256 mismatch with the manifest (corrupt shard)")
         updated[shard["file"]] = key
     if updated != verified:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, DataError):  # a cache it cannot write
             os.makedirs(os.path.dirname(sidecar), exist_ok=True)
             write_json(sidecar, updated, sort_keys=True)

@@ -7,10 +7,12 @@ pipeline's order is a pure function of ``(seed, epoch)`` (:mod:`tfblend.pipeline
 a killed and resumed run takes the same batches in the same order as an uninterrupted one.
 
 Callbacks: :class:`ResumeCheckpoint`, :class:`StopOnNonFinite` (first, so that no checkpoint
-follows a non-finite loss), TensorBoard and CSV logs (:func:`standard_callbacks`).
+follows a non-finite loss), TensorBoard and CSV logs (:func:`standard_callbacks`,
+:class:`HistoryLogger`). Every file is written whole and atomically: a full disk ends in one
+line naming the file, with nothing partial left.
 """
 
-import contextlib
+import io
 import json
 import os
 import shutil
@@ -19,7 +21,7 @@ import keras
 import numpy as np
 
 from tfblend.errors import DataError, NonFiniteError
-from tfblend.records import write_json
+from tfblend.records import write_file, write_json
 
 
 class ResumeCheckpoint(keras.callbacks.Callback):
@@ -91,26 +93,30 @@ def save_state(directory: str, variables, epoch: int, step: int, plateau=None) -
 
     With a :class:`~tfblend.train.plateau.PlateauControl`, its counters go into the json and its
     best weights into the npz (``best_0, best_1, ...`` after the variables ``arr_0, ...``).
-    The temporary file is named per process and removed when writing fails (a full disk).
+    The npz is built in memory and written whole (:func:`tfblend.records.write_file`), so a
+    failed write (a full disk) ends in one DataError "cannot write <file>: <cause>", leaves no
+    partial or temporary file and no half-closed zip behind (``np.savez`` streaming into a file
+    that failed left a ZipFile whose garbage collection printed "Exception ignored"); the
+    previous state stays as it was.
     """
     name = f"variables-{epoch:04d}-{step:07d}.npz"
-    temporary = os.path.join(directory, f".{name}.tmp-{os.getpid()}")
     best = plateau.best_weights if plateau is not None and plateau.best_weights else []
-    try:
-        with open(temporary, "wb") as stream:
-            np.savez(
-                stream,
-                *[np.asarray(keras.ops.convert_to_numpy(v)) for v in variables],
-                **{f"best_{i}": value for i, value in enumerate(best)},
-            )
-        os.replace(temporary, os.path.join(directory, name))
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(temporary)
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        *[np.asarray(keras.ops.convert_to_numpy(v)) for v in variables],
+        **{f"best_{i}": value for i, value in enumerate(best)},
+    )
+    path = os.path.join(directory, name)
+    write_file(path, buffer.getbuffer())
     state = {"epoch": epoch, "step": step, "variables": name}
     if plateau is not None:
         state["plateau"] = plateau.state()
-    write_json(os.path.join(directory, "state.json"), state)
+    try:
+        write_json(os.path.join(directory, "state.json"), state)
+    except BaseException:
+        os.remove(path)  # the state.json in place still names the previous npz
+        raise
     for stale in os.listdir(directory):
         if stale.startswith("variables-") and stale != name:
             os.remove(os.path.join(directory, stale))
@@ -229,11 +235,40 @@ def fit_resumable(
     return history
 
 
+class HistoryLogger(keras.callbacks.CSVLogger):
+    """Keras's ``CSVLogger`` (the same columns and values, appended to on resume) that adds
+    each epoch's row by rewriting ``history.csv`` whole (:func:`tfblend.records.write_file`):
+    a failed write ends in one DataError naming the file and leaves the previous history as it
+    was, with no open file behind."""
+
+    def __init__(self, filename: str):
+        super().__init__(filename, append=True)
+        self._previous = ""
+
+    def on_train_begin(self, logs=None):
+        self._previous = ""
+        if os.path.exists(self.filename):
+            try:
+                with open(self.filename, newline="") as stream:  # rows end in \r\n (csv)
+                    self._previous = stream.read()
+            except OSError as error:
+                raise DataError(f"cannot read {self.filename}: {error.strerror}") from error
+        self.append_header = not self._previous.split("\n", 1)[0]
+        self.csv_file, self.writer, self.keys = io.StringIO(), None, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)  # the row, into memory
+        write_file(self.filename, self._previous + self.csv_file.getvalue())
+
+    def on_train_end(self, logs=None):
+        self.csv_file, self.writer = None, None
+
+
 def standard_callbacks(model_dir: str) -> list[keras.callbacks.Callback]:
     """TensorBoard logs under ``<model_dir>/logs`` and the per-epoch metrics as CSV."""
     return [
         keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"), update_freq="epoch"),
-        keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"), append=True),
+        HistoryLogger(os.path.join(model_dir, "history.csv")),
     ]
 
 

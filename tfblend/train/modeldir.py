@@ -16,6 +16,8 @@ with NaN/Inf weights is never saved, and never loaded.
 A training run holds the directory through :mod:`tfblend.train.rundir`.
 """
 
+import hashlib
+import io
 import json
 import os
 
@@ -23,7 +25,7 @@ import keras
 import numpy as np
 
 from tfblend.errors import DataError, NonFiniteError
-from tfblend.records import file_sha256, write_json
+from tfblend.records import file_sha256, write_file, write_json
 
 MODEL_FILE = "model.keras"
 INFO_FILE = "model.json"
@@ -41,20 +43,37 @@ def save_model_dir(model: keras.Model, model_dir: str, info: dict) -> dict:
       The info written.
 
     Raises:
-      NonFiniteError (nothing written) when a weight is NaN/Inf.
+      NonFiniteError (nothing written) when a weight is NaN/Inf; DataError "cannot write
+      <file>: <cause>" when a file cannot be written (a full disk, a read-only place), with no
+      partial file left.
     """
     check_finite_weights(model, f"the trained model for {model_dir}")
-    os.makedirs(model_dir, exist_ok=True)
+    try:
+        os.makedirs(model_dir, exist_ok=True)
+    except OSError as error:
+        raise DataError(f"cannot write {model_dir}: {error.strerror or error}") from error
     info_path = os.path.join(model_dir, INFO_FILE)
     if os.path.exists(info_path):
         os.remove(info_path)
-    path = os.path.join(model_dir, MODEL_FILE)
-    temporary = os.path.join(model_dir, f".tmp-{os.getpid()}-{MODEL_FILE}")
-    model.save(temporary)
-    os.replace(temporary, path)
-    info = {**info, "num_params": int(model.count_params()), "sha256": file_sha256(path)}
+    data = model_bytes(model)
+    write_file(os.path.join(model_dir, MODEL_FILE), data)
+    info = {
+        **info,
+        "num_params": int(model.count_params()),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
     write_json(info_path, info)
     return info
+
+
+def model_bytes(model: keras.Model) -> bytes:
+    """The ``.keras`` file of ``model``, made in memory (what ``model.save`` writes to a path),
+    so that the file is written whole by :func:`tfblend.records.write_file`."""
+    from keras.src.saving import saving_lib  # model.save takes paths only; this, file objects
+
+    buffer = io.BytesIO()
+    saving_lib.save_model(model, buffer)
+    return buffer.getvalue()
 
 
 def read_model_info(model_dir: str, role: str | tuple[str, ...] | None = None) -> dict:

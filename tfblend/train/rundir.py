@@ -107,7 +107,7 @@ def _advice(model_dir: str, own: str) -> str:
 def _clear(model_dir: str) -> None:
     for name in os.listdir(model_dir):
         path = os.path.join(model_dir, name)
-        if name in RUN_ENTRIES or name.startswith(".tmp-"):
+        if name in RUN_ENTRIES or (name.startswith(".") and ".tmp-" in name):  # write_file's
             if os.path.isdir(path):
                 shutil.rmtree(path)
             else:
