@@ -275,6 +275,8 @@ def test_report_gains_a_wer_column_and_section(tmp_path):
         markdown = add_word_error_rates(str(tmp_path), summary)
     assert markdown.count("## Word error rate") == 1
     assert "| CNN baseline | 40.00 |" in markdown and "| blended CNN | 40.00 |" in markdown
+    table = markdown.split("## Word error rate")[0]  # the results table has the anchor's row
+    assert "| pocketsphinx GMM, task LM |  |  |  |  |  |  |  | 50.00 |" in table
     assert "test WER %" in markdown and "| 20.00 |" in markdown and "- a comparison" in markdown
     assert (
         "| pocketsphinx GMM, task LM | 50.00 |" in markdown
@@ -469,6 +471,7 @@ def test_graphs_are_checked_on_reuse(tiny_corpus, small_graph, oracle_export, tm
         GraphDecoder(mini)
     again = graph_lib.build_graph(mini, words, arpa)
     assert not again["reused"] and again["rebuilt_because"] == message
+    assert graph_lib.verify_graph(mini)["files"]["HCLG.fst"]["bytes"] == size  # whole again
     with open(hclg, "r+b") as stream:  # zeroed, same size: caught by the sha256
         stream.write(bytes(size))
     with pytest.raises(DataError, match="HCLG.fst does not match the sha256 in graph.json"):
@@ -478,6 +481,7 @@ def test_graphs_are_checked_on_reuse(tiny_corpus, small_graph, oracle_export, tm
     foreign = graph_lib.build_graph(mini, words[:-1], arpa)  # another vocabulary: rebuilt
     assert foreign["rebuilt_because"] == "its vocabulary changed since graph.json"
     assert graph_lib.build_graph(mini, words[:-1], arpa)["reused"]
+    assert sorted(os.listdir(tmp_path)) == ["mini", "mini.arpa"]  # no staging dir left
     (tmp_path / "mini" / "graph.json").write_text("{not json")
     with pytest.raises(DataError, match=f"cannot read {mini}/graph.json: Expecting"):
         GraphDecoder(mini)

@@ -20,7 +20,7 @@ import tensorflow as tf
 from absl import flags
 
 from tfblend import cli
-from tfblend.errors import DataError
+from tfblend.errors import DataError, assertion_text
 from tfblend.export import read_export_metadata
 from tfblend.records import iterate_utterances, read_manifest
 
@@ -52,7 +52,14 @@ def main(_):
     if utterance is None:
         raise DataError(f"no utterance {FLAGS.utt_id} in {FLAGS.corpus_dir}/{FLAGS.split}")
     loaded = tf.saved_model.load(FLAGS.export_dir)
-    outputs = loaded.signatures["utterance"](features=tf.constant(utterance.features))
+    try:
+        outputs = loaded.signatures["utterance"](features=tf.constant(utterance.features))
+    except tf.errors.InvalidArgumentError as error:  # the graph's input checks (a NaN frame)
+        why = assertion_text(error.message) or error.message.strip().splitlines()[0]
+        raise DataError(
+            f"utterance {utterance.utt_id}: the export {FLAGS.export_dir} refused its "
+            f"features: {why}"
+        ) from None
     log_posteriors = outputs["log_posteriors"].numpy()
     predicted = log_posteriors.argmax(axis=1)
     line = f"{utterance.utt_id} ({utterance.speaker}): {len(predicted)} frames"
