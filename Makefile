@@ -7,7 +7,7 @@ STAMP := $(VENV)/.tfblend-installed
 WORK_DIR ?= work/demo
 STUDY_DIR ?= work/study
 
-.PHONY: setup demo study test test-all lint bench bazel-query clean
+.PHONY: setup demo study test test-all lint bench bazel-query check-readme clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ test-all: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# After `make demo`: the README's marked demo table must be the report's, cell by cell.
+check-readme: $(STAMP)
+	$(PY) -m tfblend.tools.check_readme --readme=README.md --report=$(WORK_DIR)/report/results.md
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run --output benchmarks/results.json

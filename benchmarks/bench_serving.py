@@ -12,7 +12,9 @@ round) of:
   ``--serving_small_batch`` windows (where a per-request cost shows most).
 
 ``check cost`` is the frames/s lost to the check (median with the check against median without;
-negative: within noise). Inputs are random normal features, finite (the check passes).
+negative: within noise), and ``check alone`` times what the check computes (``is_finite`` and
+``reduce_all`` over the same input, in a ``tf.function``), a bound that load hardly blurs.
+Inputs are random normal features, finite (the check passes).
 """
 
 from __future__ import annotations
@@ -63,8 +65,23 @@ def _block(signature, features, calls: int):
     return run
 
 
+def _block_fn(function, features, calls: int):
+    """A timer: seconds per call of ``function(features)`` over ``calls`` calls."""
+
+    def run():
+        start = time.perf_counter()
+        for _ in range(calls):
+            out = function(features)
+        np.asarray(out)
+        return (time.perf_counter() - start) / calls
+
+    run()
+    return run
+
+
 def _cases(model, utterance, small_batch: int, calls: int, tmp: str) -> dict:
-    """``{(case, checked): (timer, frames per call)}`` for both exports."""
+    """``{(case, checked): (timer, frames per call)}`` for both exports (checked True or
+    False) and for the check alone (checked "check alone")."""
     import tensorflow as tf
 
     from tfblend.pipeline import splice
@@ -75,7 +92,10 @@ def _cases(model, utterance, small_batch: int, calls: int, tmp: str) -> dict:
         "serving_default": ("serving_default", windows),
         f"serving_default, {small_batch} windows": ("serving_default", windows[:small_batch]),
     }
+    check = tf.function(lambda x: tf.reduce_all(tf.math.is_finite(x)))
     cases = {}
+    for case, (_, features) in inputs.items():  # what the check computes, alone
+        cases[case, "check alone"] = (_block_fn(check, features, calls), int(features.shape[0]))
     for checked in (True, False):
         signatures = _export(model, os.path.join(tmp, f"checked{int(checked)}", "1"), checked)
         for case, (name, features) in inputs.items():
@@ -118,6 +138,10 @@ def run(args):
                 "best frames_s unchecked": frames / min(times[case, False]),
                 "best frames_s checked": frames / min(times[case, True]),
                 "check cost %": 100.0 * (checked - unchecked) / unchecked,
+                "check alone ms": 1000 * statistics.median(times[case, "check alone"]),
+                "check alone % of call": 100
+                * statistics.median(times[case, "check alone"])
+                / unchecked,
             }
         )
     rows.append(

@@ -87,3 +87,34 @@ def test_installed_package_runs_the_recipe(tiny_corpus, tiny_teacher, tmp_path):
         "-m tfblend.steps.check_export --export_dir=exports/tfblend_blended_cnn/1 " in again.stdout
     )
     assert "stage evaluate: not run (part evaluate is not selected)" in again.stdout
+
+    # The README's demo table is checked against the report of the run (issue 21): a README
+    # whose marked table is the report's passes; one changed cell is named, with exit 1.
+    report = (work / "demo" / "report" / "results.md").read_text().splitlines()
+    first = next(i for i, line in enumerate(report) if line.startswith("|"))
+    last = next(i for i in range(first, len(report) + 1) if i == len(report) or
+                not report[i].startswith("|"))  # fmt: skip
+    table = report[first:last]
+    marker = "<!-- demo-table: demo/report/results.md -->"
+    (work / "README.md").write_text("\n".join(["# Demo", "", marker, *table, "", "Text."]) + "\n")
+    check = [python, "-m", "tfblend.tools.check_readme", "--readme=README.md"]
+    same = subprocess.run(check, capture_output=True, text=True, cwd=work, env=env, timeout=300)
+    assert same.returncode == 0, same.stderr[-2000:]
+    assert "README.md: 1 marked table(s) equal to their report, cell by cell" in same.stdout
+    cells = table[2].split("|")
+    row, old = cells[1].strip(), cells[2].strip()
+    cells[2] = " 99.99 "
+    stale = [*table[:2], "|".join(cells), *table[3:]]
+    (work / "README.md").write_text("\n".join(["# Demo", "", marker, *stale]) + "\n")
+    changed = subprocess.run(check, capture_output=True, text=True, cwd=work, env=env, timeout=300)
+    assert changed.returncode == 1
+    assert changed.stdout.strip().splitlines() == [
+        f"README.md:4: row {row!r}, column 'frame acc %': README has '99.99', the report "
+        f"{old!r} (demo/report/results.md)"
+    ]
+    assert changed.stderr.strip().splitlines()[-1] == (
+        "check_readme.py: error: README.md: 1 difference(s) from the report (listed above): "
+        "copy the table of one complete run of its report"
+    )
+    results = (work / "demo" / "report" / "results.md").read_text()
+    assert "This run: " in results and "load average" in results

@@ -160,6 +160,7 @@ def main(_):
 
 
 def _recipe() -> None:
+    load = os.getloadavg()[0]
     plan = StagePlan(FLAGS.work_dir, FLAGS.size, owner=f"the recipe of {FLAGS.work_dir}")
     plan.runner.select(STAGES, FLAGS.stage, FLAGS.stop_stage)
     export = None
@@ -177,19 +178,27 @@ def _recipe() -> None:
                 _word_error_rates(plan, models, export)
     except StagesDone:
         pass  # --stop_stage came before the end
-    _print_report(plan, export)
+    _print_report(plan, export, load)
 
 
-def _print_report(plan: StagePlan, export: str) -> None:
-    """results.md with the stage wall times (added when the evaluate stage wrote it anew)."""
+def _print_report(plan: StagePlan, export: str, load: float) -> None:
+    """results.md with the stage wall times and the machine (added when the evaluate stage
+    wrote it anew): its CPUs, the load average at the start and the end of this run, and the
+    stages this run skipped as complete (their numbers come from an earlier run)."""
     results_md = os.path.join(plan.report, "results.md")
     if not os.path.exists(results_md):
         return
     if plan.runner.runs("evaluate"):
         times = plan.runner.times
         line = ", ".join(f"{k} {v:.0f}" for k, v in times.items())
+        skipped = ", ".join(plan.runner.skipped) or "none"
         with open(results_md, "a") as stream:
-            stream.write(f"\nStage wall times (s): {line}; total {sum(times.values()):.0f}\n")
+            stream.write(
+                f"\nStage wall times (s): {line}; total {sum(times.values()):.0f}\n\n"
+                f"This run: {os.cpu_count()} CPUs, load average {load:.1f} at its start and "
+                f"{os.getloadavg()[0]:.1f} at its end; stages complete from an earlier run "
+                f"(skipped): {skipped}\n"
+            )
     with open(results_md) as stream:
         print("\n" + stream.read())
     print(f"Report: {plan.report}/results.md, results.json, training_curves.png")

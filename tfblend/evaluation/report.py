@@ -177,9 +177,9 @@ def write_report(results: dict, output_dir: str, focus: str | None = None, facts
 def add_word_error_rates(report_dir: str, wer_summary: dict) -> str:
     """Adds word error rates (the decode step's ``wer.json`` summary) to an evaluation
     report: a ``test WER %`` column in ``results.md``'s table (models decoded under the same
-    name), and a "Word error rate" section with S/D/I per model, the pocketsphinx anchor rows,
-    per-voice WERs and the paired bootstraps; ``results.json`` gains ``word_error_rates``.
-    Returns the new Markdown."""
+    name) and a row per anchor system (its WER only), and a "Word error rate" section with
+    S/D/I per model, the pocketsphinx anchor rows, per-voice WERs and the paired bootstraps;
+    ``results.json`` gains ``word_error_rates``. Returns the new Markdown."""
     results_path = os.path.join(report_dir, "results.json")
     markdown_path = os.path.join(report_dir, "results.md")
     if not os.path.exists(results_path) or not os.path.exists(markdown_path):
@@ -193,6 +193,10 @@ def add_word_error_rates(report_dir: str, wer_summary: dict) -> str:
     for row in rows:
         if row["name"] in decoded:
             row["wer"] = decoded[row["name"]]["overall"]["wer"]
+    rows += [  # the anchor's rows: WER only (the README's demo table is this table)
+        {"name": name, "wer": anchor["overall"]["wer"]}
+        for name, anchor in wer_summary.get("anchor", {}).items()
+    ]
     table = markdown_table(rows, [*REPORT_COLUMNS, ("wer", "test WER %", "pct")]).splitlines()
     first = next((i for i, line in enumerate(lines) if line.startswith("|")), len(lines))
     last = first

@@ -83,6 +83,7 @@ class StageRunner:
                 self.times = json.load(stream)
         self.selected: set | None = None  # every part
         self._after: set = set()  # the parts after the last selected one
+        self.skipped: list[str] = []  # the stages found complete by this run
         self._part: str | None = None
 
     def select(self, parts, first: str, last: str) -> None:
@@ -117,6 +118,7 @@ class StageRunner:
         ``step`` names a module of :mod:`tfblend.steps`."""
         if complete:
             say(f"stage {label}: complete, skipped")
+            self.skipped.append(label)
             return
         if self._part is not None and not self.runs(self._part):
             say(f"stage {label}: not run (part {self._part} is not selected)")

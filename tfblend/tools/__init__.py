@@ -1,0 +1,1 @@
+"""Maintenance tools: ``python -m tfblend.tools.<name>`` (``check_readme``)."""
