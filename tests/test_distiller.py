@@ -518,7 +518,7 @@ def test_blending_on_the_tiny_corpus_with_dumped_targets(tiny_corpus, tmp_path):
     targets = tmp_path / "targets"
     dump_targets(str(train), str(tmp_path / "teacher"), str(targets), k=5)
     data = frame_dataset(
-        train, context=10, batch_size=128, targets_dir=targets, seed=0, shuffle_buffer=4096
+        train, context=20, batch_size=128, targets_dir=targets, seed=0, shuffle_buffer=4096
     )
     batches = list(data.take(6))
     vgg = VGGStudent(classes, preset="tiny")

@@ -42,7 +42,7 @@ def test_layout_signatures_and_names(export_dir):
     default = loaded.signatures["serving_default"]
     inputs = default.structured_input_signature[1]
     assert list(inputs) == ["features"]
-    assert inputs["features"].shape.as_list() == [None, 21, 40]
+    assert inputs["features"].shape.as_list() == [None, 41, 40]
     assert set(default.structured_outputs) == {"posteriors", "log_posteriors", "log_likelihoods"}
     utterance = loaded.signatures["utterance"].structured_input_signature[1]
     assert utterance["features"].shape.as_list() == [None, 40]
@@ -99,12 +99,12 @@ def test_utterance_signature_is_one_dense_pass_equal_to_windows(export_dir, tiny
     loaded = tf.saved_model.load(export_dir)
     utterance = next(iter(iterate_utterances(tiny_corpus / "test")))
     whole = loaded.signatures["utterance"](features=tf.constant(utterance.features))
-    windows = splice(tf.constant(utterance.features), 10)
+    windows = splice(tf.constant(utterance.features), 20)
     framed = loaded.signatures["serving_default"](features=windows)
     for name in ("posteriors", "log_posteriors", "log_likelihoods"):
         assert whole[name].shape == (len(utterance.features), 5126)
         np.testing.assert_allclose(whole[name], framed[name], atol=1e-4, err_msg=name)
-    assert read_export_metadata(export_dir)["context"] == 10
+    assert read_export_metadata(export_dir)["context"] == 20
 
 
 def test_signatures_check_their_inputs(export_dir):
@@ -112,15 +112,15 @@ def test_signatures_check_their_inputs(export_dir):
     signatures = tf.saved_model.load(export_dir).signatures
     default, utterance = signatures["serving_default"], signatures["utterance"]
     bad = {
-        "serving_default: input features must be float32 \\[batch, 21, 40\\]": [
-            (default, np.zeros((2, 20, 40), np.float32)),  # window too narrow
-            (default, np.zeros((2, 21, 39), np.float32)),  # wrong feature dim
+        "serving_default: input features must be float32 \\[batch, 41, 40\\]": [
+            (default, np.zeros((2, 40, 40), np.float32)),  # window too narrow
+            (default, np.zeros((2, 41, 39), np.float32)),  # wrong feature dim
         ],
         "utterance: input features must be float32 \\[time, 40\\]": [
             (utterance, np.zeros((30, 39), np.float32)),
         ],
         "expected to be a float tensor but is a double tensor": [
-            (default, np.zeros((2, 21, 40), np.float64)),
+            (default, np.zeros((2, 41, 40), np.float64)),
             (utterance, np.zeros((30, 40), np.float64)),
         ],
     }
@@ -129,7 +129,7 @@ def test_signatures_check_their_inputs(export_dir):
             with pytest.raises(tf.errors.InvalidArgumentError, match=message):
                 signature(features=tf.constant(features))
     # Zero windows and an empty utterance are well defined: empty outputs.
-    for signature, shape in ((default, (0, 21, 40)), (utterance, (0, 40))):
+    for signature, shape in ((default, (0, 41, 40)), (utterance, (0, 40))):
         out = signature(features=tf.zeros(shape))
         assert {k: tuple(v.shape) for k, v in out.items()} == dict.fromkeys(out, (0, 5126))
 
@@ -138,7 +138,7 @@ def test_signatures_refuse_nan_and_inf_naming_the_frame(export_dir):
     """A NaN or Inf frame would silently change the 2W outputs around it: every signature
     refuses it, naming the signature and the first bad frame (the README quotes the message)."""
     signatures = tf.saved_model.load(export_dir).signatures
-    utterance = np.zeros((30, 40), np.float32)
+    utterance = np.zeros((50, 40), np.float32)
     for value, text in ((np.nan, "nan"), (np.inf, "inf"), (-np.inf, "-inf")):
         bad = utterance.copy()
         bad[17, 3] = value
@@ -146,7 +146,7 @@ def test_signatures_refuse_nan_and_inf_naming_the_frame(export_dir):
         expected = f"utterance: input features must be finite: frame 17 (feature 3) is {text}"
         with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(expected)):
             signatures["utterance"](features=tf.constant(bad))
-        windows = np.stack([bad[i : i + 21] for i in range(5)])  # first bad: window 0, frame 17
+        windows = np.stack([bad[i : i + 41] for i in range(5)])  # first bad: window 0, frame 17
         expected = (f"serving_default: input features must be finite: window 0, frame 17 "
                     f"(feature 3) is {text}")  # fmt: skip
         with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(expected)):

@@ -20,7 +20,7 @@ from tfblend.models.layers import FusedBatchNormalization
 from tfblend.pipeline import frame_dataset, utterance_dataset
 from tfblend.records import read_manifest
 
-W, D, C = 10, 40, 30
+W, D, C = 20, 40, 30
 TINY = {
     "lstm": {"num_layers": 2, "units": 8, "projection": 6},
     "vgg": {"preset": "tiny"},
@@ -90,14 +90,18 @@ def test_vgg_channels_stack_feature_streams():
 def test_presets():
     with pytest.raises(ValueError, match="unknown preset"):
         VGGStudent(C, preset="huge")
-    assert set(PRESETS) == {"tiny", "small", "deep", "paper"}
+    assert set(PRESETS) == {"tiny", "small", "small21", "deep", "deep21", "paper"}
     tiny = VGGStudent(5126, preset="tiny")
-    tiny.build((None, 21, 40))
+    tiny.build((None, 41, 40))
     below_classifier = tiny.count_params() - tiny.classifier.count_params()
     assert 3_000 < below_classifier < 100_000
-    for preset in PRESETS:  # all match the default data.context = 10
+    for preset in PRESETS:  # the named presets match the default data.context = 20
         model = VGGStudent(5126, preset=preset)
-        assert (model.receptive_field, model.context) == (21, 10), preset
+        expected = (21, 10) if preset.endswith("21") else (41, 20)
+        assert (model.receptive_field, model.context) == expected, preset
+    for preset in ("small", "deep"):  # the 21-frame variants differ in their dilations only
+        wide, narrow = PRESETS[preset], PRESETS[f"{preset}21"]
+        assert {**wide, "dilations": None} == {**narrow, "dilations": None}
     deep = VGGStudent(5126, preset="deep")
     assert sum(len(block) for block in deep.conv_blocks) >= 10
     paper = VGGStudent(5126, preset="paper")

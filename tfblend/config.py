@@ -40,7 +40,7 @@ class DataConfig(hyperparams.Config):
         and keeps its part of each global batch: the exact single-process batches).
     """
 
-    context: int = 10
+    context: int = 20
     chunk_frames: int = 64
     cmvn: str = "global"
     batch_size: int = 256
@@ -61,12 +61,18 @@ class LSTMConfig(hyperparams.Config):
 
 @dataclasses.dataclass
 class VGGConfig(hyperparams.Config):
-    """:class:`tfblend.models.VGGStudent` arguments."""
+    """:class:`tfblend.models.VGGStudent` arguments.
+
+    ``synchronized_bn`` (with ``normalization: batch``) takes the batch statistics over the
+    global batch when a step runs on several replicas, so that N replicas make the 1-replica
+    update; on one replica it costs nothing (the fused kernel runs).
+    """
 
     preset: str = "small"
     channels: int = 1
     dropout: float = 0.0
-    normalization: str = "frame"
+    normalization: str = "batch"
+    synchronized_bn: bool = True
 
 
 @dataclasses.dataclass

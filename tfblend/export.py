@@ -26,7 +26,7 @@ they do not depend on how often a model was built (tensorflow#48157).
 Inputs are checked in the graph. A loaded signature does not enforce its declared shape at run
 time (a ``[2, 20, 40]`` batch would be computed silently), so every signature asserts its
 input's shape with a message naming the signature, the input and the expected shape
-(``InvalidArgumentError``: "serving_default: input features must be float32 [batch, 21, 40]
+(``InvalidArgumentError``: "serving_default: input features must be float32 [batch, 41, 40]
 ..., got shape [2 20 40]"). A wrong dtype is refused before the graph runs, by the signature
 itself ("input #0 ... was expected to be a float tensor but is a double tensor").
 """

@@ -2,7 +2,7 @@
 
 from tfblend.models import get_model, MODEL_NAMES
 student = get_model("vgg", num_classes=5126, preset="deep")
-check_receptive_field(student, context=10)  # before training on 21-frame windows or chunks
+check_receptive_field(student, context=20)  # before training on 41-frame windows or chunks
 """
 
 from tfblend.models.cnn import PRESETS, VGGStudent

@@ -8,26 +8,39 @@ from tfblend.models.registry import register_model
 
 #: Architecture presets: conv blocks (filters of each 3x3 conv), the time dilation of each conv
 #: (same nesting), the frequency max-pooling factor after each block, and the fully connected
-#: layers before the classifier. Every preset's receptive field is 21 frames (W = 10, the
-#: default `data.context`).
+#: layers before the classifier. The named presets see 41 frames (W = 20, the default
+#: `data.context`), the paper's context; `small21` and `deep21` are the same models undilated
+#: enough to see 21 frames (W = 10), for the context comparison.
 PRESETS = {
     # For tests: ~7k weights below the classifier.
     "tiny": {
         "conv_blocks": ((8, 8), (16,)),
-        "dilations": ((1, 3), (6,)),
+        "dilations": ((2, 6), (12,)),
         "pool_sizes": (2, 2),
         "dense_units": (32,),
     },
-    # The previous demo model's sizes (4 convs of 8 and 16 channels), time-dilated to span 21.
+    # The demo's student: 4 convs of 8 and 16 channels, time-dilated to span 41 frames.
     "small": {
+        "conv_blocks": ((8, 8), (16, 16)),
+        "dilations": ((2, 4), (6, 8)),
+        "pool_sizes": (2, 2),
+        "dense_units": (256, 256),
+    },
+    "small21": {
         "conv_blocks": ((8, 8), (16, 16)),
         "dilations": ((1, 2), (3, 4)),
         "pool_sizes": (2, 2),
         "dense_units": (256, 256),
     },
     # 10 convs + 2 fully connected + classifier (13 weight layers), sized for dense training on
-    # 2 CPU cores (see the class docstring).
+    # 2 CPU cores (see the class docstring); the dilations are the GPU replication's (NOTES 10).
     "deep": {
+        "conv_blocks": ((16, 16), (32, 32), (64, 64, 64), (128, 128, 128)),
+        "dilations": ((1, 1), (1, 1), (2, 2, 2), (4, 4, 2)),
+        "pool_sizes": (2, 2, 2, 1),
+        "dense_units": (512, 512),
+    },
+    "deep21": {
         "conv_blocks": ((16, 16), (32, 32), (64, 64, 64), (128, 128, 128)),
         "dilations": ((1, 1), (1, 1), (1, 1, 1), (1, 1, 1)),
         "pool_sizes": (2, 2, 2, 1),
@@ -36,7 +49,7 @@ PRESETS = {
     # Our reading of the paper's model at GPU scale (see the class docstring).
     "paper": {
         "conv_blocks": ((64, 64), (128, 128), (256, 256, 256)),
-        "dilations": ((1, 1), (1, 2), (1, 2, 2)),
+        "dilations": ((1, 1), (2, 4), (2, 4, 6)),
         "pool_sizes": (2, 2, 2),
         "dense_units": (2048, 2048, 2048),
     },
@@ -103,38 +116,45 @@ class VGGStudent(keras.Model):
     - chunks `[B, L+2W, D]` -> logits `[B, L, K]` (dense): one pass computes every frame's
       convolutions once. The conv stack costs about 1/5 (small) to 1/10 (deep) of the window
       path per output frame; the per-frame fully connected layers cost the same in both.
-    Pooling never touches time, and normalisation is per frame (below), so both paths give
-    the same numbers (tests/test_dense.py: max |diff| <= 1e-4, same argmax).
+    Pooling never touches time, so in inference mode both paths give the same numbers
+    (tests/test_dense.py: max |diff| <= 1e-4, same argmax) with either normalisation.
 
-    Normalisation (`normalization`):
-    - "frame" (default): `FrameNormalization`, each frame normalised over its own (frequency,
-      channel) values in the conv stack and over its units in the fully connected layers. It is
-      exact in both paths in training mode as well as inference mode, independent of the batch
-      composition, of padded (masked) frames and of the replica count. Chosen for that
-      exactness (its speed against fused batch norm: README, "The student").
-    - "batch": batch normalisation (TensorFlow's fused kernel, `FusedBatchNormalization`;
-      `synchronized_bn` for statistics over the global batch under a `tf.distribute` strategy).
-      Its training-mode statistics cover all positions of the batch, so a window batch and a
-      chunk batch over the same frames get different statistics (a window repeats each frame up
-      to 2W+1 times), and padded frames enter them: the two paths agree in inference mode only.
+    Normalisation (`normalization`), chosen by dev accuracy (README, "The student"):
+    - "batch" (default): batch normalisation (TensorFlow's fused kernel,
+      `FusedBatchNormalization`; `synchronized_bn` for statistics over the global batch under a
+      `tf.distribute` strategy, so that N replicas make the 1-replica update). Its
+      training-mode statistics cover all positions of the batch, so a window batch and a chunk
+      batch over the same frames get different statistics (a window repeats each frame up to
+      2W+1 times), and padded frames enter them: the two paths agree in inference mode only,
+      which is where users need it (the export's `serving_default` and `utterance`).
+    - "frame": `FrameNormalization`, each frame normalised over its own (frequency, channel)
+      values in the conv stack and over its units in the fully connected layers. Exact in both
+      paths in training mode too, independent of the batch composition and the replica count,
+      but it learned slower: 31.9 against 32.1 dev frame accuracy for `small` after 3 epochs
+      on the demo corpus, 11.8 against 20.5 for `deep` after 400 steps, -1.1 points after 7
+      passes in the GPU replication (NOTES.md 10).
 
     Presets (`PRESETS`; explicit `conv_blocks`, `dilations`, `pool_sizes`, `dense_units`
-    override them). All have a receptive field of 21 frames (W = 10); counts for D = 40 and
-    5,126 classes; MFLOP = forward multiply-adds x 2 per output frame (`tfblend.models.flops`):
-    - `tiny`: conv 8, 8 (dilations 1, 3) | pool 2 | conv 16 (dilation 6) | pool 2 | fc 32.
-      For tests.
-    - `small`: conv 8, 8 | pool 2 | conv 16, 16 | pool 2 | fc 256, 256; time dilations 1, 2, 3, 4.
-      1.43M weights (mostly the classifier), 4.2 MFLOP per frame on windows, 3.1 dense (its
-      convs are cheap; the classifier dominates).
+    override them). The named presets see 41 frames (W = 20, the paper's context and the default
+    `data.context`); `small21` and `deep21` are the same layers with smaller time dilations,
+    seeing 21 frames (W = 10), for the context comparison. Counts for D = 40 and 5,126 classes;
+    MFLOP = forward multiply-adds x 2 per output frame (`tfblend.models.flops`), on windows and
+    dense (chunks of 64):
+    - `tiny`: conv 8, 8 (dilations 2, 6) | pool 2 | conv 16 (dilation 12) | pool 2 | fc 32.
+      For tests. 2.5 / 0.5 MFLOP.
+    - `small`: conv 8, 8 | pool 2 | conv 16, 16 | pool 2 | fc 256, 256; time dilations 2, 4, 6, 8
+      (`small21`: 1, 2, 3, 4). 1.43M weights (mostly the classifier), 6.1 / 3.1 MFLOP (its convs
+      are cheap; the classifier dominates). The demo's student.
     - `deep`: conv 16, 16 | pool 2 | conv 32, 32 | pool 2 | conv 64 x 3 | pool 2 | conv 128 x 3
-      | fc 512, 512 (13 weight layers, no dilation). Our reading of the paper's deep VGG student
-      at CPU scale: as deep as NOTES.md's 10-conv reference, with 512-unit rather than 1024-unit
-      fully connected layers, since those and the classifier are what dense computation cannot
-      shrink. 3.70M weights (1.07M below the classifier), 42.8 MFLOP per frame on windows,
-      13.2 dense (chunks of 64).
+      | fc 512, 512 (13 weight layers); time dilations 1, 1 | 1, 1 | 2, 2, 2 | 4, 4, 2, those of
+      the GPU replication (NOTES.md 10; `deep21`: no dilation). Our reading of the paper's deep
+      VGG student at CPU scale: as deep as NOTES.md's 10-conv reference, with 512-unit rather
+      than 1024-unit fully connected layers, since those and the classifier are what dense
+      computation cannot shrink. 3.70M weights (1.07M below the classifier), 105.3 / 14.0
+      MFLOP (`deep21`: 42.8 / 13.2).
     - `paper`: conv 64, 64 | pool 2 | conv 128, 128 | pool 2 | conv 256 x 3 | pool 2 |
-      fc 2048 x 3 (11 weight layers with the classifier; time dilations 1, 1, 1, 2, 1, 2, 2;
-      23.3M weights, 327 MFLOP per frame on windows, 88 dense).
+      fc 2048 x 3 (11 weight layers with the classifier; time dilations 1, 1, 2, 4, 2, 4, 6;
+      23.3M weights, 808.6 / 94.1 MFLOP).
       The paper (Geras et al., 2016) says only that the student is "inspired by the models
       recently introduced in image recognition"; its exact architecture is not known here.
       This preset is our reading of that phrase at GPU scale: VGG-style 3x3 stacks as in
@@ -142,7 +162,7 @@ class VGGStudent(keras.Model):
 
     Args:
         num_classes: number of output classes (senones).
-        preset: one of `PRESETS` ("tiny", "small", "deep", "paper").
+        preset: one of `PRESETS` ("tiny", "small", "small21", "deep", "deep21", "paper").
         conv_blocks: sequence of blocks, each a sequence of conv filter counts.
         dilations: the time dilation of every conv, nested like `conv_blocks` (default: 1).
         pool_sizes: one frequency max-pool factor per block (1: no pooling; padding "same").
@@ -151,11 +171,12 @@ class VGGStudent(keras.Model):
             40 log-mel + deltas + delta-deltas laid out as [static | delta | delta2]); they become
             image channels, so the image is `[T, D / channels, channels]`.
         dropout: dropout rate after each fully connected layer (training only).
-        normalization: "frame" or "batch" (above).
+        normalization: "batch" or "frame" (above).
         synchronized_bn: with "batch": batch-norm statistics over the global batch under a
-            `tf.distribute` strategy (then an N-replica step equals the 1-replica step); it needs
-            Keras' unfused batch norm (slower on CPU). With "frame" the statistics are
-            per frame, the same on any number of replicas, and the flag changes nothing.
+            `tf.distribute` strategy (then an N-replica step equals the 1-replica step); on
+            several replicas it needs Keras' unfused batch norm (slower on CPU), on one the
+            fused kernel runs. With "frame" the statistics are per frame, the same on any number
+            of replicas, and the flag changes nothing.
 
     Call:
         x: float32 `[B, T, D]` CMVN-normalised features (D divisible by `channels`), T >=
@@ -174,7 +195,7 @@ class VGGStudent(keras.Model):
         dense_units=None,
         channels=1,
         dropout=0.0,
-        normalization="frame",
+        normalization="batch",
         synchronized_bn=False,
         **kwargs,
     ):

@@ -13,14 +13,16 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     This layer keeps Keras' variables, configuration,
     moving-average rule and `training`/`trainable` semantics, and runs the fused kernel for
     float32 inputs of rank 2 (`[B, C]`) or 4 (`[B, H, W, C]`) normalised over the last axis.
-    Anything else (masks, `synchronized=True`, renorm, other axes or dtypes) falls back to the
-    Keras implementation.
+    With `synchronized=True` it also fuses when the step runs on one replica (where the
+    synchronised statistics are the local ones). Anything else (masks, synchronised statistics
+    over several replicas, renorm, other axes or dtypes) falls back to the Keras implementation.
     """
 
     def _can_fuse(self, inputs, mask):
+        replicas = tf.distribute.get_replica_context()
         return (
             mask is None
-            and not self.synchronized
+            and not (self.synchronized and (replicas is None or replicas.num_replicas_in_sync > 1))
             and not self.renorm
             and inputs.dtype == tf.float32
             and len(inputs.shape) in (2, 4)
@@ -108,9 +110,11 @@ class TimeConv2D(keras.layers.Layer):
 
     `[B, T, F, C] -> [B, T - 2 * dilation, F, filters]`: frequency is zero-padded by one bin on
     each side; output frame t sees input frames t, t + dilation, t + 2 * dilation. A dilated
-    conv is computed as three 1x3 convs on time-shifted slices, summed: TensorFlow's CPU kernels
-    have no gradient for dilated Conv2D, and `tf.nn.convolution`'s space-to-batch rewrite
-    computes padded positions and fails on empty batches.
+    conv is computed as an undilated one over the `dilation` interleaved phases of time (frames
+    t = r mod d stacked along the batch axis, then put back in order), so it costs what an
+    undilated conv of the same size costs: TensorFlow's CPU kernels have no gradient for dilated
+    Conv2D, three 1x3 convs on shifted slices take 2.4x as long (NOTES section 11), and
+    `tf.nn.convolution`'s space-to-batch rewrite also pads frequency and fails on empty batches.
 
     Args:
         filters: output channels.
@@ -129,16 +133,22 @@ class TimeConv2D(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs):
-        x = tf.pad(inputs, [[0, 0], [0, 0], [1, 1], [0, 0]])
         d = self.dilation
+        x = tf.pad(inputs, [[0, 0], [0, 0], [1, 1], [0, 0]])
         if d == 1:
             return tf.nn.conv2d(x, self.kernel, 1, "VALID")
-        span = tf.shape(x)[1] - 2 * d
-        taps = [
-            tf.nn.conv2d(x[:, i * d : i * d + span], self.kernel[i : i + 1], 1, "VALID")
-            for i in range(3)
-        ]
-        return taps[0] + taps[1] + taps[2]
+        batch, frames = tf.shape(x)[0], tf.shape(x)[1]
+        bins, channels = x.shape[2], x.shape[3]
+        # Time padded to a multiple of d: phase r holds frames r, r + d, r + 2d, ... as `rows`.
+        rows = (frames + d - 1) // d
+        x = tf.pad(x, [[0, 0], [0, rows * d - frames], [0, 0], [0, 0]])
+        x = tf.reshape(x, [batch, rows, d, bins, channels])
+        x = tf.reshape(tf.transpose(x, [0, 2, 1, 3, 4]), [batch * d, rows, bins, channels])
+        y = tf.nn.conv2d(x, self.kernel, 1, "VALID")
+        y = tf.reshape(y, [batch, d, rows - 2, bins - 2, self.filters])
+        y = tf.reshape(tf.transpose(y, [0, 2, 1, 3, 4]), [batch, (rows - 2) * d, bins - 2, -1])
+        y = y[:, : frames - 2 * d]
+        return tf.ensure_shape(y, self.compute_output_shape(inputs.shape))
 
     def compute_output_shape(self, input_shape):
         b, t, f, _ = input_shape
