@@ -1,7 +1,7 @@
 """Training-step cost of blending: hard labels vs stored sparse/dense targets vs online teachers.
 
 One run times, side by side, the training step of the same student (``VGGStudent``, preset
-``--distiller_preset``, batch ``--distiller_batch`` windows of 2W+1 = 21 frames x 40 features,
+``--distiller_preset``, batch ``--distiller_batch`` windows of 2W+1 = 41 frames x 40 features,
 5,126 classes) under:
 
 - ``hard_only``: plain Keras ``compile(loss=SparseCategoricalCrossentropy)`` + ``fit`` step;
@@ -10,7 +10,7 @@ One run times, side by side, the training step of the same student (``VGGStudent
   validated in the step (the default blend);
 - ``stored_dense``: stored dense probabilities ``[B, 5126]`` (``DenseSoftCrossEntropy``);
 - ``online_lstm``: the LSTM teacher (by default configs/teacher.yaml's 2 x BLSTM 128, 1.9M weights)
-  called in every step on the 21-frame window, centre frame's logits;
+  called in every step on the 41-frame window, centre frame's logits;
 - ``online_dnn``: the Distiller with a DNN teacher (3 x 1024) on the same windows, and
   ``keras_distiller_dnn``: ``keras.distillation.Distiller`` with the same teacher
   (``LogitsDistillation``; ``student_loss_weight`` 0.5) for comparison;
@@ -62,7 +62,7 @@ ROOF_GOAL = 0.40
 def add_arguments(group):
     group.add_argument("--distiller_preset", default="small", help="VGGStudent preset")
     group.add_argument("--distiller_batch", type=int, default=256)
-    group.add_argument("--distiller_context", type=int, default=10, help="W: windows of 2W+1")
+    group.add_argument("--distiller_context", type=int, default=20, help="W: windows of 2W+1")
     group.add_argument("--distiller_k", type=int, default=51, help="stored top-k entries")
     group.add_argument(
         "--distiller_teacher_layers",

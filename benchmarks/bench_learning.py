@@ -5,12 +5,13 @@ but a chunk batch holds runs of consecutive, correlated frames, so per step it m
 (issue 22). This benchmark trains the same student (``--learning_preset``, batch norm, 41-frame
 context) from the same initial weights on the corpus's train split, once per batch composition
 (``--learning_settings``: ``windows`` or ``chunks:L``, L output frames per chunk, every batch
-``--learning_batch`` output frames) and seed, and reads dev frame accuracy every
-``--learning_eval_frames`` frames seen, up to ``--learning_frames``. Every setting sees the
-same number of frames per step, the same learning rate schedule (linear warm-up, then
-constant) and the same data in a different composition. Wall time counts training steps only
-(dev scoring excluded); settings run one after another in one process, so load from other
-users of the machine is reported (load average before and after each run).
+``--learning_batch`` output frames; ``@bf16`` after a setting trains it in ``mixed_bfloat16``,
+e.g. ``windows,windows@bf16`` for the accuracy of bf16 training) and seed, and reads dev frame
+accuracy every ``--learning_eval_frames`` frames seen, up to ``--learning_frames``. Every
+setting sees the same number of frames per step, the same learning rate schedule (linear
+warm-up, then constant) and the same data in a different composition. Wall time counts
+training steps only (dev scoring excluded); settings run one after another in one process, so
+load from other users of the machine is reported (load average before and after each run).
 
 Rows: one per (setting, seed, evaluation) with frames seen, training seconds and dev accuracy
 (the curves), then one summary row per setting: frames/s, the final dev accuracy of every seed,
@@ -42,15 +43,20 @@ def add_arguments(group):
     group.add_argument("--learning_warmup", type=int, default=100, help="warm-up steps")
 
 
-def _settings(text: str) -> list[tuple[str, int]]:
-    """``"windows,chunks:8"`` -> ``[("windows", 0), ("chunks:8", 8)]``."""
+def _settings(text: str) -> list[tuple[str, int, str]]:
+    """``"windows,chunks:8@bf16"`` -> ``[("windows", 0, "float32"), ("chunks:8@bf16", 8,
+    "mixed_bfloat16")]``: (name, chunk frames (0: windows), precision)."""
     settings = []
     for item in filter(None, text.split(",")):
-        name, _, frames = item.partition(":")
+        batches, _, precision = item.partition("@")
+        name, _, frames = batches.partition(":")
+        if precision not in ("", "bf16"):
+            raise ValueError(f"--learning_settings: {item!r}: the only suffix is '@bf16'")
+        policy = "mixed_bfloat16" if precision else "float32"
         if name == "windows" and not frames:
-            settings.append((item, 0))
+            settings.append((item, 0, policy))
         elif name == "chunks" and frames.isdigit() and int(frames) > 0:
-            settings.append((item, int(frames)))
+            settings.append((item, int(frames), policy))
         else:
             raise ValueError(f"--learning_settings: {item!r} is not 'windows' or 'chunks:L'")
     return settings
@@ -139,11 +145,13 @@ def run(args):
     rows, finals, speeds = [], {}, {}
     score = None
     for seed in seeds:
-        for name, chunk in settings:
+        for name, chunk, precision in settings:
             if chunk and args.learning_batch % chunk:
                 raise ValueError(f"--learning_batch must be a multiple of {chunk} ({name})")
             keras.utils.set_random_seed(seed)  # the same initial weights for every setting
-            student = VGGStudent(classes, preset=args.learning_preset, normalization="batch")
+            student = VGGStudent(
+                classes, preset=args.learning_preset, normalization="batch", dtype=precision
+            )
             student(np.zeros([1, student.receptive_field, 40], np.float32))
             score = score or _dev_scorer(dev_dir, train_dir, student.context)
             load = os.getloadavg()[0]
@@ -160,7 +168,7 @@ def run(args):
 def _summary(settings, finals: dict, speeds: dict) -> list[dict]:
     base = settings[0][0]
     rows = []
-    for name, _ in settings:
+    for name, _, _ in settings:
         frames_s = statistics.median(speeds[name])
         mean = statistics.mean(finals[name])
         rows.append(

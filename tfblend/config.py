@@ -136,6 +136,11 @@ class TrainConfig(hyperparams.Config):
       seed: seeds weights, shuffling and dropout.
       label_smoothing: epsilon of the hard-label cross-entropy (the smoothing control).
       checkpoint_every_steps: how often the resumable checkpoint is written.
+      precision: "float32", or "mixed_bfloat16" (Keras's policy: convolutions and matmuls in
+        bfloat16, variables, statistics, logits and losses in float32;
+        ``tfblend.models.precision``). Fast only where the hardware has bf16 arithmetic
+        (AVX512_BF16, AMX, GPUs); on AVX2-only CPUs it is emulated and several times slower
+        (README, "The student"). Saved models are loaded, scored and exported in float32.
     """
 
     epochs: int = 3
@@ -144,6 +149,7 @@ class TrainConfig(hyperparams.Config):
     seed: int = 0
     label_smoothing: float = 0.0
     checkpoint_every_steps: int = 200
+    precision: str = "float32"
 
 
 @dataclasses.dataclass
@@ -221,6 +227,7 @@ def _choices() -> dict[str, tuple]:
     """The settings with a fixed set of values, from the modules that define them."""
     from tfblend.distill.losses import TAILS
     from tfblend.models.cnn import NORMALIZATIONS, PRESETS
+    from tfblend.models.precision import PRECISIONS
     from tfblend.pipeline import CMVN_MODES
 
     return {
@@ -230,6 +237,7 @@ def _choices() -> dict[str, tuple]:
         "model.vgg.normalization": NORMALIZATIONS,
         "optimizer.schedule": ("cosine", "constant", "plateau"),
         "train.monitor": ("val_accuracy", "val_loss"),
+        "train.precision": PRECISIONS,
         "distill.tail": TAILS,
     }
 

@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from tfblend.models.layers import FrameNormalization, FusedBatchNormalization, TimeConv2D
+from tfblend.models.precision import layers_in
 from tfblend.models.registry import register_model
 
 #: Architecture presets: conv blocks (filters of each 3x3 conv), the time dilation of each conv
@@ -217,7 +218,8 @@ class VGGStudent(keras.Model):
         self.dropout = float(dropout)
         self.normalization = normalization
         self.synchronized_bn = bool(synchronized_bn)
-        self._build_layers()
+        with layers_in(self.dtype_policy):
+            self._build_layers()
 
     def _norm(self, name, axis):
         if self.normalization == "frame":
@@ -309,7 +311,7 @@ class VGGStudent(keras.Model):
         y = tf.reshape(y, [-1, self._frame_units])
         for layer in self.head:
             y = layer(y, training=training)
-        logits = self.classifier(y)
+        logits = tf.cast(self.classifier(y), tf.float32)
         if frames == self.receptive_field:
             return logits
         logits = tf.reshape(logits, tf.concat([outer, [self.num_classes]], 0))

@@ -1,7 +1,9 @@
 """The classic hybrid baseline: a feed-forward network on a spliced context window."""
 
 import keras
+import tensorflow as tf
 
+from tfblend.models.precision import layers_in
 from tfblend.models.registry import register_model
 
 
@@ -28,13 +30,14 @@ class DNNBaseline(keras.Model):
         self.num_classes = int(num_classes)
         self.hidden_units = tuple(int(u) for u in hidden_units)
         self.dropout = float(dropout)
-        self.flatten = keras.layers.Flatten()
-        self.hidden = [
-            keras.layers.Dense(units, activation="relu", name=f"fc{i}")
-            for i, units in enumerate(self.hidden_units)
-        ]
-        self.drop = keras.layers.Dropout(self.dropout)
-        self.classifier = keras.layers.Dense(self.num_classes, name="logits")
+        with layers_in(self.dtype_policy):
+            self.flatten = keras.layers.Flatten()
+            self.hidden = [
+                keras.layers.Dense(units, activation="relu", name=f"fc{i}")
+                for i, units in enumerate(self.hidden_units)
+            ]
+            self.drop = keras.layers.Dropout(self.dropout)
+            self.classifier = keras.layers.Dense(self.num_classes, name="logits")
 
     def build(self, input_shape):
         shape = self.flatten.compute_output_shape(tuple(input_shape))
@@ -47,7 +50,7 @@ class DNNBaseline(keras.Model):
         x = self.flatten(windows)
         for layer in self.hidden:
             x = self.drop(layer(x), training=training)
-        return self.classifier(x)
+        return tf.cast(self.classifier(x), tf.float32)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.num_classes)

@@ -118,7 +118,7 @@ def forward_flops(model, input_shape, dtype=tf.float32, loop_trips=None):
     return graph_flops(concrete.graph, loop_trips=loop_trips)
 
 
-def train_step_flops(model, input_shape, dtype=tf.float32):
+def train_step_flops(model, input_shape, dtype=tf.float32, loop_trips=None):
     """FLOPs of one training step's forward and backward passes on a batch of `input_shape`
     (batch axis included): sparse softmax cross-entropy against integer labels (one per output
     frame), gradients for every trainable variable.
@@ -130,6 +130,8 @@ def train_step_flops(model, input_shape, dtype=tf.float32):
         model: a `keras.Model` mapping `[B, ...]` to logits `[B, classes]` (windows) or
             `[B, L, classes]` (dense chunks).
         input_shape: e.g. `(256, 21, 40)` or `(8, 84, 40)`; the count scales with the batch.
+        loop_trips: the trip count of loops without a constant one (a recurrent model on
+            `[B, T, D]`: T; its forward and backward loops both run T times).
     Returns:
         int, FLOPs of the step (divide by the output frames, B or B x L, for a per-frame figure).
     """
@@ -146,7 +148,7 @@ def train_step_flops(model, input_shape, dtype=tf.float32):
     concrete = tf.function(step).get_concrete_function(
         tf.TensorSpec(list(input_shape), dtype), tf.TensorSpec(label_shape, tf.int32)
     )
-    return graph_flops(concrete.graph)
+    return graph_flops(concrete.graph, loop_trips=loop_trips)
 
 
 def frame_flops(model, feature_dim, chunk=64, training=False):

@@ -12,7 +12,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     several times as long as TensorFlow's `FusedBatchNormV3` (oneDNN; README, "The student").
     This layer keeps Keras' variables, configuration,
     moving-average rule and `training`/`trainable` semantics, and runs the fused kernel for
-    float32 inputs of rank 2 (`[B, C]`) or 4 (`[B, H, W, C]`) normalised over the last axis.
+    float32 or bfloat16 inputs (`mixed_bfloat16`: statistics, scale and offset stay float32)
+    of rank 2 (`[B, C]`) or 4 (`[B, H, W, C]`) normalised over the last axis.
     With `synchronized=True` it also fuses when the step runs on one replica (where the
     synchronised statistics are the local ones). Anything else (masks, synchronised statistics
     over several replicas, renorm, other axes or dtypes) falls back to the Keras implementation.
@@ -24,7 +25,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             mask is None
             and not (self.synchronized and (replicas is None or replicas.num_replicas_in_sync > 1))
             and not self.renorm
-            and inputs.dtype == tf.float32
+            and inputs.dtype in (tf.float32, tf.bfloat16)
             and len(inputs.shape) in (2, 4)
             and self.axis in (-1, len(inputs.shape) - 1)
         )
@@ -75,6 +76,9 @@ class FrameNormalization(keras.layers.Layer):
     statistics cover the whole batch, and a batch of windows repeats each frame's activations
     up to 2W+1 times.
 
+    The statistics are computed in float32 for any compute dtype (bfloat16 included), and the
+    result is returned in the layer's compute dtype.
+
     Args:
         axis: the axes normalised over, counted from the end (1: the last axis; 2: the last two).
         epsilon: added to the variance.
@@ -87,15 +91,20 @@ class FrameNormalization(keras.layers.Layer):
 
     def build(self, input_shape):
         channels = input_shape[-1]
-        self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma")
-        self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
+        self.gamma = self.add_weight(
+            shape=(channels,), initializer="ones", name="gamma", autocast=False
+        )
+        self.beta = self.add_weight(
+            shape=(channels,), initializer="zeros", name="beta", autocast=False
+        )
         self.built = True
 
     def call(self, inputs):
-        axes = list(range(len(inputs.shape) - self.axis, len(inputs.shape)))
-        mean, variance = tf.nn.moments(inputs, axes, keepdims=True)
+        x = tf.cast(inputs, tf.float32)
+        axes = list(range(len(x.shape) - self.axis, len(x.shape)))
+        mean, variance = tf.nn.moments(x, axes, keepdims=True)
         scale = tf.math.rsqrt(variance + self.epsilon) * self.gamma
-        return (inputs - mean) * scale + self.beta
+        return tf.cast((x - mean) * scale + self.beta, inputs.dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -3,6 +3,7 @@
 import keras
 import tensorflow as tf
 
+from tfblend.models.precision import layers_in
 from tfblend.models.registry import register_model
 
 
@@ -49,6 +50,10 @@ class LSTMTeacher(keras.Model):
         self.bidirectional = bool(bidirectional)
         self.projection = None if projection is None else int(projection)
         self.dropout = float(dropout)
+        with layers_in(self.dtype_policy):
+            self._build_layers()
+
+    def _build_layers(self):
         self.recurrent = []
         self.projections = []
         for i in range(self.num_layers):
@@ -90,7 +95,7 @@ class LSTMTeacher(keras.Model):
             if self.projections:
                 x = self.projections[i](x)
             x = self.drop(x, training=training)
-        return self.classifier(x)
+        return tf.cast(self.classifier(x), tf.float32)
 
     def compute_output_shape(self, input_shape):
         shape = input_shape["features"] if isinstance(input_shape, dict) else input_shape

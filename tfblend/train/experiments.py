@@ -53,6 +53,7 @@ def _info(role, experiment, manifest, train_dir, kind, started, **extra) -> dict
         "train_digest": manifest["content_digest"],
         "seed": experiment.train.seed,
         "epochs": experiment.train.epochs,
+        "precision": experiment.train.precision,
         "wall_seconds": time.time() - started,
         **extra,
     }
@@ -139,7 +140,10 @@ def train_teacher(
     inputs = teacher_inputs(train_dir, dev_dir, manifest, experiment, strategy)
     with strategy.scope():
         teacher = get_model(
-            "lstm", num_classes=manifest["num_classes"], **model_kwargs(experiment.model)
+            "lstm",
+            num_classes=manifest["num_classes"],
+            dtype=experiment.train.precision,
+            **model_kwargs(experiment.model),
         )
         teacher.compile(
             optimizer=make_optimizer(experiment.optimizer, inputs.steps * experiment.train.epochs),
@@ -262,6 +266,7 @@ def train_window_model(
         student = get_model(
             experiment.model.type,
             num_classes=manifest["num_classes"],
+            dtype=experiment.train.precision,
             **model_kwargs(experiment.model),
         )
         _check_receptive_field(student, experiment)  # before the first call: a clear error

@@ -103,16 +103,18 @@ def read_model_info(model_dir: str, role: str | tuple[str, ...] | None = None) -
 
 
 def load_model_dir(model_dir: str, role: str | tuple[str, ...] | None = None):
-    """``(model, info)`` of a complete model directory (see :func:`read_model_info`)."""
+    """``(model, info)`` of a complete model directory (see :func:`read_model_info`); the model
+    computes in float32 whatever precision it was trained in (``models.precision.as_float32``)."""
     info = read_model_info(model_dir, role)
     path = os.path.join(model_dir, MODEL_FILE)
     if file_sha256(path) != info["sha256"]:
         raise DataError(f"{path} does not match the sha256 in {INFO_FILE}: the model changed")
     import tfblend.models  # noqa: F401  (registers the classes before deserialising)
+    from tfblend.models.precision import as_float32
 
     model = keras.saving.load_model(path, compile=False)
     check_finite_weights(model, path)
-    return model, info
+    return as_float32(model), info
 
 
 def check_finite_weights(model: keras.Model, what: str) -> None:
