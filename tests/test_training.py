@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ROOT, run_script
+from conftest import ROOT, TINY_STUDENT_OVERRIDE, run_script
 from test_distiller import DenseStandIn
 
 from tfblend import models
@@ -60,7 +60,7 @@ def test_two_identical_tiny_trainings_give_identical_weights(tiny_corpus, tiny_s
     again = tmp_path / "cnn"
     run_script(
         "train_student.py", f"--corpus_dir={tiny_corpus}", f"--model_dir={again}",
-        "--model=vgg", "--epochs=1", "--params_override=model.vgg.preset=tiny",
+        "--model=vgg", "--epochs=1", f"--params_override={TINY_STUDENT_OVERRIDE}",
     )  # fmt: skip
     first, second = _weights(tiny_student), _weights(again)
     assert len(first) == len(second) > 0
