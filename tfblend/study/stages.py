@@ -83,7 +83,8 @@ class StageRunner:
                 self.times = json.load(stream)
         self.selected: set | None = None  # every part
         self._after: set = set()  # the parts after the last selected one
-        self.skipped: list[str] = []  # the stages found complete by this run
+        self.skipped: list[str] = []  # the stages found complete from an earlier run
+        self._ran: set[str] = set()  # the stages this run ran
         self._part: str | None = None
 
     def select(self, parts, first: str, last: str) -> None:
@@ -116,9 +117,10 @@ class StageRunner:
     def stage(self, label: str, complete: bool, step: str, **flag_values) -> None:
         """Runs one stage; list values become repeated flags. Raises DataError on failure.
         ``step`` names a module of :mod:`tfblend.steps`."""
-        if complete:
+        if complete:  # a stage this run made already (asked for again) is not an earlier run's
             say(f"stage {label}: complete, skipped")
-            self.skipped.append(label)
+            if label not in self._ran:
+                self.skipped.append(label)
             return
         if self._part is not None and not self.runs(self._part):
             say(f"stage {label}: not run (part {self._part} is not selected)")
@@ -137,5 +139,6 @@ class StageRunner:
                 "same command again to continue from where it stopped"
             )
         self.times[label] = time.time() - started
+        self._ran.add(label)
         write_json(self.times_path, self.times)
         say(f"stage {label}: done in {self.times[label]:.0f} s")
