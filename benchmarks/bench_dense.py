@@ -8,7 +8,7 @@ other users of the machine hits every case alike; medians over rounds):
   - ``deep_dense``: the ``deep`` preset (41 frames, batch norm: the defaults) on chunks
     ``[frames / L, L + 2W, D]`` (L = ``--dense_chunk``);
   - ``deep_windows``: the same model object (same weights) on windows ``[frames, 2W+1, D]``;
-  - ``small_windows``: the ``small`` preset on windows (the demo's student);
+  - ``small_windows``: the ``small`` preset on windows;
   - ``deep_dense_framenorm``: the ``deep`` preset with per-frame normalisation instead of
     fused batch norm, on the same chunks (what the exact normalisation costs);
   - ``matmul_roof``: an fp32 2048 x 2048 matmul, the roof the dense FLOP rate is read against;

@@ -5,10 +5,10 @@ rounds) the training step of each path in float32 and in Keras's ``mixed_bfloat1
 weights and inputs; the step of ``benchmarks.bench_dense``: GradientTape, Adam, sparse softmax
 cross-entropy):
 
-- ``small_windows``: the demo's student (``small``, 41-frame windows), ``--precision_frames``
-  windows per batch;
-- ``deep_dense``: the ``deep`` preset on chunks of ``--precision_chunk`` output frames, the same
-  output frames per batch;
+- ``small_windows``: the ``small`` preset on 41-frame windows, ``--precision_frames`` windows
+  per batch;
+- ``deep_dense``: the ``deep`` preset (the demo's student) on chunks of ``--precision_chunk``
+  output frames, the same output frames per batch;
 - ``lstm_teacher``: the BLSTM teacher of ``configs/teacher.yaml`` (2 x 128 per direction) on
   ``--precision_utterances`` utterances of ``--precision_utterance_frames`` frames;
 - ``matmul_roof`` and ``conv_roof``: a 2048^3 matmul and a 3x3 conv (64 -> 64 channels on
@@ -34,6 +34,7 @@ import statistics
 import numpy as np
 
 from benchmarks.bench_dense import CLASSES, FEATURES, _timer, _train_step
+from benchmarks.machine import cpu_bf16_flags
 
 PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16"}
 
@@ -45,17 +46,6 @@ def add_arguments(group):
     group.add_argument("--precision_utterance_frames", type=int, default=300)
     group.add_argument("--precision_rounds", type=int, default=3)
     group.add_argument("--precision_steps", type=int, default=3, help="steps per timed block")
-
-
-def cpu_bf16_flags() -> str:
-    """The CPU's bf16 instruction flags ("avx512_bf16 amx_bf16"), or "none"."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            flags = next((line for line in info if line.startswith("flags")), "").split()
-    except OSError:
-        return "unknown"
-    found = [flag for flag in ("avx512_bf16", "amx_bf16") if flag in flags]
-    return " ".join(found) or "none"
 
 
 def _models(precision: str) -> dict:

@@ -1,4 +1,5 @@
-"""What the machine can do and what a process holds, for the benchmarks: FLOP roofs, memory."""
+"""What the machine can do and what a process holds, for the benchmarks: FLOP roofs, memory,
+bf16 support."""
 
 from __future__ import annotations
 
@@ -48,3 +49,15 @@ def roof_runner(kind: str):
             float(op())
 
     return run, {"flops_per_op": flops}
+
+
+def cpu_bf16_flags() -> str:
+    """The CPU's bf16 instruction flags ("avx512_bf16 amx_bf16"), "none", or "unknown" where
+    /proc/cpuinfo cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            flags = next((line for line in info if line.startswith("flags")), "").split()
+    except OSError:
+        return "unknown"
+    found = [flag for flag in ("avx512_bf16", "amx_bf16") if flag in flags]
+    return " ".join(found) or "none"

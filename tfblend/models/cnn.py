@@ -20,7 +20,7 @@ PRESETS = {
         "pool_sizes": (2, 2),
         "dense_units": (32,),
     },
-    # The demo's student: 4 convs of 8 and 16 channels, time-dilated to span 41 frames.
+    # 4 convs of 8 and 16 channels, time-dilated to span 41 frames (the demo's earlier student).
     "small": {
         "conv_blocks": ((8, 8), (16, 16)),
         "dilations": ((2, 4), (6, 8)),
@@ -145,14 +145,14 @@ class VGGStudent(keras.Model):
       For tests. 2.5 / 0.5 MFLOP.
     - `small`: conv 8, 8 | pool 2 | conv 16, 16 | pool 2 | fc 256, 256; time dilations 2, 4, 6, 8
       (`small21`: 1, 2, 3, 4). 1.43M weights (mostly the classifier), 6.1 / 3.1 MFLOP (its convs
-      are cheap; the classifier dominates). The demo's student.
+      are cheap; the classifier dominates).
     - `deep`: conv 16, 16 | pool 2 | conv 32, 32 | pool 2 | conv 64 x 3 | pool 2 | conv 128 x 3
       | fc 512, 512 (13 weight layers); time dilations 1, 1 | 1, 1 | 2, 2, 2 | 4, 4, 2, those of
       the GPU replication (NOTES.md 10; `deep21`: no dilation). Our reading of the paper's deep
       VGG student at CPU scale: as deep as NOTES.md's 10-conv reference, with 512-unit rather
       than 1024-unit fully connected layers, since those and the classifier are what dense
       computation cannot shrink. 3.70M weights (1.07M below the classifier), 105.3 / 14.0
-      MFLOP (`deep21`: 42.8 / 13.2).
+      MFLOP (`deep21`: 42.8 / 13.2). The demo's student, trained densely on chunks of 8.
     - `paper`: conv 64, 64 | pool 2 | conv 128, 128 | pool 2 | conv 256 x 3 | pool 2 |
       fc 2048 x 3 (11 weight layers with the classifier; time dilations 1, 1, 2, 4, 2, 4, 6;
       23.3M weights, 808.6 / 94.1 MFLOP).

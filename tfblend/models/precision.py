@@ -31,15 +31,10 @@ def layers_in(policy):
         keras.config.set_dtype_policy(previous)
 
 
-def policy_name(model: keras.Layer) -> str:
-    """The model's dtype policy name, e.g. "float32" or "mixed_bfloat16"."""
-    return model.dtype_policy.name
-
-
 def as_float32(model: keras.Model) -> keras.Model:
     """``model`` if it computes in float32, else a float32 copy with the same weights (built
     on the same input shape)."""
-    if policy_name(model) == "float32":
+    if model.dtype_policy.name == "float32":
         return model
     copy = model.__class__.from_config({**model.get_config(), "dtype": "float32"})
     copy.build_from_config(model.get_build_config())
