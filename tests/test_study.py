@@ -129,7 +129,7 @@ class _Recorder:
 
 def test_longer_runs_are_runs_of_their_own(tmp_path):
     runner = _Recorder()
-    plan = StagePlan(str(tmp_path), "medium", runner)  # students: 1 epoch
+    plan = StagePlan(str(tmp_path), "medium", runner, student_epochs=1)
     student = StudentSpec.parse("small")
     assert (
         plan.cnn(student, 0) == plan.cnn(student, 0, epochs=1) == str(tmp_path / "cnn-small-seed0")
@@ -172,6 +172,24 @@ def test_stage_and_stop_stage_run_a_part_of_the_stages(tmp_path, capsys):
         runner.select(["corpus", "teacher"], "teacher", "corpus")
     with pytest.raises(DataError, match="no stage 'wer'"):
         runner.select(["corpus", "teacher"], "corpus", "wer")
+
+
+def test_a_stage_run_again_is_charged_for_every_run(tmp_path, monkeypatch):
+    """A stage's wall time in stages.json is the sum over the runs that worked on it (a stage
+    killed with a session and continued in the next is charged for both), written while it runs
+    and when it fails."""
+    from tfblend.study import stages
+
+    monkeypatch.setattr(stages, "HEARTBEAT_SECONDS", 0.01)
+    (tmp_path / "stages.json").write_text('{"teacher-seed0": 100.0}')  # an earlier, killed run
+    runner = stages.StageRunner(str(tmp_path))
+    with pytest.raises(DataError, match="stage teacher-seed0 failed"):
+        runner.stage("teacher-seed0", False, "no_such_step")
+    charged = json.loads((tmp_path / "stages.json").read_text())["teacher-seed0"]
+    assert charged > 100.0 and runner.times["teacher-seed0"] == charged
+    with pytest.raises(DataError):
+        runner.stage("teacher-seed0", False, "no_such_step")
+    assert runner.times["teacher-seed0"] > charged
 
 
 def _tree(root) -> dict:

@@ -1,19 +1,24 @@
 """The paper's findings with error bars: every model of the study, several seeds, one command.
 
 Trains on one corpus (default: the medium one, about 3 hours of training speech): the BLSTM
-teacher (--teacher_seeds), and for every seed (--seeds) the CNN baseline, the DNN baseline, the
-label-smoothing control, the blended CNN at k = --top_fraction of the classes, the k sweep, the
-blend from sampled targets at the same bytes per frame, and the blend from the teacher + CNN
-ensemble. Choices are made on dev with seed 0, never on test: the CNN preset (--students), the
-smoothing epsilon (--smoothing_grid) and the blend's alpha and T (--blend_grid). Then every model
+teacher (--teacher_seeds seeds), the CNN baseline and the blended CNN at k = --top_fraction of
+the classes (--seeds seeds each), the DNN baseline and the label-smoothing control
+(--control_seeds), and the k sweep, the blend from sampled targets at the same bytes per frame
+and the blend from the teacher + CNN ensemble (--extra_seeds). Choices are made on dev with seed
+0, never on test, among the candidates given: the CNN preset (--students), the smoothing epsilon
+(--smoothing_grid) and the blend's alpha and T (--blend_grid); the defaults give one candidate
+each (the demo's student, the paper's alpha 0.5 and T 1), to fit the converged study's budget
+(about 12 hours on 2 cores at the medium size's epochs). Then every model
 is scored per test utterance (frames) and decoded (WER); the teachers are scored once more from
 each frame's CNN window only (--windowed_teacher: how much of their lead is context). Last, the
-learning-curve diagnosis: seed 0 of the CNN baseline and of the blended CNN trained again for
---longer_epochs, and every model's frame accuracy after each epoch on dev (never test) in
-study.json, to tell how much of a gap is the training budget. RESULTS.md is written from what ran.
+learning-curve diagnosis: every model's frame accuracy after each epoch on dev (never test) in
+study.json, and, with --longer_epochs, seed 0 of the CNN baseline and of the blended CNN trained
+again for that many epochs, to tell how much of a gap is the training budget. RESULTS.md is
+written from what ran.
 
 Resumable: every stage skips what is complete and a killed stage continues (training from its
-last checkpoint, a target dump from its last complete shard); run the same command again. The
+last checkpoint, a target dump from its last complete shard); run the same command again (a
+stage's wall time sums every run that worked on it). The
 work dir is locked while the study runs: a second study or recipe on it stops at once ("work
 dir X is in use by pid N"), changing nothing.
 Stage wall times are kept in <work_dir>/report/stages.json and reported.
@@ -24,7 +29,7 @@ Writes: <work_dir>/ corpus/, teacher-seed*/, cnn-*/, dnn-seed*/, smooth-*/, targ
         (RESULTS.md) with its figures in --figures_dir.
 
 Example:
-  python -m tfblend.study --work_dir=work/study --size=medium --seeds=3 --teacher_seeds=2
+  python -m tfblend.study --work_dir=work/study --size=medium
 """
 
 import json
@@ -41,20 +46,27 @@ from tfblend.train.rundir import holding
 
 flags.DEFINE_string("work_dir", None, "Where every stage writes.")
 flags.DEFINE_enum("size", "medium", list(SIZES), "Corpus size.")
-flags.DEFINE_integer("seeds", 3, "Seeds of every student.", lower_bound=1)
+flags.DEFINE_integer("seeds", 3, "Seeds of the CNN baseline and the blended CNN.", lower_bound=1)
 flags.DEFINE_integer("teacher_seeds", 2, "Seeds of the BLSTM teacher.", lower_bound=1)
+flags.DEFINE_integer(
+    "control_seeds", 1, "Seeds of the DNN baseline and the label-smoothing control.", lower_bound=1
+)
+flags.DEFINE_integer(
+    "extra_seeds", 1, "Seeds of the k sweep, the sampled targets' and the ensemble's blends.",
+    lower_bound=1,
+)  # fmt: skip
 flags.DEFINE_integer("teacher_epochs", None, "Teacher epochs (default: by --size).")
 flags.DEFINE_integer("student_epochs", None, "Epochs of every student (default: by --size).")
 flags.DEFINE_list(
     "students",
-    ["small:0", "deep:16"],
+    ["deep:8"],
     "CNN candidates PRESET:CHUNK_FRAMES (0: windows); the best on dev (seed 0) is the student.",
 )
-flags.DEFINE_list("smoothing_grid", ["0.1", "0.3"], "Label-smoothing epsilons tried on dev.")
-flags.DEFINE_list("blend_grid", ["0.5:1", "0.2:1", "0.5:2"], "Blend ALPHA:T pairs tried on dev.")
+flags.DEFINE_list("smoothing_grid", ["0.1"], "Label-smoothing epsilons tried on dev.")
+flags.DEFINE_list("blend_grid", ["0.5:1"], "Blend ALPHA:T pairs tried on dev.")
 flags.DEFINE_float("top_fraction", 0.01, "k of the blended CNN, as a fraction of the classes.")
 flags.DEFINE_list(
-    "sweep_fractions", ["1", "5", "0.1"], "Other k of the sweep: an integer k, or a fraction of K."
+    "sweep_fractions", ["0.1"], "Other k of the sweep: an integer k, or a fraction of K."
 )
 flags.DEFINE_bool("sampled", True, "Blend from sampled targets at the same bytes per frame.")
 flags.DEFINE_bool("ensemble_blend", True, "Blend from the teacher + CNN ensemble's targets.")
@@ -70,9 +82,9 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_integer(
     "longer_epochs",
-    None,
+    0,
     "Seed 0 of the CNN baseline and of the blended CNN trained again for this many epochs "
-    "(dev learning curves only; default: twice the students' epochs; 0: not trained).",
+    "(dev learning curves only; 0: not trained).",
     lower_bound=0,
 )
 flags.DEFINE_integer("corpus_seed", 0, "Seed of the generated corpus.")
@@ -118,7 +130,7 @@ def _study() -> None:
     seeds = list(range(FLAGS.seeds))
     teachers = [plan.teacher(seed) for seed in range(FLAGS.teacher_seeds)]
     choices = {}  # the choices made on dev with seed 0: name -> {"grid", "chosen"}
-    student, baselines = _baselines(plan, seeds, choices)
+    student, baselines = _baselines(plan, seeds, list(range(FLAGS.control_seeds)), choices)
     top_k = plan.k_of(FLAGS.top_fraction)
     sweep_ks = sorted({plan.k_of(float(v)) for v in FLAGS.sweep_fractions} - {top_k})
     largest = max([top_k, *sweep_ks])
@@ -141,6 +153,8 @@ def _study() -> None:
         "size": FLAGS.size,
         "seeds": FLAGS.seeds,
         "teacher_seeds": FLAGS.teacher_seeds,
+        "control_seeds": FLAGS.control_seeds,
+        "extra_seeds": FLAGS.extra_seeds,
         "corpus": corpus_facts(plan.corpus),
         "num_classes": plan.num_classes,
         "epochs": plan.epochs,
@@ -166,18 +180,19 @@ def _choose(label: str, candidates: dict, choices: dict, name: str) -> str:
     return chosen
 
 
-def _baselines(plan: StagePlan, seeds: list, choices: dict) -> tuple:
-    """The student (every --students candidate trained with seed 0, the best on dev kept) and
-    every seed of the CNN and DNN baselines and of the smoothing control (epsilon chosen on dev):
+def _baselines(plan: StagePlan, seeds: list, control_seeds: list, choices: dict) -> tuple:
+    """The student (every --students candidate trained with seed 0, the best on dev kept), the
+    CNN baseline's ``seeds`` and the DNN baseline's and smoothing control's ``control_seeds``
+    (epsilon chosen on dev):
     ``(student, {"cnn": dirs, "dnn": dirs, "smooth": dirs, "epsilon": chosen})``."""
     specs = {spec.label: spec for spec in map(StudentSpec.parse, FLAGS.students)}
     candidates = {label: plan.cnn(spec, 0) for label, spec in specs.items()}
     student = specs[_choose("student", candidates, choices, "student")]
     cnn = [plan.cnn(student, seed) for seed in seeds]
-    dnn = [plan.dnn(seed) for seed in seeds]
+    dnn = [plan.dnn(seed) for seed in control_seeds]
     smooth_dirs = {eps: plan.smoothing(student, eps, 0) for eps in FLAGS.smoothing_grid}
     epsilon = _choose("label smoothing", smooth_dirs, choices, "smoothing")
-    smooth = [plan.smoothing(student, epsilon, seed) for seed in seeds]
+    smooth = [plan.smoothing(student, epsilon, seed) for seed in control_seeds]
     return student, {"cnn": cnn, "dnn": dnn, "smooth": smooth, "epsilon": epsilon}
 
 
@@ -196,11 +211,13 @@ def _blend_setting(plan: StagePlan, student, targets: str, top_k: int, choices: 
 
 
 def _models(plan, student, setting, teachers, baselines, targets, top_k, sweep_ks, seeds):
-    """Every seed of the blends (the k sweep, sampled targets, the ensemble's targets) and the
-    report's models (:meth:`StagePlan.entry`): ``(models, bytes per frame of each target set)``."""
+    """Every seed of the blends (``seeds`` of the blended CNN, --extra_seeds of the k sweep, of
+    sampled targets and of the ensemble's targets) and the report's models
+    (:meth:`StagePlan.entry`): ``(models, bytes per frame of each target set)``."""
     blend = [plan.blend(student, targets[top_k], f"k{top_k}", setting, s) for s in seeds]
+    extra = range(FLAGS.extra_seeds)
     sweep = {
-        k: [plan.blend(student, targets[k], f"k{k}", setting, s) for s in seeds] for k in sweep_ks
+        k: [plan.blend(student, targets[k], f"k{k}", setting, s) for s in extra] for k in sweep_ks
     }
     cnn = baselines["cnn"]
     models = [
@@ -218,14 +235,14 @@ def _models(plan, student, setting, teachers, baselines, targets, top_k, sweep_k
         sampled_targets = plan.dump_sampled(teachers[0], top_k)
         bytes_per_frame["sampled"] = plan.bytes_per_frame(sampled_targets)
         sampled = [
-            plan.blend(student, sampled_targets, f"sampled{top_k}", setting, s) for s in seeds
+            plan.blend(student, sampled_targets, f"sampled{top_k}", setting, s) for s in extra
         ]
         models.append(plan.entry(f"blended CNN, {top_k} sampled", "sampled", sampled, draws=top_k))
     pairs = list(zip(teachers, cnn, strict=False))
     models.append(plan.ensemble_entry("ensemble teacher+CNN", pairs))
     if FLAGS.ensemble_blend:
         mixed = plan.dump_mixture(teachers[0], cnn[0], top_k)
-        from_ensemble = [plan.blend(student, mixed, f"ens{top_k}", setting, s) for s in seeds]
+        from_ensemble = [plan.blend(student, mixed, f"ens{top_k}", setting, s) for s in extra]
         models.append(
             plan.entry("blended CNN from the ensemble", "ensemble_blend", from_ensemble, k=top_k)
         )
@@ -245,7 +262,7 @@ def _learning_curves(plan, models, student, targets: str, top_k: int, setting) -
         for m in models
         if m["role"] not in ("ensemble", "teacher_window")
     ]
-    longer = 2 * plan.epochs["student"] if FLAGS.longer_epochs is None else FLAGS.longer_epochs
+    longer = FLAGS.longer_epochs
     if longer and longer != plan.epochs["student"]:
         curves += [
             (f"CNN baseline, {longer} epochs", "cnn_longer", plan.cnn(student, 0, epochs=longer)),

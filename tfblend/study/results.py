@@ -79,8 +79,7 @@ def _training_lines(study: dict) -> list:
     lines = [
         "## What was trained",
         "",
-        f"Size `{study.get('size', '?')}`; seeds asked: {study.get('seeds', '?')} per student, "
-        f"{study.get('teacher_seeds', '?')} per teacher; epochs: teacher "
+        f"Size `{study.get('size', '?')}`; seeds asked: {_seeds_asked(study)}; epochs: teacher "
         f"{epochs.get('teacher', '?')}, students {epochs.get('student', '?')}; "
         f"{study.get('num_classes', '?')} classes. Command: `{study.get('command', '?')}`.",
         "",
@@ -95,6 +94,19 @@ def _training_lines(study: dict) -> list:
         )  # fmt: skip
         lines.append(f"- {name}: chose **{choice['chosen']}** (dev: {grid})")
     return [*lines, ""]
+
+
+def _seeds_asked(study: dict) -> str:
+    """The seeds asked per role, as the study's flags gave them (a study.json written before
+    ``control_seeds`` and ``extra_seeds`` existed gave ``seeds`` to every student)."""
+    seeds = study.get("seeds", "?")
+    if "control_seeds" not in study:
+        return f"{seeds} per student, {study.get('teacher_seeds', '?')} per teacher"
+    return (
+        f"{study.get('teacher_seeds', '?')} per teacher, {seeds} per CNN baseline and blended "
+        f"CNN, {study['control_seeds']} per DNN baseline and smoothing control, "
+        f"{study.get('extra_seeds', '?')} per k-sweep, sampled and ensemble-taught blend"
+    )
 
 
 def _model_lines(data: StudyData) -> list:

@@ -5,7 +5,9 @@ running interpreter with ``python -m``, from the installed package, in its own p
 user would run them, and so that every stage starts with fresh TensorFlow state). A stage whose
 outputs are complete is skipped; a partial one is run again and continues by itself (training
 resumes from its checkpoint, a target dump from its last complete shard). Wall times are kept in
-``<report_dir>/stages.json`` across reruns.
+``<report_dir>/stages.json`` across reruns: a stage's entry is the sum of the wall times of every
+run that worked on it, written each minute while it runs, so that a stage killed with the study
+(a session's end) and continued later is charged for all its compute, less at most a minute.
 """
 
 import contextlib
@@ -22,6 +24,9 @@ from tfblend.train.modeldir import INFO_FILE
 from tfblend.train.rundir import OWNER_ENV
 
 STEPS = "tfblend.steps"
+
+#: How often (seconds) a running stage's wall time so far is written to stages.json.
+HEARTBEAT_SECONDS = 60
 
 
 def model_done(model_dir: str) -> bool:
@@ -115,8 +120,8 @@ class StageRunner:
             self._part = None
 
     def stage(self, label: str, complete: bool, step: str, **flag_values) -> None:
-        """Runs one stage; list values become repeated flags. Raises DataError on failure.
-        ``step`` names a module of :mod:`tfblend.steps`."""
+        """Runs one stage; list values become repeated flags, None values none (the step's
+        default). Raises DataError on failure. ``step`` names a module of :mod:`tfblend.steps`."""
         if complete:  # a stage this run made already (asked for again) is not an earlier run's
             say(f"stage {label}: complete, skipped")
             if label not in self._ran:
@@ -127,18 +132,30 @@ class StageRunner:
             return
         command = [sys.executable, "-m", f"{STEPS}.{step}"]
         for key, value in flag_values.items():
-            for item in value if isinstance(value, list) else [value]:
+            for item in value if isinstance(value, list) else [] if value is None else [value]:
                 command.append(f"--{key}={item}")
         say(f"stage {label}: {' '.join(command[1:])}")
+        earlier = self.times.get(label, 0.0)  # an incomplete stage's earlier runs
         started = time.time()
         env = None if self.owner is None else {**os.environ, OWNER_ENV: self.owner}
-        result = subprocess.run(command, env=env)
-        if result.returncode != 0:
+        with subprocess.Popen(command, env=env) as process:
+            while True:
+                try:
+                    returncode = process.wait(timeout=HEARTBEAT_SECONDS)
+                    break
+                except subprocess.TimeoutExpired:
+                    self._charge(label, earlier + time.time() - started)
+        self._charge(label, earlier + time.time() - started)
+        if returncode != 0:
             raise DataError(
-                f"stage {label} failed (exit {result.returncode}; its error is above); run the "
+                f"stage {label} failed (exit {returncode}; its error is above); run the "
                 "same command again to continue from where it stopped"
             )
-        self.times[label] = time.time() - started
         self._ran.add(label)
+        resumed = f" ({earlier:.0f} s of it in earlier runs)" if earlier else ""
+        say(f"stage {label}: done in {self.times[label]:.0f} s{resumed}")
+
+    def _charge(self, label: str, seconds: float) -> None:
+        """Records ``seconds`` as the stage's wall time so far, in stages.json."""
+        self.times[label] = seconds
         write_json(self.times_path, self.times)
-        say(f"stage {label}: done in {self.times[label]:.0f} s")
