@@ -27,10 +27,10 @@ study: $(STAMP)
 	$(PY) -m tfblend.study --work_dir=$(STUDY_DIR) --size=medium
 
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -n auto --dist loadfile -m "not slow"
 
 test-all: $(STAMP)
-	$(PY) -m pytest -m ""
+	$(PY) -m pytest -n auto --dist loadfile -m ""
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,10 +1,33 @@
-"""Shared fixtures: the tiny synthetic corpus, built once per test session."""
+"""Shared fixtures: the tiny synthetic corpus and the models trained on it, built once per test
+session (once for all the workers of ``pytest -n``, which ``make test`` runs with)."""
 
+import fcntl
+import os
 import pathlib
 
 import pytest
 
 import tfblend  # noqa: F401  (quiets TensorFlow before anything imports it)
+
+
+def built_once(tmp_path_factory, name: str, build) -> pathlib.Path:
+    """``build(directory)`` run once per session, its directory shared by every worker.
+
+    Without pytest-xdist workers, a fresh temporary directory. Under ``pytest -n N`` the first
+    worker to ask builds it in the session's common temporary root while holding a lock; the
+    others wait for it and reuse it (a ``.built`` mark says it is complete)."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        directory = tmp_path_factory.mktemp(name)
+        build(directory)
+        return directory
+    directory = tmp_path_factory.getbasetemp().parent / name
+    with open(f"{directory}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (directory / ".built").exists():
+            directory.mkdir(exist_ok=True)
+            build(directory)
+            (directory / ".built").touch()
+    return directory
 
 
 @pytest.fixture(scope="session")
@@ -14,9 +37,9 @@ def tiny_corpus(tmp_path_factory) -> pathlib.Path:
     and phone labels), built once per session in a few seconds. Read-only: copy it to modify."""
     from tfblend.corpus import build
 
-    root = tmp_path_factory.mktemp("tiny_corpus")
-    build.build_corpus(root, size="tiny", seed=0)
-    return root
+    return built_once(
+        tmp_path_factory, "tiny_corpus", lambda root: build.build_corpus(root, size="tiny", seed=0)
+    )
 
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -45,15 +68,13 @@ def run_script(name: str, *args: str, check: bool = True, timeout: float = 600):
 @pytest.fixture(scope="session")
 def tiny_teacher(tiny_corpus, tmp_path_factory) -> str:
     """A small BLSTM teacher trained for one epoch on the tiny corpus (a model directory)."""
-    model_dir = str(tmp_path_factory.mktemp("models") / "teacher")
-    run_script(
-        "train_teacher.py",
-        f"--corpus_dir={tiny_corpus}",
-        f"--model_dir={model_dir}",
-        "--epochs=1",
-        "--params_override=model.lstm.units=16,data.batch_size=8",
-    )
-    return model_dir
+    root = built_once(
+        tmp_path_factory, "tiny_teacher", lambda root: run_script(
+            "train_teacher.py", f"--corpus_dir={tiny_corpus}", f"--model_dir={root}/teacher",
+            "--epochs=1", "--params_override=model.lstm.units=16,data.batch_size=8",
+        ),
+    )  # fmt: skip
+    return str(root / "teacher")
 
 
 #: The session's tiny student's settings (tests that train it again use them too).
@@ -68,16 +89,13 @@ def tiny_student(tiny_corpus, tmp_path_factory) -> str:
     default batch norm's moving statistics (momentum 0.99) still hold mostly their initial
     values, so its inference outputs would be nearly uniform and the tests that need a
     student distinct from the teacher (mixtures, exports) would have nothing to compare."""
-    model_dir = str(tmp_path_factory.mktemp("models") / "cnn")
-    run_script(
-        "train_student.py",
-        f"--corpus_dir={tiny_corpus}",
-        f"--model_dir={model_dir}",
-        "--model=vgg",
-        "--epochs=1",
-        f"--params_override={TINY_STUDENT_OVERRIDE}",
-    )
-    return model_dir
+    root = built_once(
+        tmp_path_factory, "tiny_student", lambda root: run_script(
+            "train_student.py", f"--corpus_dir={tiny_corpus}", f"--model_dir={root}/cnn",
+            "--model=vgg", "--epochs=1", f"--params_override={TINY_STUDENT_OVERRIDE}",
+        ),
+    )  # fmt: skip
+    return str(root / "cnn")
 
 
 def read_target_records(directory) -> tuple[dict, dict]:

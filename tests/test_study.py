@@ -175,14 +175,20 @@ def test_stage_and_stop_stage_run_a_part_of_the_stages(tmp_path, capsys):
 
 
 def test_a_stage_run_again_is_charged_for_every_run(tmp_path, monkeypatch):
-    """A stage's wall time in stages.json is the sum over the runs that worked on it (a stage
-    killed with a session and continued in the next is charged for both), written while it runs
-    and when it fails."""
+    """A stage's wall time in stages.json is the sum over the runs that worked on it until it
+    succeeded (a stage killed with a session and continued in the next is charged for both),
+    written while it runs and when it fails; a stage run again after it succeeded is charged for
+    that run only."""
     from tfblend.study import stages
 
     monkeypatch.setattr(stages, "HEARTBEAT_SECONDS", 0.01)
-    (tmp_path / "stages.json").write_text('{"teacher-seed0": 100.0}')  # an earlier, killed run
+    # An earlier run of teacher-seed0 was killed; export's succeeded (and is run again).
+    (tmp_path / "stages.json").write_text('{"teacher-seed0": 100.0, "export": 100.0}')
+    (tmp_path / "stages_unfinished.json").write_text('["teacher-seed0"]')
     runner = stages.StageRunner(str(tmp_path))
+    with pytest.raises(DataError, match="stage export failed"):
+        runner.stage("export", False, "no_such_step")
+    assert 0 < runner.times["export"] < 100
     with pytest.raises(DataError, match="stage teacher-seed0 failed"):
         runner.stage("teacher-seed0", False, "no_such_step")
     charged = json.loads((tmp_path / "stages.json").read_text())["teacher-seed0"]
@@ -190,6 +196,8 @@ def test_a_stage_run_again_is_charged_for_every_run(tmp_path, monkeypatch):
     with pytest.raises(DataError):
         runner.stage("teacher-seed0", False, "no_such_step")
     assert runner.times["teacher-seed0"] > charged
+    unfinished = json.loads((tmp_path / "stages_unfinished.json").read_text())
+    assert sorted(unfinished) == ["export", "teacher-seed0"]
 
 
 def _tree(root) -> dict:

@@ -5,9 +5,11 @@ running interpreter with ``python -m``, from the installed package, in its own p
 user would run them, and so that every stage starts with fresh TensorFlow state). A stage whose
 outputs are complete is skipped; a partial one is run again and continues by itself (training
 resumes from its checkpoint, a target dump from its last complete shard). Wall times are kept in
-``<report_dir>/stages.json`` across reruns: a stage's entry is the sum of the wall times of every
-run that worked on it, written each minute while it runs, so that a stage killed with the study
-(a session's end) and continued later is charged for all its compute, less at most a minute.
+``<report_dir>/stages.json`` across reruns. A stage killed with the study (a session's end) or
+failed, and continued by a later run, is charged for every run that worked on it, less at most
+a minute: its wall time so far is written each minute while it runs, and its label stays in
+``stages_unfinished.json`` until it succeeds. A stage run again after it succeeded (the recipe's
+evaluate, export and wer stages run every time) is charged for its last run only.
 """
 
 import contextlib
@@ -59,6 +61,13 @@ def set_done(directory: str) -> bool:
     return os.path.exists(os.path.join(directory, "manifest.json"))
 
 
+def _read_json(path: str, default):
+    if not os.path.exists(path):
+        return default
+    with open(path) as stream:
+        return json.load(stream)
+
+
 class StagesDone(Exception):
     """Raised on entering a part after the last selected one: the selected stages have run."""
 
@@ -82,10 +91,9 @@ class StageRunner:
         self.owner = owner
         os.makedirs(report_dir, exist_ok=True)
         self.times_path = os.path.join(report_dir, "stages.json")
-        self.times: dict[str, float] = {}
-        if os.path.exists(self.times_path):
-            with open(self.times_path) as stream:
-                self.times = json.load(stream)
+        self.unfinished_path = os.path.join(report_dir, "stages_unfinished.json")
+        self.times: dict[str, float] = _read_json(self.times_path, {})
+        self.unfinished: list[str] = _read_json(self.unfinished_path, [])
         self.selected: set | None = None  # every part
         self._after: set = set()  # the parts after the last selected one
         self.skipped: list[str] = []  # the stages found complete from an earlier run
@@ -135,7 +143,10 @@ class StageRunner:
             for item in value if isinstance(value, list) else [] if value is None else [value]:
                 command.append(f"--{key}={item}")
         say(f"stage {label}: {' '.join(command[1:])}")
-        earlier = self.times.get(label, 0.0)  # an incomplete stage's earlier runs
+        earlier = self.times.get(label, 0.0) if label in self.unfinished else 0.0
+        if label not in self.unfinished:
+            self.unfinished.append(label)
+            write_json(self.unfinished_path, self.unfinished)
         started = time.time()
         env = None if self.owner is None else {**os.environ, OWNER_ENV: self.owner}
         with subprocess.Popen(command, env=env) as process:
@@ -151,6 +162,8 @@ class StageRunner:
                 f"stage {label} failed (exit {returncode}; its error is above); run the "
                 "same command again to continue from where it stopped"
             )
+        self.unfinished.remove(label)
+        write_json(self.unfinished_path, self.unfinished)
         self._ran.add(label)
         resumed = f" ({earlier:.0f} s of it in earlier runs)" if earlier else ""
         say(f"stage {label}: done in {self.times[label]:.0f} s{resumed}")
