@@ -25,7 +25,8 @@ from tfblend.errors import DataError
 from tfblend.evaluation.utterances import UtteranceCounts, score_model_dirs
 from tfblend.records import iterate_utterances
 from tfblend.study import statistics
-from tfblend.study.results import stage_kind, write_results
+from tfblend.study.compute import stage_kind
+from tfblend.study.results import write_results
 
 RESAMPLES = 2000
 
@@ -368,3 +369,36 @@ def test_stage_kinds():
     assert stage_kind("cnn-small-e2-seed0") == stage_kind("blend_small_k51_a0.2_T1-e2-seed0")
     assert stage_kind("cnn-small-e2-seed0").startswith("longer runs")
     assert stage_kind("export cnn-small-e2-seed0") == "exports"
+
+
+def test_models_are_put_beside_the_gpu_replication(tmp_path, runs, transcripts):
+    """A medium study's teacher, CNN and blend each get the replication's figures and their
+    distance to them (0 inside the range over seeds); another size compares nothing."""
+    from tfblend.study.reference import REPLICATION, TOLERANCE, distance
+
+    assert distance(68.0, (69.29, 68.35)) == pytest.approx(-0.35)
+    assert distance(68.8, (69.29, 68.35)) == 0.0
+    assert distance(70.5, (69.47,)) == pytest.approx(1.03)
+    study_json = _study(tmp_path / "study", runs, transcripts)
+    markdown = write_results(
+        study_json, str(tmp_path / "R.md"), str(tmp_path / "fig"), num_resamples=RESAMPLES
+    )
+    assert "Not compared: the replication trained on the medium corpus, this study on 'tiny'" in (
+        markdown
+    )
+    study = json.loads(pathlib.Path(study_json).read_text())
+    study["size"] = "medium"
+    pathlib.Path(study_json).write_text(json.dumps(study))
+    markdown = write_results(
+        study_json, str(tmp_path / "R.md"), str(tmp_path / "fig"), num_resamples=RESAMPLES
+    )
+    blend = _accuracy([runs["A"], runs["A2"], runs["A"]])["mean"] * 100
+    row = _row(markdown.split("## Against the GPU replication", 1)[1], "blended CNN")
+    assert (
+        row[2]
+        == f"{blend:.2f} ± {_accuracy([runs['A'], runs['A2'], runs['A']])['std'] * 100:.2f} (3)"
+    )
+    assert row[3] == "69.47" and row[4] == f"{blend - 69.47:+.2f}"
+    assert row[5] == ("within" if abs(blend - 69.47) <= TOLERANCE else "below")
+    assert len(REPLICATION) == 3
+    assert "Total: 6,900 s = 1.92 h of wall time. The budget is 12 h: within it." in markdown

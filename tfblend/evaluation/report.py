@@ -25,6 +25,13 @@ def seed_verdict(a: dict, b: dict, key: str = "accuracy") -> str:
     return "better" if gap > 0 else "worse"
 
 
+def table_lines(header: list, rows: list) -> list[str]:
+    """A Markdown table as lines: ``header`` (column titles) and ``rows`` (lists of cells,
+    written with ``str``)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+
+
 def markdown_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
     """A Markdown table; ``columns`` are (key, header, format) with format "pct", "num" or "str"."""
     lines = [
