@@ -58,10 +58,14 @@ def test_two_identical_tiny_trainings_give_identical_weights(tiny_corpus, tiny_s
     pure input order): the session's tiny CNN trained again with the same command gives the
     same weights bit for bit and the same history.csv, so a report's numbers are one run's."""
     again = tmp_path / "cnn"
-    run_script(
+    result = run_script(
         "train_student.py", f"--corpus_dir={tiny_corpus}", f"--model_dir={again}",
         "--model=vgg", "--epochs=1", f"--params_override={TINY_STUDENT_OVERRIDE}",
     )  # fmt: skip
+    # Its stdout is not a terminal (as in a study's log): one line per epoch, no progress bar.
+    epochs = [line for line in result.stdout.splitlines() if " - val_accuracy: " in line]
+    assert len(epochs) == 1, result.stdout[-2000:]
+    assert not any(c in result.stdout for c in ("━", "\r", "\x08")), result.stdout[-2000:]
     first, second = _weights(tiny_student), _weights(again)
     assert len(first) == len(second) > 0
     assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))

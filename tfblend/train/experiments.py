@@ -14,6 +14,7 @@ deterministic input order, so a killed run resumes to the same weights (:mod:`tf
 import csv
 import functools
 import os
+import sys
 import time
 
 import keras
@@ -70,6 +71,15 @@ def _fit_and_save(trained, saved, inputs: Inputs, experiment, model_dir, strateg
     return _finish(saved, model_dir, strategy, experiment, info(training=course))
 
 
+def progress_verbosity(verbose):
+    """Keras's ``verbose`` for ``fit``: "auto" becomes a progress bar on a terminal and one line
+    per epoch (2) otherwise, so that the log of a study or a batch job holds the epochs' results
+    rather than thousands of bar redraws; any other value is kept."""
+    if verbose == "auto" and not sys.stdout.isatty():
+        return 2
+    return verbose
+
+
 def _fit(model, saved, inputs: Inputs, experiment, model_dir, strategy, variables_fn, verbose):
     """Runs the resumable fit; returns what ``model.json`` records of the schedule's course
     (the plateau schedule also puts ``saved``'s best epoch's weights back)."""
@@ -86,7 +96,7 @@ def _fit(model, saved, inputs: Inputs, experiment, model_dir, strategy, variable
         every_steps=experiment.train.checkpoint_every_steps,
         callbacks=standard_callbacks(out_dir),
         validation_data=inputs.dev,
-        verbose=verbose,
+        verbose=progress_verbosity(verbose),
         plateau=plateau,
     )
     if plateau is not None:
@@ -121,7 +131,8 @@ def train_teacher(
       model_dir: the model directory to write (resumes an unfinished run found there).
       experiment: the config (``model.type`` must be a sequence model).
       strategy: a tf.distribute strategy (:func:`tfblend.train.strategies.make_strategy`).
-      verbose: Keras's progress-bar setting.
+      verbose: Keras's progress-bar setting ("auto": a bar on a terminal, one line per epoch
+        otherwise; :func:`progress_verbosity`).
 
     Returns:
       The model directory's info (:mod:`tfblend.train.modeldir`).
@@ -239,7 +250,8 @@ def train_window_model(
       role: "student" (hard labels) or "blend".
       targets_dir: stored teacher targets of ``train`` (blend, the default way).
       teacher_dir: a teacher called in every step instead (online blend, for comparison).
-      verbose: Keras's progress-bar setting.
+      verbose: Keras's progress-bar setting ("auto": a bar on a terminal, one line per epoch
+        otherwise; :func:`progress_verbosity`).
 
     Returns:
       The model directory's info.
