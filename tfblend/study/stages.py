@@ -13,7 +13,6 @@ evaluate, export and wer stages run every time) is charged for its last run only
 """
 
 import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import time
 from tfblend.cli import say
 from tfblend.errors import DataError
 from tfblend.records import write_json
+from tfblend.study.inputs import read_json
 from tfblend.train.modeldir import INFO_FILE
 from tfblend.train.rundir import OWNER_ENV
 
@@ -61,11 +61,9 @@ def set_done(directory: str) -> bool:
     return os.path.exists(os.path.join(directory, "manifest.json"))
 
 
-def _read_json(path: str, default):
-    if not os.path.exists(path):
-        return default
-    with open(path) as stream:
-        return json.load(stream)
+def _read_if_there(path: str, what: str, default):
+    """``path``'s JSON (DataError naming the file if it is not JSON), ``default`` if absent."""
+    return read_json(path, what) if os.path.exists(path) else default
 
 
 class StagesDone(Exception):
@@ -92,8 +90,8 @@ class StageRunner:
         os.makedirs(report_dir, exist_ok=True)
         self.times_path = os.path.join(report_dir, "stages.json")
         self.unfinished_path = os.path.join(report_dir, "stages_unfinished.json")
-        self.times: dict[str, float] = _read_json(self.times_path, {})
-        self.unfinished: list[str] = _read_json(self.unfinished_path, [])
+        self.times: dict[str, float] = _read_if_there(self.times_path, "stage times", {})
+        self.unfinished: list[str] = _read_if_there(self.unfinished_path, "stage names", [])
         self.selected: set | None = None  # every part
         self._after: set = set()  # the parts after the last selected one
         self.skipped: list[str] = []  # the stages found complete from an earlier run
