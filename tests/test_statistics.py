@@ -158,6 +158,21 @@ def test_retained_gain(utterances):
     assert result["fraction"] == pytest.approx(0.96, abs=0.01)
     assert result["low"] <= result["fraction"] <= result["high"]
     assert result["high"] - result["low"] < 0.05
+    assert result["gain_low"] > 0
+
+
+def test_retained_gain_without_a_gain_has_no_share(utterances):
+    # "large" is "base" again with other noise: its gain over base straddles 0 on the resamples,
+    # where a share of it would be a ratio of noise (once reported as -1.14 with an interval of
+    # [0.18, 47.0] from the resamples that happened to gain).
+    base = _delayed(utterances, 2, seeds=2, noise=0.1, seed=0)
+    large = _delayed(utterances, 2, seeds=2, noise=0.1, seed=7)
+    small = _delayed(utterances, 1, seeds=2, noise=0.1, seed=1)
+    result = statistics.retained_gain(small, large, base, num_resamples=2000, seed=0)
+    assert result["gain_low"] < 0 < result["gain_high"]
+    assert result["gain_low"] <= result["gain"] <= result["gain_high"]
+    if result["gain"] <= 0:
+        assert np.isnan(result["fraction"])
 
 
 def test_compare_to_all_shares_the_resamples(utterances):

@@ -257,6 +257,24 @@ def test_partial_study_says_not_run(tmp_path, runs, transcripts):
     assert "Not run by this study (`--windowed_teacher`)." in markdown
 
 
+def test_g3_undefined_when_the_largest_k_gains_nothing(tmp_path, runs, transcripts):
+    study_json = _study(tmp_path / "study", runs, transcripts)
+    with open(study_json) as stream:
+        study = json.load(stream)
+    large = next(m for m in study["models"] if m.get("k") == 512)
+    cnn = next(m for m in study["models"] if m["role"] == "cnn")
+    large["scores"] = cnn["scores"]  # k = 512 scores exactly as the CNN: no gain to keep
+    with open(study_json, "w") as stream:
+        json.dump(study, stream)
+    markdown = write_results(
+        study_json, str(tmp_path / "RESULTS.md"), str(tmp_path / "fig"), num_resamples=RESAMPLES
+    )
+    g3 = _goal(markdown, "G3", "frame accuracy")
+    assert "**not distinguishable here**" in g3
+    assert "blended CNN, k=512 (k = 512) − CNN baseline: +0.00 points, 95% CI [+0.00, +0.00]" in g3
+    assert "undefined here" in g3 and "fraction" not in g3
+
+
 def test_bad_inputs_name_the_file(tmp_path, runs, transcripts):
     study_json = _study(tmp_path / "study", runs, transcripts)
     os.remove(tmp_path / "study" / "scores" / "C.json")  # the teacher's

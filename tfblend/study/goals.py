@@ -13,7 +13,8 @@ lower is better). A goal's status is one of :data:`HOLDS`, :data:`FAILS`, :data:
   is better than all four, fails when it is worse than one (finding 2);
 - G3 k = 1% (the blend) keeps at least 95% of the largest swept k's gain over the CNN baseline
   (:func:`tfblend.study.statistics.retained_gain`; frame accuracy): holds if the interval's low
-  end is >= 0.95, fails if its high end is < 0.95 (finding 3);
+  end is >= 0.95, fails if its high end is < 0.95 (finding 3); not distinguishable when the
+  largest k's own gain over the CNN is not distinguishable from 0 (the share is then undefined);
 - G4 the blend beats the label-smoothing control by at least 1 point: holds if the gain's
   interval lies above 0.01, fails if below;
 - G5 sampled targets are at least as good as top-k at equal bytes (sampled - blend, as G1);
@@ -22,8 +23,6 @@ lower is better). A goal's status is one of :data:`HOLDS`, :data:`FAILS`, :data:
 
 import dataclasses
 import warnings
-
-import numpy as np
 
 from tfblend.study import statistics
 
@@ -172,14 +171,23 @@ def goal_g3(data, *, num_resamples: int, seed: int) -> GoalResult:
         kept = statistics.retained_gain(
             blend.frames, large.frames, cnn.frames, num_resamples=num_resamples, seed=seed
         )
+    if not kept["gain_low"] > 0:
+        gain = (
+            f"{large.name} (k = {large.entry['k']}) − {cnn.name}: "
+            f"{points(kept['gain'])} points, {kept['confidence']:.0%} CI "
+            f"[{points(kept['gain_low'])}, {points(kept['gain_high'])}]"
+        )
+        return GoalResult(
+            "G3",
+            metric.label,
+            UNCLEAR,
+            f"{gain}: the largest k gains nothing distinguishable from 0 over the baseline, so "
+            f"the share k = {blend.entry['k']} keeps of it is undefined here",
+        )
     head = (
         f"{blend.name} (k = {blend.entry['k']}) keeps a fraction {kept['fraction']:.3f} of the "
         f"gain of {large.name} (k = {large.entry['k']}) over {cnn.name}"
     )
-    if np.isnan(kept["low"]) or np.isnan(kept["high"]) or np.isnan(kept["fraction"]):
-        return GoalResult(
-            "G3", metric.label, UNCLEAR, f"{head}: the large k gains nothing over the baseline"
-        )
     text = f"{head}, {kept['confidence']:.0%} CI [{kept['low']:.3f}, {kept['high']:.3f}]"
     if kept["low"] >= G3_THRESHOLD:
         status = HOLDS

@@ -257,25 +257,33 @@ def retained_gain(
     """How much of the gain of ``large`` over ``base`` ``small`` keeps: ``(s - b) / (l - b)``.
 
     The paper's finding 3 (k = 1% keeps most of the gain of a larger k). All three models are
-    resampled on the same utterances.
+    resampled on the same utterances. The share is only defined where ``large`` gains: read
+    ``fraction`` and its interval only when ``gain_low > 0`` (then under ``(1 - confidence) / 2``
+    of the resamples lack a gain and are left out as NaN); otherwise ``fraction`` is NaN and the
+    gain's own interval says why.
 
     Returns:
-      ``{"fraction", "low", "high", "confidence"}``: the observed fraction and its percentile
-      interval (resamples where ``large`` gains nothing are left out as NaN).
+      ``{"fraction", "low", "high", "confidence", "gain", "gain_low", "gain_high"}``: the observed
+      share and its percentile interval, and ``large - base`` (a difference of ratios, e.g.
+      0.0123 for 1.23 points) with its interval on the same resamples.
     """
     observed, resampled = bootstrap_ratios(
         {"small": small, "large": large, "base": base}, num_resamples=num_resamples, seed=seed
     )
-    with np.errstate(invalid="ignore", divide="ignore"):
-        gain = resampled["large"] - resampled["base"]
-        fractions = np.where(gain > 0, (resampled["small"] - resampled["base"]) / gain, np.nan)
-    low, high = interval(fractions, confidence)
+    gain = resampled["large"] - resampled["base"]
+    gain_low, gain_high = interval(gain, confidence)
     full = observed["large"] - observed["base"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fractions = np.where(gain > 0, (resampled["small"] - resampled["base"]) / gain, np.nan)
+    low, high = interval(fractions, confidence) if np.isfinite(fractions).any() else (np.nan,) * 2
     return {
-        "fraction": (observed["small"] - observed["base"]) / full if full else float("nan"),
+        "fraction": (observed["small"] - observed["base"]) / full if full > 0 else float("nan"),
         "low": low,
         "high": high,
         "confidence": confidence,
+        "gain": full,
+        "gain_low": gain_low,
+        "gain_high": gain_high,
     }
 
 
