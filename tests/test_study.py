@@ -82,6 +82,8 @@ def test_killed_study_resumes(tiny_corpus, tiny_teacher, tiny_student, tmp_path)
     assert (blend / "model.json").exists()
 
     study = json.loads((work / "report" / "study.json").read_text())
+    # The command as it can be run again from anywhere, not the launcher's path.
+    assert study["command"].startswith(f"python -m tfblend.study --work_dir={work} ")
     roles = {model["role"]: model for model in study["models"]}
     assert set(roles) == {
         "teacher",

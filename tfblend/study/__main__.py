@@ -149,7 +149,8 @@ def _study() -> None:
                 plan.decode(model, per_voice, dev_per_voice)
     curves, longer = _learning_curves(plan, models, student, targets[top_k], top_k, setting)
     study = {
-        "command": " ".join(["python", *sys.argv]),
+        # As it can be run again: under -m, argv[0] is the path of this __main__.py.
+        "command": " ".join(["python", "-m", "tfblend.study", *sys.argv[1:]]),
         "size": FLAGS.size,
         "seeds": FLAGS.seeds,
         "teacher_seeds": FLAGS.teacher_seeds,
