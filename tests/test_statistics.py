@@ -158,7 +158,7 @@ def test_retained_gain(utterances):
     assert result["fraction"] == pytest.approx(0.96, abs=0.01)
     assert result["low"] <= result["fraction"] <= result["high"]
     assert result["high"] - result["low"] < 0.05
-    assert result["gain_low"] > 0
+    assert result["gain"].verdict == "better"
 
 
 def test_retained_gain_without_a_gain_has_no_share(utterances):
@@ -169,10 +169,14 @@ def test_retained_gain_without_a_gain_has_no_share(utterances):
     large = _delayed(utterances, 2, seeds=2, noise=0.1, seed=7)
     small = _delayed(utterances, 1, seeds=2, noise=0.1, seed=1)
     result = statistics.retained_gain(small, large, base, num_resamples=2000, seed=0)
-    assert result["gain_low"] < 0 < result["gain_high"]
-    assert result["gain_low"] <= result["gain"] <= result["gain_high"]
-    if result["gain"] <= 0:
-        assert np.isnan(result["fraction"])
+    gain = result["gain"]
+    assert gain.low < 0 < gain.high and gain.verdict == "not distinguishable"
+    assert gain.low <= gain.difference <= gain.high
+    # A loss on every resample (the label three frames back against two): no share at all.
+    worse = _delayed(utterances, 3, seeds=2, noise=0.1, seed=7)
+    result = statistics.retained_gain(small, worse, base, num_resamples=2000, seed=0)
+    assert result["gain"].verdict == "worse"
+    assert np.isnan(result["fraction"]) and np.isnan(result["low"]) and np.isnan(result["high"])
 
 
 def test_compare_to_all_shares_the_resamples(utterances):

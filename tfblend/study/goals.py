@@ -22,7 +22,6 @@ lower is better). A goal's status is one of :data:`HOLDS`, :data:`FAILS`, :data:
 """
 
 import dataclasses
-import warnings
 
 from tfblend.study import statistics
 
@@ -166,23 +165,17 @@ def goal_g3(data, *, num_resamples: int, seed: int) -> GoalResult:
     if missing:
         return GoalResult("G3", metric.label, NOT_RUN, "; ".join(missing))
     large = max(sweep, key=lambda m: m.entry["k"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # every resample without a gain: NaN
-        kept = statistics.retained_gain(
-            blend.frames, large.frames, cnn.frames, num_resamples=num_resamples, seed=seed
-        )
-    if not kept["gain_low"] > 0:
-        gain = (
-            f"{large.name} (k = {large.entry['k']}) − {cnn.name}: "
-            f"{points(kept['gain'])} points, {kept['confidence']:.0%} CI "
-            f"[{points(kept['gain_low'])}, {points(kept['gain_high'])}]"
-        )
+    kept = statistics.retained_gain(
+        blend.frames, large.frames, cnn.frames, num_resamples=num_resamples, seed=seed
+    )
+    if kept["gain"].verdict != statistics.BETTER:
         return GoalResult(
             "G3",
             metric.label,
             UNCLEAR,
-            f"{gain}: the largest k gains nothing distinguishable from 0 over the baseline, so "
-            f"the share k = {blend.entry['k']} keeps of it is undefined here",
+            f"{large.name} (k = {large.entry['k']}) − {cnn.name}: {interval_text(kept['gain'])}: "
+            "the largest k gains nothing distinguishable from 0 over the baseline, so the share "
+            f"k = {blend.entry['k']} keeps of it is undefined here",
         )
     head = (
         f"{blend.name} (k = {blend.entry['k']}) keeps a fraction {kept['fraction']:.3f} of the "

@@ -226,23 +226,43 @@ def compare_to_all(
     if focus not in models:
         raise ValueError(f"{focus!r} is not one of the models {list(models)}")
     observed, resampled = bootstrap_ratios(models, num_resamples=num_resamples, seed=seed)
-    out = {}
-    for name in models:
-        if name == focus:
-            continue
-        low, high = interval(resampled[focus] - resampled[name], confidence)
-        margin = (margins or {}).get(name, 0.0)
-        out[name] = Comparison(
-            difference=observed[focus] - observed[name],
-            low=low,
-            high=high,
+    return {
+        name: _compare(
+            focus,
+            name,
+            observed,
+            resampled,
             confidence=confidence,
-            verdict=verdict(low, high, higher_is_better=higher_is_better, margin=margin),
-            a=observed[focus],
-            b=observed[name],
-            num_resamples=num_resamples,
+            higher_is_better=higher_is_better,
+            margin=(margins or {}).get(name, 0.0),
         )
-    return out
+        for name in models
+        if name != focus
+    }
+
+
+def _compare(
+    a: str,
+    b: str,
+    observed: dict,
+    resampled: dict,
+    *,
+    confidence: float,
+    higher_is_better: bool = True,
+    margin: float = 0.0,
+) -> Comparison:
+    """The :class:`Comparison` of ``a - b`` from :func:`bootstrap_ratios`' two dicts."""
+    low, high = interval(resampled[a] - resampled[b], confidence)
+    return Comparison(
+        difference=observed[a] - observed[b],
+        low=low,
+        high=high,
+        confidence=confidence,
+        verdict=verdict(low, high, higher_is_better=higher_is_better, margin=margin),
+        a=observed[a],
+        b=observed[b],
+        num_resamples=len(resampled[a]),
+    )
 
 
 def retained_gain(
@@ -258,32 +278,32 @@ def retained_gain(
 
     The paper's finding 3 (k = 1% keeps most of the gain of a larger k). All three models are
     resampled on the same utterances. The share is only defined where ``large`` gains: read
-    ``fraction`` and its interval only when ``gain_low > 0`` (then under ``(1 - confidence) / 2``
-    of the resamples lack a gain and are left out as NaN); otherwise ``fraction`` is NaN and the
-    gain's own interval says why.
+    ``fraction`` and its interval only when ``gain`` is better (its interval above 0; then under
+    ``(1 - confidence) / 2`` of the resamples lack a gain and are left out as NaN); where
+    ``large`` does not gain at all, ``fraction`` is NaN.
 
     Returns:
-      ``{"fraction", "low", "high", "confidence", "gain", "gain_low", "gain_high"}``: the observed
-      share and its percentile interval, and ``large - base`` (a difference of ratios, e.g.
-      0.0123 for 1.23 points) with its interval on the same resamples.
+      ``{"fraction", "low", "high", "confidence", "gain"}``: the observed share and its
+      percentile interval, and ``gain``, the :class:`Comparison` of ``large - base`` on the same
+      resamples.
     """
     observed, resampled = bootstrap_ratios(
         {"small": small, "large": large, "base": base}, num_resamples=num_resamples, seed=seed
     )
-    gain = resampled["large"] - resampled["base"]
-    gain_low, gain_high = interval(gain, confidence)
-    full = observed["large"] - observed["base"]
+    gain = _compare("large", "base", observed, resampled, confidence=confidence)
+    resampled_gain = resampled["large"] - resampled["base"]
     with np.errstate(invalid="ignore", divide="ignore"):
-        fractions = np.where(gain > 0, (resampled["small"] - resampled["base"]) / gain, np.nan)
+        fractions = np.where(
+            resampled_gain > 0, (resampled["small"] - resampled["base"]) / resampled_gain, np.nan
+        )
     low, high = interval(fractions, confidence) if np.isfinite(fractions).any() else (np.nan,) * 2
+    kept = observed["small"] - observed["base"]
     return {
-        "fraction": (observed["small"] - observed["base"]) / full if full > 0 else float("nan"),
+        "fraction": kept / gain.difference if gain.difference > 0 else float("nan"),
         "low": low,
         "high": high,
         "confidence": confidence,
-        "gain": full,
-        "gain_low": gain_low,
-        "gain_high": gain_high,
+        "gain": gain,
     }
 
 
