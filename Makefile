@@ -21,7 +21,7 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m tfblend.recipe --work_dir=$(WORK_DIR) --size=small
 
-# The converged study (about 12 hours on 2 cores; resumable: run it again after an interruption;
+# The converged study (about 10 hours on 2 cores; resumable: run it again after an interruption;
 # it writes RESULTS.md and results/ in the current directory).
 study: $(STAMP)
 	$(PY) -m tfblend.study --work_dir=$(STUDY_DIR) --size=medium

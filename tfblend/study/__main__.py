@@ -8,7 +8,7 @@ and the blend from the teacher + CNN ensemble (--extra_seeds). Choices are made 
 0, never on test, among the candidates given: the CNN preset (--students), the smoothing epsilon
 (--smoothing_grid) and the blend's alpha and T (--blend_grid); the defaults give one candidate
 each (the demo's student, the paper's alpha 0.5 and T 1), to fit the converged study's budget
-(about 12 hours on 2 cores at the medium size's epochs). Then every model
+(at most 12 hours on 2 cores at the medium size's epochs, about 10 expected). Then every model
 is scored per test utterance (frames) and decoded (WER); the teachers are scored once more from
 each frame's CNN window only (--windowed_teacher: how much of their lead is context). Last, the
 learning-curve diagnosis: every model's frame accuracy after each epoch on dev (never test) in
