@@ -66,9 +66,9 @@ class Size:
 #: utterances per voice decoded (the dev ones at each of 4 acoustic scales), which keep the
 #: demo's wer stage near 5 minutes. The medium budget is the converged medium study's: the
 #: teacher and every student 8 epochs, as on the small corpus (on an idle 2-core machine a medium
-#: teacher epoch takes ~170 s and a deep-student epoch ~325 s, so the study's 10 deep-student
-#: runs, 2 teachers, dumps, scoring and decoding come to about 10 hours), every test utterance
-#: decoded.
+#: teacher epoch took 161-186 s and a deep-student epoch 306-321 s, so the study's 10
+#: deep-student runs, 2 teachers, dumps, scoring and decoding are estimated at about 10 hours),
+#: every test utterance decoded.
 SIZES = {
     "tiny": Size(teacher_epochs=1, student_epochs=1, wer_test=3, wer_dev=3),
     "small": Size(teacher_epochs=8, student_epochs=8, wer_test=12, wer_dev=6),
