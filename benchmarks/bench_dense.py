@@ -17,6 +17,11 @@ other users of the machine hits every case alike; medians over rounds):
   ``utterance`` signature (one dense pass), its ``serving_default`` on that utterance's windows,
   and the LSTM teacher's export (2 x BLSTM 128, configs/teacher.yaml) on ``[1, T, D]``.
 
+The models are flags, their defaults the ones named above: ``--dense_preset`` (the ``deep_*``
+cases' preset), ``--dense_windows_preset`` (``small_windows``), ``--dense_teacher_layers`` and
+``--dense_teacher_units`` (the LSTM teacher), ``--dense_roof_n`` (the matmul roof's size);
+``--smoke`` sets them tiny (the case names stay).
+
 FLOPs are counted from the traced graphs (``tfblend.models.flops``): the dense rate uses what a
 chunk step actually computes, not the window count. Weights are random (speed does not depend
 on them); inputs are random normal features.
@@ -36,12 +41,32 @@ FEATURES = 40
 ROOF_N = 2048
 
 
+#: ``--smoke`` sizes: every case's code path on tiny shapes (benchmarks/run.py).
+SMOKE = {
+    "dense_frames": 16,
+    "dense_chunk": 8,
+    "dense_rounds": 1,
+    "dense_steps": 1,
+    "dense_utterance_frames": 64,
+    "dense_preset": "tiny",
+    "dense_windows_preset": "tiny",
+    "dense_teacher_layers": 1,
+    "dense_teacher_units": 8,
+    "dense_roof_n": 64,
+}
+
+
 def add_arguments(group):
     group.add_argument("--dense_frames", type=int, default=512, help="output frames per batch")
     group.add_argument("--dense_chunk", type=int, default=64, help="L, output frames per chunk")
-    group.add_argument("--dense_rounds", type=int, default=3)
+    group.add_argument("--dense_rounds", type=int, default=2)
     group.add_argument("--dense_steps", type=int, default=3, help="steps per timed block")
     group.add_argument("--dense_utterance_frames", type=int, default=1000)
+    group.add_argument("--dense_preset", default="deep", help="VGG preset of the deep_* cases")
+    group.add_argument("--dense_windows_preset", default="small", help="small_windows's preset")
+    group.add_argument("--dense_teacher_layers", type=int, default=2, help="LSTM teacher layers")
+    group.add_argument("--dense_teacher_units", type=int, default=128, help="units per direction")
+    group.add_argument("--dense_roof_n", type=int, default=ROOF_N, help="matmul roof size n")
 
 
 def _train_step(model):
@@ -94,11 +119,12 @@ def run(args):
     frames, chunk = args.dense_frames, args.dense_chunk
     if frames % chunk:
         raise ValueError(f"--dense_frames={frames} must be a multiple of --dense_chunk={chunk}")
-    models, train_cases, step_flops = _training_cases(rng, frames, chunk, args.dense_steps)
+    models, train_cases, step_flops = _training_cases(rng, args)
     deep = models["deep"]
     utterance = rng.normal(size=(args.dense_utterance_frames, FEATURES)).astype(np.float32)
+    teacher = (args.dense_teacher_layers, args.dense_teacher_units)
     with tempfile.TemporaryDirectory(prefix="tfblend-bench-dense-") as tmp:
-        serve_cases = _serving_cases(deep, utterance, tmp)
+        serve_cases = _serving_cases(deep, utterance, teacher, tmp)
         cases = {**train_cases, **serve_cases}
         times = {name: [] for name in cases}
         for _ in range(args.dense_rounds):
@@ -110,7 +136,7 @@ def run(args):
     flops = _deep_flops(deep, chunk)
     rows.append(
         {
-            "case": "deep preset",
+            "case": f"{args.dense_preset} preset",
             "note": (
                 f"{deep.count_params():,} weights; forward {flops['window'] / 1e6:.1f} MFLOP/frame"
                 f" on windows, {flops['dense'] / 1e6:.1f} dense (chunks of {chunk}); "
@@ -127,17 +153,25 @@ def _deep_flops(deep, chunk: int) -> dict:
     return {key: frame_flops(deep, FEATURES, chunk=chunk)[key] for key in ("window", "dense")}
 
 
-def _training_cases(rng, frames: int, chunk: int, steps: int) -> tuple:
-    """The models (``deep``, ``deep_frame``, ``small``), the timed training cases (warmed up, in
-    this order) and their FLOPs per step."""
+def _training_cases(rng, args) -> tuple:
+    """The models (``deep``, ``deep_frame``, ``small``: keys, whatever their presets), the timed
+    training cases (warmed up, in this order) and their FLOPs per step."""
     import tensorflow as tf
 
     from tfblend.models import VGGStudent
     from tfblend.models.flops import train_step_flops
 
-    deep = VGGStudent(CLASSES, preset="deep")
-    deep_frame = VGGStudent(CLASSES, preset="deep", normalization="frame")
-    small = VGGStudent(CLASSES, preset="small")
+    frames, chunk, steps, roof_n = (
+        args.dense_frames,
+        args.dense_chunk,
+        args.dense_steps,
+        args.dense_roof_n,
+    )
+    deep = VGGStudent(CLASSES, preset=args.dense_preset)
+    deep_frame = VGGStudent(CLASSES, preset=args.dense_preset, normalization="frame")
+    small = VGGStudent(CLASSES, preset=args.dense_windows_preset)
+    if small.receptive_field != deep.receptive_field:
+        raise ValueError("--dense_windows_preset must see as many frames as --dense_preset")
     width = deep.receptive_field
     for model in (deep, deep_frame, small):
         model.build((None, width, FEATURES))
@@ -149,7 +183,7 @@ def _training_cases(rng, frames: int, chunk: int, steps: int) -> tuple:
     )
     chunk_labels = tf.reshape(window_labels, [frames // chunk, chunk])
     deep_step, deep_frame_step = _train_step(deep), _train_step(deep_frame)
-    a = tf.constant(rng.normal(size=(ROOF_N, ROOF_N)).astype(np.float32))
+    a = tf.constant(rng.normal(size=(roof_n, roof_n)).astype(np.float32))
     matmul = tf.function(lambda a: tf.reduce_sum(tf.matmul(a, a)))
     train_cases = {
         "deep_dense": _timer(deep_step, (chunks, chunk_labels), steps),
@@ -163,21 +197,23 @@ def _training_cases(rng, frames: int, chunk: int, steps: int) -> tuple:
         "deep_windows": train_step_flops(deep, (frames, width, FEATURES)),
         "small_windows": train_step_flops(small, (frames, width, FEATURES)),
         "deep_dense_framenorm": train_step_flops(deep_frame, tuple(chunks.shape)),
-        "matmul_roof": 2 * ROOF_N**3,
+        "matmul_roof": 2 * roof_n**3,
     }
     models = {"deep": deep, "deep_frame": deep_frame, "small": small}
     return models, train_cases, step_flops
 
 
-def _serving_cases(deep, utterance, tmp: str) -> dict:
-    """The timed serving cases of exports written to ``tmp`` (warmed up)."""
+def _serving_cases(deep, utterance, teacher_size: tuple, tmp: str) -> dict:
+    """The timed serving cases of exports written to ``tmp`` (warmed up); ``teacher_size``:
+    the LSTM teacher's (layers, units per direction)."""
     import tensorflow as tf
 
     from tfblend.models import LSTMTeacher
     from tfblend.pipeline import splice
 
     spliced = splice(tf.constant(utterance), deep.context)
-    teacher = LSTMTeacher(CLASSES, num_layers=2, units=128, bidirectional=True)
+    layers, units = teacher_size
+    teacher = LSTMTeacher(CLASSES, num_layers=layers, units=units, bidirectional=True)
     teacher.build((None, None, FEATURES))
     cnn_export = _export(deep, f"{tmp}/cnn/1", "window", deep.context)
     student_sigs = tf.saved_model.load(cnn_export).signatures

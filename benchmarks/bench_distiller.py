@@ -20,8 +20,11 @@ One run times, side by side, the training step of the same student (``VGGStudent
 
 Method: each case runs in its own worker process (so each has its own peak memory), all built
 and warmed up first; then ``--distiller_rounds`` rounds each time ``--distiller_steps`` steps of
-every case in turn, plus the matmul roof (fp32 2048 x 2048 matmul) and a conv roof (3x3 conv
-64 -> 64), so that load from other users of the shared machine hits every case alike. Times are
+every case in turn, plus ``--distiller_roof_ops`` ops of the matmul roof (fp32 2048 x 2048
+matmul) and of a conv roof (3x3 conv 64 -> 64), so that load from other users of the shared
+machine hits every case alike. ``--distiller_in_process`` (the ``--smoke`` setting) runs the
+same cases and rounds one after another in this process instead, without the workers' start-up
+(a fresh TensorFlow each); its memory figures are then the whole process's. Times are
 medians over rounds; ratios are medians of the per-round ratios. Steps read one in-memory batch
 repeated (the input pipeline has its own benchmark). FLOPs are counted from the traced graphs
 (``tfblend.models.flops``): the student's training step (forward + backward) per frame, and the
@@ -32,6 +35,7 @@ during the timed steps (TensorFlow runtime, model, optimizer, batch and step tem
 
 from __future__ import annotations
 
+import argparse
 import multiprocessing
 import os
 import statistics
@@ -59,6 +63,20 @@ GOALS = (
 ROOF_GOAL = 0.40
 
 
+#: ``--smoke`` sizes: every case's code path on tiny shapes (benchmarks/run.py).
+SMOKE = {
+    "distiller_preset": "tiny",
+    "distiller_batch": 8,
+    "distiller_k": 4,
+    "distiller_teacher_layers": 1,
+    "distiller_teacher_units": 8,
+    "distiller_rounds": 1,
+    "distiller_steps": 1,
+    "distiller_roof_ops": 1,
+    "distiller_in_process": True,
+}
+
+
 def add_arguments(group):
     group.add_argument("--distiller_preset", default="small", help="VGGStudent preset")
     group.add_argument("--distiller_batch", type=int, default=256)
@@ -76,8 +94,15 @@ def add_arguments(group):
         default=128,
         help="online LSTM teacher: units per direction (configs/teacher.yaml: 128)",
     )
-    group.add_argument("--distiller_rounds", type=int, default=5)
-    group.add_argument("--distiller_steps", type=int, default=4, help="steps per timed block")
+    group.add_argument("--distiller_rounds", type=int, default=3)
+    group.add_argument("--distiller_steps", type=int, default=3, help="steps per timed block")
+    group.add_argument("--distiller_roof_ops", type=int, default=8, help="roof ops per block")
+    group.add_argument(
+        "--distiller_in_process",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="run every case in this process, not a worker process each (no memory isolation)",
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -164,6 +189,11 @@ def _build_case(case, config):
     return model, data, teacher_flops, student
 
 
+#: Training-step FLOPs per frame of the student by (preset, window width), counted once per
+#: process (a worker counts its own).
+_STUDENT_TRAIN_FLOPS = {}
+
+
 def _step_runner(case, config):
     """(run(n): n training steps, facts dict) for one case."""
     import tensorflow as tf
@@ -181,11 +211,26 @@ def _step_runner(case, config):
             logs = train(iterator)
         float(logs["loss"])  # wait for the last step
 
+    key = (config["preset"], width)  # every case's student is the same architecture
+    if key not in _STUDENT_TRAIN_FLOPS:
+        _STUDENT_TRAIN_FLOPS[key] = train_step_flops(student, (2, width, FEATURES)) / 2
     facts = {
         "student_params": int(student.count_params()),
-        "student_train_flops": train_step_flops(student, (2, width, FEATURES)) / 2,
+        "student_train_flops": _STUDENT_TRAIN_FLOPS[key],
         "teacher_fwd_flops": teacher_flops,
     }
+    return run, facts
+
+
+def _prepare(case, config):
+    """(run(n), facts) of one case or roof, traced and warmed up, its peak memory reset."""
+    if case.startswith("roof_"):
+        run, facts = machine.roof_runner(case)
+    else:
+        run, facts = _step_runner(case, config)
+    run(2)  # trace and warm up
+    facts["rss_before_mb"] = machine.rss_mb("VmRSS")
+    facts["peak_reset"] = machine.reset_peak_rss()
     return run, facts
 
 
@@ -193,13 +238,7 @@ def _worker(conn, case, config):
     import tfblend  # noqa: F401  (quiet TensorFlow import)
 
     try:
-        if case.startswith("roof_"):
-            run, facts = machine.roof_runner(case)
-        else:
-            run, facts = _step_runner(case, config)
-        run(2)  # trace and warm up
-        facts["rss_before_mb"] = machine.rss_mb("VmRSS")
-        facts["peak_reset"] = machine.reset_peak_rss()
+        run, facts = _prepare(case, config)
         conn.send(("ready", facts))
         while (n := conn.recv()) is not None:
             start = time.perf_counter()
@@ -208,6 +247,56 @@ def _worker(conn, case, config):
         conn.send({"peak_rss_mb": machine.rss_mb("VmHWM")})
     except Exception as error:  # reported as the case's row
         conn.send(("error", f"{type(error).__name__}: {error}"))
+
+
+class _WorkerProcess:
+    """One case in a worker process of its own (``_worker``), started at once."""
+
+    def __init__(self, context, case, config):
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_worker, args=(child, case, config), daemon=True)
+        self.process.start()
+
+    def ready(self):
+        """("ready", facts) once built and warmed up, or ("error", message)."""
+        return self.conn.recv()
+
+    def time(self, n: int) -> float:
+        """Seconds for ``n`` steps."""
+        self.conn.send(n)
+        return self.conn.recv()
+
+    def finish(self) -> dict:
+        self.conn.send(None)
+        return self.conn.recv()
+
+    def join(self):
+        self.process.join(timeout=60)
+
+
+class _InProcess:
+    """One case in this process (``--distiller_in_process``), built when asked if ready."""
+
+    def __init__(self, case, config):
+        self.case, self.config, self.run = case, config, None
+
+    def ready(self):
+        try:
+            self.run, facts = _prepare(self.case, self.config)
+        except Exception as error:  # reported as the case's row
+            return "error", f"{type(error).__name__}: {error}"
+        return "ready", facts
+
+    def time(self, n: int) -> float:
+        start = time.perf_counter()
+        self.run(n)
+        return time.perf_counter() - start
+
+    def finish(self) -> dict:
+        return {"peak_rss_mb": machine.rss_mb("VmHWM")}
+
+    def join(self):
+        self.run = None
 
 
 def _keras_distiller_lstm_error(config):
@@ -250,7 +339,13 @@ def run(args):
         "teacher_layers": args.distiller_teacher_layers,
         "teacher_units": args.distiller_teacher_units,
     }
-    facts, errors, times = _time_cases(config, args.distiller_rounds, args.distiller_steps)
+    facts, errors, times = _time_cases(
+        config,
+        args.distiller_rounds,
+        args.distiller_steps,
+        args.distiller_roof_ops,
+        args.distiller_in_process,
+    )
     roofs = {
         name: [facts[name]["flops_per_op"] / t / 1e9 for t in times[name]]
         for name in ("roof_matmul", "roof_conv")
@@ -276,33 +371,30 @@ def run(args):
     return rows
 
 
-def _time_cases(config, rounds: int, steps: int) -> tuple:
-    """Every case (and the roofs) in a worker process of its own, built and warmed up first,
-    then timed in rounds: ``(facts, errors, times)`` by case, times in seconds per step."""
-    context = multiprocessing.get_context("spawn")
+def _time_cases(config, rounds: int, steps: int, roof_ops: int, in_process: bool) -> tuple:
+    """Every case (and the roofs) in a worker process of its own (or, ``in_process``, one after
+    another in this process), built and warmed up first, then timed in rounds: ``(facts, errors,
+    times)`` by case, times in seconds per step."""
     names = ["roof_matmul", "roof_conv", *CASES]
-    workers = {}
-    for name in names:
-        parent, child = context.Pipe()
-        process = context.Process(target=_worker, args=(child, name, config), daemon=True)
-        process.start()
-        workers[name] = (process, parent)
+    if in_process:
+        workers = {name: _InProcess(name, config) for name in names}
+    else:
+        context = multiprocessing.get_context("spawn")
+        workers = {name: _WorkerProcess(context, name, config) for name in names}
     facts, errors = {}, {}
-    for name, (_, conn) in workers.items():
-        status, value = conn.recv()
+    for name, worker in workers.items():
+        status, value = worker.ready()
         (facts if status == "ready" else errors)[name] = value
     live = [name for name in names if name in facts]
     times = {name: [] for name in live}
     for _ in range(rounds):
         for name in live:
-            n = 8 if name.startswith("roof_") else steps
-            workers[name][1].send(n)
-            times[name].append(workers[name][1].recv() / n)
+            n = roof_ops if name.startswith("roof_") else steps
+            times[name].append(workers[name].time(n) / n)
     for name in live:
-        workers[name][1].send(None)
-        facts[name].update(workers[name][1].recv())
-    for process, _ in workers.values():
-        process.join(timeout=60)
+        facts[name].update(workers[name].finish())
+    for worker in workers.values():
+        worker.join()
     return facts, errors, times
 
 

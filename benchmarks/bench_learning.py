@@ -1,8 +1,8 @@
 """Dense chunks vs context windows: what the student learns per frame seen and per second.
 
 Dense training computes every frame's convolutions once per chunk instead of once per window,
-but a chunk batch holds runs of consecutive, correlated frames, so per step it may learn less
-(issue 22). This benchmark trains the same student (``--learning_preset``, batch norm, 41-frame
+but a chunk batch holds runs of consecutive, correlated frames, so per step it may learn less.
+This benchmark trains the same student (``--learning_preset``, batch norm, 41-frame
 context) from the same initial weights on the corpus's train split, once per batch composition
 (``--learning_settings``: ``windows`` or ``chunks:L``, L output frames per chunk, every batch
 ``--learning_batch`` output frames; ``@bf16`` after a setting trains it in ``mixed_bfloat16``,
@@ -16,6 +16,11 @@ load from other users of the machine is reported (load average before and after 
 Rows: one per (setting, seed, evaluation) with frames seen, training seconds and dev accuracy
 (the curves), then one summary row per setting: frames/s, the final dev accuracy of every seed,
 its mean, and the ratio of frames/s and the dev difference against ``windows``.
+
+The defaults (one seed, windows against chunks of 8, 10,240 frames) keep ``make bench`` to a
+few minutes on 2 cores; curves worth comparing need a real corpus and longer runs, e.g.
+``--corpus_dir=<corpus> --learning_seeds=0,1 --learning_frames=115200
+--learning_eval_frames=23040 --learning_settings=windows,chunks:8,chunks:4``.
 
 Dev accuracy is scored in inference mode over every dev frame with the dense path (the same
 numbers as windows in inference mode, tests/test_dense.py), so scoring costs the same for all.
@@ -31,14 +36,25 @@ import numpy as np
 
 from benchmarks.run import corpus_dir
 
+#: ``--smoke`` sizes: every case's code path on tiny shapes (benchmarks/run.py).
+SMOKE = {
+    "learning_preset": "tiny",
+    "learning_settings": "windows,chunks:8",
+    "learning_seeds": "0",
+    "learning_batch": 64,
+    "learning_frames": 128,
+    "learning_eval_frames": 64,
+    "learning_warmup": 1,
+}
+
 
 def add_arguments(group):
     group.add_argument("--learning_preset", default="deep")
-    group.add_argument("--learning_settings", default="windows,chunks:8,chunks:4")
-    group.add_argument("--learning_seeds", default="0,1")
+    group.add_argument("--learning_settings", default="windows,chunks:8")
+    group.add_argument("--learning_seeds", default="0")
     group.add_argument("--learning_batch", type=int, default=512, help="output frames per step")
-    group.add_argument("--learning_frames", type=int, default=115_200)
-    group.add_argument("--learning_eval_frames", type=int, default=23_040)
+    group.add_argument("--learning_frames", type=int, default=10_240)
+    group.add_argument("--learning_eval_frames", type=int, default=5_120)
     group.add_argument("--learning_rate", type=float, default=1e-3)
     group.add_argument("--learning_warmup", type=int, default=100, help="warm-up steps")
 
@@ -63,12 +79,12 @@ def _settings(text: str) -> list[tuple[str, int, str]]:
 
 
 def _dataset(train_dir, chunk: int, batch: int, seed: int, context: int):
-    from tfblend.pipeline import chunk_dataset, frame_dataset
+    from tfblend.pipeline import DatasetOptions, chunk_dataset, frame_dataset
 
-    common = {"context": context, "batch_size": batch, "seed": seed, "repeat": True}
+    options = DatasetOptions(context=context, seed=seed, repeat=True)
     if chunk:
-        return chunk_dataset(train_dir, chunk_frames=chunk, **common)
-    return frame_dataset(train_dir, **common)
+        return chunk_dataset(train_dir, options.replace(chunk_frames=chunk), batch_size=batch)
+    return frame_dataset(train_dir, options, batch_size=batch)
 
 
 def _dev_scorer(dev_dir, train_dir, context: int):

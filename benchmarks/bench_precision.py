@@ -14,6 +14,12 @@ cross-entropy):
 - ``matmul_roof`` and ``conv_roof``: a 2048^3 matmul and a 3x3 conv (64 -> 64 channels on
   [64, 16, 32, 64]) in each precision: the roofs the students' FLOP rates are read against.
 
+The models and the roofs are flags, their defaults the ones named above:
+``--precision_windows_preset`` (``small_windows``), ``--precision_dense_preset``
+(``deep_dense``), ``--precision_teacher_layers`` and ``--precision_teacher_units``
+(``lstm_teacher``), ``--precision_roof_n`` (the matmul roof's n; the conv roof's batch is
+n / 32); ``--smoke`` sets them tiny (the case names stay).
+
 Rows: per case and precision, ms per step, frames/s, GFLOP/s (FLOPs counted once, from the
 float32 model's traced step: the same arithmetic in either precision) and its share of the
 same-precision matmul roof; then the bf16 / fp32 ratio of every case, and goal rows (bf16 at
@@ -39,26 +45,52 @@ from benchmarks.machine import cpu_bf16_flags
 PRECISIONS = {"fp32": "float32", "bf16": "mixed_bfloat16"}
 
 
+#: ``--smoke`` sizes: every case's code path on tiny shapes (benchmarks/run.py).
+SMOKE = {
+    "precision_frames": 16,
+    "precision_chunk": 8,
+    "precision_utterances": 2,
+    "precision_utterance_frames": 32,
+    "precision_rounds": 1,
+    "precision_steps": 1,
+    "precision_windows_preset": "tiny",
+    "precision_dense_preset": "tiny",
+    "precision_teacher_layers": 1,
+    "precision_teacher_units": 8,
+    "precision_roof_n": 64,
+}
+
+
 def add_arguments(group):
     group.add_argument("--precision_frames", type=int, default=512, help="output frames/batch")
     group.add_argument("--precision_chunk", type=int, default=8, help="deep_dense chunk length")
     group.add_argument("--precision_utterances", type=int, default=8)
     group.add_argument("--precision_utterance_frames", type=int, default=300)
-    group.add_argument("--precision_rounds", type=int, default=3)
+    group.add_argument("--precision_rounds", type=int, default=2)
     group.add_argument("--precision_steps", type=int, default=3, help="steps per timed block")
+    group.add_argument("--precision_windows_preset", default="small", help="small_windows's")
+    group.add_argument("--precision_dense_preset", default="deep", help="deep_dense's preset")
+    group.add_argument("--precision_teacher_layers", type=int, default=2, help="BLSTM layers")
+    group.add_argument("--precision_teacher_units", type=int, default=128, help="per direction")
+    group.add_argument("--precision_roof_n", type=int, default=2048, help="matmul roof size n")
 
 
-def _models(precision: str) -> dict:
+def _models(precision: str, args) -> dict:
     """The three models in ``precision``, seeded alike (the same weights in both precisions)."""
     import keras
 
     from tfblend.models import LSTMTeacher, VGGStudent
 
+    windows, dense = args.precision_windows_preset, args.precision_dense_preset
+    layers, units = args.precision_teacher_layers, args.precision_teacher_units
     models = {}
     for name, build in (
-        ("small_windows", lambda: VGGStudent(CLASSES, preset="small", dtype=precision)),
-        ("deep_dense", lambda: VGGStudent(CLASSES, preset="deep", dtype=precision)),
-        ("lstm_teacher", lambda: LSTMTeacher(CLASSES, num_layers=2, units=128, dtype=precision)),
+        ("small_windows", lambda: VGGStudent(CLASSES, preset=windows, dtype=precision)),
+        ("deep_dense", lambda: VGGStudent(CLASSES, preset=dense, dtype=precision)),
+        (
+            "lstm_teacher",
+            lambda: LSTMTeacher(CLASSES, num_layers=layers, units=units, dtype=precision),
+        ),
     ):
         keras.utils.set_random_seed(0)
         models[name] = build()
@@ -86,12 +118,14 @@ def _inputs(rng, args, width: int) -> dict:
     }
 
 
-def _roofs(rng, steps: int) -> tuple[dict, dict]:
-    """Timed roof cases ``{case@precision: run}`` and their FLOPs per op."""
+def _roofs(rng, steps: int, n: int) -> tuple[dict, dict]:
+    """Timed roof cases ``{case@precision: run}`` and their FLOPs per op: an n x n matmul and
+    the 3x3 conv on [n / 32, 16, 32, 64] (n = 2048: [64, 16, 32, 64])."""
     import tensorflow as tf
 
-    a = rng.normal(size=(2048, 2048)).astype(np.float32)
-    x = rng.normal(size=(64, 16, 32, 64)).astype(np.float32)
+    batch = max(1, n // 32)
+    a = rng.normal(size=(n, n)).astype(np.float32)
+    x = rng.normal(size=(batch, 16, 32, 64)).astype(np.float32)
     k = rng.normal(size=(3, 3, 64, 64)).astype(np.float32)
     matmul = tf.function(lambda a: tf.reduce_sum(tf.cast(tf.matmul(a, a), tf.float32)))
     conv = tf.function(
@@ -103,8 +137,8 @@ def _roofs(rng, steps: int) -> tuple[dict, dict]:
         cases[f"conv_roof@{short}"] = _timer(
             conv, (tf.constant(x, dtype), tf.constant(k, dtype)), steps
         )
-        flops[f"matmul_roof@{short}"] = 2 * 2048**3
-        flops[f"conv_roof@{short}"] = 2 * 64 * 16 * 32 * 9 * 64 * 64
+        flops[f"matmul_roof@{short}"] = 2 * n**3
+        flops[f"conv_roof@{short}"] = 2 * batch * 16 * 32 * 9 * 64 * 64
     return cases, flops
 
 
@@ -113,13 +147,15 @@ def run(args):
 
     load_before = os.getloadavg()[0]
     rng = np.random.default_rng(0)
-    built = {short: _models(policy) for short, policy in PRECISIONS.items()}
+    built = {short: _models(policy, args) for short, policy in PRECISIONS.items()}
     width = built["fp32"]["small_windows"].receptive_field
+    if built["fp32"]["deep_dense"].receptive_field != width:
+        raise ValueError("the two --precision_*_preset must see as many frames")
     inputs = _inputs(rng, args, width)
     for models in built.values():
         for name, model in models.items():
             model(inputs[name][0][:1])
-    cases, flops = _roofs(rng, args.precision_steps)
+    cases, flops = _roofs(rng, args.precision_steps, args.precision_roof_n)
     frames = {}
     for name, (x, labels) in inputs.items():
         trips = x.shape[1] if name == "lstm_teacher" else None

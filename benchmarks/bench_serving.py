@@ -30,11 +30,21 @@ CLASSES = 5126
 FEATURES = 40
 
 
+#: ``--smoke`` sizes: every case's code path on tiny shapes (benchmarks/run.py).
+SMOKE = {
+    "serving_preset": "tiny",
+    "serving_frames": 64,
+    "serving_small_batch": 2,
+    "serving_rounds": 1,
+    "serving_calls": 1,
+}
+
+
 def add_arguments(group):
     group.add_argument("--serving_preset", default="small", help="VGG preset of the student")
     group.add_argument("--serving_frames", type=int, default=1000, help="frames per utterance")
     group.add_argument("--serving_small_batch", type=int, default=8, help="windows per request")
-    group.add_argument("--serving_rounds", type=int, default=7)
+    group.add_argument("--serving_rounds", type=int, default=5)
     group.add_argument("--serving_calls", type=int, default=5, help="calls per timed block")
 
 

@@ -9,6 +9,9 @@ fresh target directory, and the case reports:
 - ``bytes_per_frame`` of the written shards (ids + values + all framing) and ``of_dense``, the
   fraction of dense float32 posteriors (4 bytes x K per frame).
 
+``--targets_params_override`` is applied to the teacher's config (``--smoke``: a one-layer
+BLSTM-8 on the dev split).
+
 The storage goal: k = 1% of the classes stored in at most 1% of dense float32.
 """
 
@@ -40,12 +43,22 @@ CASES = (
 )
 
 
+#: ``--smoke`` sizes: every case's code path on tiny shapes (benchmarks/run.py).
+SMOKE = {
+    "targets_split": "dev",
+    "targets_params_override": "model.lstm.num_layers=1,model.lstm.units=8",
+}
+
+
 def add_arguments(group):
     group.add_argument("--targets_split", default="train", help="split the teacher labels")
+    group.add_argument(
+        "--targets_params_override", default="", help="applied to the teacher's config"
+    )
 
 
-def _teacher_dir(root: str, manifest: dict, train_dir: str) -> str:
-    experiment = load_experiment(shipped_config("teacher"))
+def _teacher_dir(root: str, manifest: dict, train_dir: str, params_override: str = "") -> str:
+    experiment = load_experiment(shipped_config("teacher"), params_override)
     teacher = get_model(
         "lstm", num_classes=manifest["num_classes"], **model_kwargs(experiment.model)
     )
@@ -77,7 +90,7 @@ def run(args):
     manifest = read_manifest(data_dir)
     rows = []
     with tempfile.TemporaryDirectory(prefix="tfblend-bench-dump-") as work:
-        teacher = _teacher_dir(work, manifest, train_dir)
+        teacher = _teacher_dir(work, manifest, train_dir, args.targets_params_override)
         for name, options in CASES:
             started = time.perf_counter()
             result = dump_targets(

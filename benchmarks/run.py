@@ -1,16 +1,25 @@
 """Run the benchmarks, print one Markdown table per benchmark, write the results as JSON.
 
     python -m benchmarks.run [--only NAME[,NAME]] [--output benchmarks/results.json]
-                             [--corpus_dir DIR]
+                             [--corpus_dir DIR] [--smoke]
 
 A benchmark is a module ``benchmarks/bench_NAME.py`` exposing ``run(args) -> list[dict]`` (one
 dict per table row, JSON-serialisable values) and, optionally, ``add_arguments(parser)`` for its
-own flags. Modules are found by name; nothing else needs registering.
+own flags and ``SMOKE``, a dict of those flags' tiny values. Modules are found by name; nothing
+else needs registering.
 
 ``--corpus_dir`` is a corpus root holding ``train/``, ``dev/``, ``test/`` utterance sets; without
 it, benchmarks that need data call ``corpus_dir(args)``, which builds the tiny synthetic corpus
-once into a temporary directory. With ``--only``, the results of the other benchmarks already in
-the output file are kept.
+once into a temporary directory. ``--smoke`` runs every benchmark on its ``SMOKE`` sizes: the
+same code paths on tiny shapes, in seconds, with numbers that mean nothing (the test suite runs
+it, so that a change in the library that breaks a benchmark fails a test); flags given on the
+command line still win.
+
+The output file is rewritten after each benchmark: ``results`` (rows by benchmark),
+``failures`` (the error of each benchmark that raised; the others still run), ``seconds`` (wall
+time by benchmark), ``environment`` and ``smoke``. With ``--only``, the entries of the other
+benchmarks already in the file are kept (when the file is of the same kind, smoke or not). The
+exit status is 1 when a benchmark failed.
 """
 
 from __future__ import annotations
@@ -25,6 +34,8 @@ import pkgutil
 import platform
 import sys
 import tempfile
+import time
+import traceback
 
 import tfblend  # noqa: F401  (imports TensorFlow quietly, before any benchmark module does)
 
@@ -90,11 +101,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--only", default="", help="comma-separated benchmark names")
     parser.add_argument("--output", default=str(PACKAGE_DIR / "results.json"))
     parser.add_argument("--corpus_dir", default="", help="corpus root with train/dev/test sets")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny sizes: the code paths in seconds, no figures"
+    )
+    smoke = parser.parse_known_args(argv)[0].smoke
     for name in benchmark_names():
         module = load(name)
         if hasattr(module, "add_arguments"):
             module.add_arguments(parser.add_argument_group(name))
+        if smoke:
+            parser.set_defaults(**getattr(module, "SMOKE", {}))
     return parser.parse_args(argv)
+
+
+def _write(output: pathlib.Path, report: dict) -> None:
+    """``report`` as JSON at ``output``, atomically (a reader never sees half a file)."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp")
+    tmp.write_text(json.dumps(report, indent=1) + "\n")
+    tmp.replace(output)
 
 
 def main(argv=None) -> int:
@@ -106,19 +131,28 @@ def main(argv=None) -> int:
         print(f"unknown benchmark(s) {unknown}; available: {names}", file=sys.stderr)
         return 2
     output = pathlib.Path(args.output)
-    results = {}
-    if args.only and output.exists():
-        results = json.loads(output.read_text()).get("results", {})
+    report = {"environment": environment(), "smoke": args.smoke}
+    kept = json.loads(output.read_text()) if args.only and output.exists() else {}
+    if kept.get("smoke", False) != args.smoke:
+        kept = {}  # a smoke run's figures never sit beside a full run's
+    for key in ("results", "failures", "seconds"):
+        report[key] = {n: v for n, v in kept.get(key, {}).items() if n not in selected}
     for name in selected:
-        rows = load(name).run(args)
-        results[name] = rows
-        print(f"\n## {name}\n\n{markdown_table(rows)}\n", flush=True)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    tmp.write_text(json.dumps({"environment": environment(), "results": results}, indent=1) + "\n")
-    tmp.replace(output)
-    print(f"wrote {output}")
-    return 0
+        started = time.perf_counter()
+        try:
+            rows = load(name).run(args)
+        except Exception as error:  # recorded; the other benchmarks still run
+            traceback.print_exc()
+            report["failures"][name] = f"{type(error).__name__}: {error}"
+            print(f"\n## {name}\n\nFAILED: {report['failures'][name]}\n", flush=True)
+        else:
+            report["results"][name] = rows
+            print(f"\n## {name}\n\n{markdown_table(rows)}\n", flush=True)
+        report["seconds"][name] = round(time.perf_counter() - started, 1)
+        _write(output, report)
+    failed = sorted(set(selected) & set(report["failures"]))
+    print(f"wrote {output}" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from tfblend.distill.losses import (
 from tfblend.errors import DataError
 from tfblend.evaluation import sequence_scorer, window_scorer
 from tfblend.models import DNNBaseline, LSTMTeacher, VGGStudent
-from tfblend.pipeline import frame_dataset, splice, to_chunks
+from tfblend.pipeline import DatasetOptions, frame_dataset, splice, to_chunks
 from tfblend.records import read_manifest
 from tfblend.targets import dump_targets
 from tfblend.train.modeldir import save_model_dir
@@ -518,7 +518,10 @@ def test_blending_on_the_tiny_corpus_with_dumped_targets(tiny_corpus, tmp_path):
     targets = tmp_path / "targets"
     dump_targets(str(train), str(tmp_path / "teacher"), str(targets), k=5)
     data = frame_dataset(
-        train, context=20, batch_size=128, targets_dir=targets, seed=0, shuffle_buffer=4096
+        train,
+        DatasetOptions(context=20, seed=0, shuffle_buffer=4096),
+        batch_size=128,
+        targets_dir=targets,
     )
     batches = list(data.take(6))
     vgg = VGGStudent(classes, preset="tiny")

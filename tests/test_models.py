@@ -17,7 +17,7 @@ from tfblend.models import (
 )
 from tfblend.models.flops import forward_flops, frame_flops, train_step_flops
 from tfblend.models.layers import FusedBatchNormalization
-from tfblend.pipeline import frame_dataset, utterance_dataset
+from tfblend.pipeline import DatasetOptions, frame_dataset, utterance_dataset
 from tfblend.records import read_manifest
 
 W, D, C = 20, 40, 30
@@ -212,7 +212,9 @@ def test_window_models_learn_on_the_tiny_corpus(name, tiny_corpus):
     train = tiny_corpus / "train"
     classes = read_manifest(train)["num_classes"]
     model = get_model(name, num_classes=classes, **TINY[name])
-    dataset = frame_dataset(train, context=W, batch_size=128, seed=0, shuffle_buffer=4096)
+    dataset = frame_dataset(
+        train, DatasetOptions(context=W, seed=0, shuffle_buffer=4096), batch_size=128
+    )
     before, after = loss_falls(model, dataset, steps=6)
     assert after < before - 1.0, (before, after)
 
@@ -221,6 +223,6 @@ def test_lstm_teacher_learns_on_the_tiny_corpus(tiny_corpus):
     train = tiny_corpus / "train"
     classes = read_manifest(train)["num_classes"]
     model = LSTMTeacher(classes, num_layers=1, units=32)
-    dataset = utterance_dataset(train, batch_size=4, seed=0)
+    dataset = utterance_dataset(train, DatasetOptions(seed=0), batch_size=4)
     before, after = loss_falls(model, dataset, steps=3, passes=3)
     assert after < before - 1.0, (before, after)

@@ -2,7 +2,6 @@
 join."""
 
 import itertools
-import os
 import re
 import shutil
 
@@ -14,39 +13,30 @@ from tfblend.errors import DataError
 from tfblend.features import CmvnStats
 from tfblend.pipeline import (
     PAD_LABEL,
+    DatasetOptions,
     chunk_dataset,
     eval_utterances,
     frame_dataset,
     num_chunks,
     utterance_dataset,
 )
-from tfblend.records import (
-    FORMAT_VERSION,
-    TARGET_FORMAT,
-    feature_values_digest,
-    file_sha256,
-    iterate_utterances,
-    read_manifest,
-    serialize_targets,
-    target_shard_name,
-    write_manifest,
-)
+from tfblend.records import iterate_utterances, read_manifest, write_manifest, write_target_set
 
 K = 3  # soft targets in these tests: ids = [label, utterance index, frame index]
 
 
 def write_targets(data_dir, out_dir, *, edit=None, manifest_edits=None, shard_counts=True):
-    """Target set for ``data_dir`` in the spec's format; ids carry each frame's identity.
+    """Target set for ``data_dir``, written by ``records.write_target_set``; ids carry each
+    frame's identity.
 
     ``edit(shard_index, utterances)`` may reorder or alter the (utt_id, ids, probs, mass) lists
     written to a shard; ``manifest_edits`` overrides manifest keys; ``shard_counts=False`` leaves
-    the per-shard counts out of the manifest.
+    the per-shard counts (utterances, frames) out of the manifest, so that only the reader's
+    pairwise checks can notice a shard that does not match.
     """
     manifest = read_manifest(data_dir)
     utterances = list(iterate_utterances(data_dir))
-    os.makedirs(out_dir, exist_ok=True)
     shards, start, index = [], 0, 0
-    num_shards = len(manifest["shards"])
     for i, shard in enumerate(manifest["shards"]):
         rows = []
         for utt in utterances[start : start + shard["num_utterances"]]:
@@ -56,37 +46,15 @@ def write_targets(data_dir, out_dir, *, edit=None, manifest_edits=None, shard_co
             rows.append((utt.utt_id, ids, probs, probs.sum(axis=1)))
             index += 1
         start += shard["num_utterances"]
-        if edit is not None:
-            rows = edit(i, rows)
-        name = target_shard_name(i, num_shards)
-        with tf.io.TFRecordWriter(os.path.join(out_dir, name)) as writer:
-            for utt_id, ids, probs, mass in rows:
-                writer.write(
-                    serialize_targets(
-                        utt_id, ids, probs, mass, id_dtype="int32", value_encoding="float16"
-                    )
-                )
-        checksum = {"sha256": file_sha256(os.path.join(out_dir, name))}
-        shards.append(
-            {"file": name, "num_utterances": len(rows), **checksum}
-            if shard_counts
-            else {"file": name, **checksum}
-        )
-    target_manifest = {
-        "format": TARGET_FORMAT,
-        "format_version": FORMAT_VERSION,
-        "num_utterances": manifest["num_utterances"],
-        "num_classes": manifest["num_classes"],
-        "k": K,
-        "id_dtype": "int32",
-        "value_encoding": "float16",
-        "log_step": None,
-        "has_mass": True,
-        "features_digest": feature_values_digest(manifest),
-        "shards": shards,
-    }
-    target_manifest.update(manifest_edits or {})
-    write_manifest(out_dir, target_manifest)
+        shards.append(edit(i, rows) if edit is not None else rows)
+    target_manifest = write_target_set(
+        out_dir, manifest, shards, k=K, id_dtype="int32", value_encoding="float16", has_mass=True
+    )
+    if not shard_counts:
+        for entry in target_manifest["shards"]:
+            del entry["num_utterances"], entry["num_frames"]
+    if manifest_edits or not shard_counts:
+        write_manifest(out_dir, {**target_manifest, **(manifest_edits or {})})
     return out_dir
 
 
@@ -116,7 +84,7 @@ def reference_windows(features, context):
 def test_canonical_frames_and_window_contents(train):
     directory, manifest, utterances, normalised = train
     dataset = frame_dataset(
-        directory, context=4, batch_size=64, shuffle=False, drop_remainder=False
+        directory, DatasetOptions(context=4, shuffle=False, drop_remainder=False), batch_size=64
     )
     total = manifest["num_frames"]
     assert dataset.cardinality() == -(-total // 64)
@@ -150,12 +118,9 @@ def test_shuffled_frames_cover_the_epoch_once(train, train_targets):
     directory, manifest, utterances, normalised = train
     dataset = frame_dataset(
         directory,
-        context=3,
+        DatasetOptions(context=3, drop_remainder=False, shuffle_buffer=1000, seed=5),
         batch_size=100,
         targets_dir=train_targets,
-        drop_remainder=False,
-        shuffle_buffer=1000,
-        seed=5,
     )
     assert dataset.element_spec[2]["probs"].shape.as_list() == [None, K]
     rows = collect_identities(dataset)
@@ -183,14 +148,8 @@ def test_determinism_and_epochs(train, train_targets):
     directory, manifest = train[0], train[1]
 
     def build(**kwargs):
-        return frame_dataset(
-            directory,
-            batch_size=128,
-            targets_dir=train_targets,
-            shuffle_buffer=2000,
-            deterministic=True,
-            **kwargs,
-        )
+        options = DatasetOptions(shuffle_buffer=2000, deterministic=True, **kwargs)
+        return frame_dataset(directory, options, batch_size=128, targets_dir=train_targets)
 
     steps = manifest["num_frames"] // 128
     epoch0 = identity_batches(build(seed=1))
@@ -211,8 +170,10 @@ def test_epoch_seeds_work_under_a_global_seed_of_zero(train):
     cannot take a tensor seed under a global seed of 0)."""
     tf.random.set_seed(0)
     try:
-        dataset = frame_dataset(train[0], batch_size=128, shuffle_buffer=2000, repeat=True)
-        utterances = utterance_dataset(train[0], batch_size=4, repeat=True)
+        dataset = frame_dataset(
+            train[0], DatasetOptions(shuffle_buffer=2000, repeat=True), batch_size=128
+        )
+        utterances = utterance_dataset(train[0], DatasetOptions(repeat=True), batch_size=4)
         assert len(list(dataset.take(3))) == 3 and len(list(utterances.take(3))) == 3
     finally:
         tf.random.set_seed(None)
@@ -260,11 +221,9 @@ def test_utterance_batches(train, train_targets):
     boundaries = sorted({int(np.percentile(list(lengths.values()), q)) for q in (30, 70)})
     dataset = utterance_dataset(
         directory,
+        DatasetOptions(bucket_boundaries=boundaries, deterministic=True, seed=3),
         batch_size=4,
         targets_dir=train_targets,
-        bucket_boundaries=boundaries,
-        deterministic=True,
-        seed=3,
     )
     batches = list(dataset.as_numpy_iterator())
     per_bucket = np.bincount(np.searchsorted(boundaries, list(lengths.values()), side="right"))
@@ -288,16 +247,16 @@ def test_utterance_batches(train, train_targets):
     assert sorted(seen) == list(range(manifest["num_utterances"]))
     again = utterance_dataset(
         directory,
+        DatasetOptions(bucket_boundaries=boundaries, deterministic=True, seed=3),
         batch_size=4,
         targets_dir=train_targets,
-        bucket_boundaries=boundaries,
-        deterministic=True,
-        seed=3,
     )
     np.testing.assert_array_equal(
         np.concatenate([s["ids"][:, 0, 1] for *_, s in again.as_numpy_iterator()]), seen
     )
-    plain = utterance_dataset(directory, batch_size=5, shuffle=False, label_key="phones")
+    plain = utterance_dataset(
+        directory, DatasetOptions(shuffle=False, label_key="phones"), batch_size=5
+    )
     inputs, phones, _ = next(iter(plain))
     assert plain.cardinality() == -(-manifest["num_utterances"] // 5)
     np.testing.assert_array_equal(phones[0, : lengths[utterances[0].utt_id]], utterances[0].phones)
@@ -327,7 +286,8 @@ def test_eval_utterances_with_targets(train, train_targets):
 @pytest.mark.parametrize(
     ("edits", "message"),
     [
-        ({"features_digest": "0" * 64}, "another feature set"),
+        ({"features_digest": "0" * 64, "features_ids_digest": None}, "another feature set"),
+        ({"features_digest": "0" * 64}, "other feature values with the same utterance ids"),
         ({"num_utterances": 1}, "num_utterances"),
         ({"num_classes": 7}, "num_classes .* != 7"),
         ({"shards": []}, "target shards"),
@@ -359,13 +319,16 @@ def one_frame_more(shard_index, rows):
 @pytest.mark.parametrize("edit", [swap_first_two, one_frame_more])
 def test_join_pair_checks_name_the_utterance(tmp_path, train, edit):
     directory, manifest, utterances, _ = train
-    targets = write_targets(directory, tmp_path / "targets", edit=edit)
+    # Without per-shard counts, so that the pairwise check (not the manifest's) must notice.
+    targets = write_targets(directory, tmp_path / "targets", edit=edit, shard_counts=False)
     first_of_shard = utterances[
         0 if edit is swap_first_two else manifest["shards"][0]["num_utterances"]
     ].utt_id
     for dataset in (
         frame_dataset(directory, targets_dir=targets, batch_size=32),
-        chunk_dataset(directory, targets_dir=targets, chunk_frames=8, batch_size=32),
+        chunk_dataset(
+            directory, DatasetOptions(chunk_frames=8), targets_dir=targets, batch_size=32
+        ),
         eval_utterances(directory, targets_dir=targets),
     ):
         with pytest.raises(tf.errors.InvalidArgumentError, match="target join mismatch") as info:
@@ -380,15 +343,24 @@ def drop_last(shard_index, rows):
 
 
 def test_target_shard_with_a_record_missing(tmp_path, train):
+    """A target set whose manifest claims the utterance set's count while shard 1 holds one
+    record fewer: its per-shard count names the shard, and without per-shard counts the reader
+    still notices."""
     directory = train[0]
-    counted = write_targets(directory, tmp_path / "counted", edit=drop_last)
+    claimed = {"num_utterances": train[1]["num_utterances"]}
+    counted = write_targets(directory, tmp_path / "counted", edit=drop_last, manifest_edits=claimed)
     with pytest.raises(DataError, match="shard 1 has num_utterances"):
         eval_utterances(directory, targets_dir=counted)
-    # Without per-shard counts in the manifest, the reader still notices.
-    uncounted = write_targets(directory, tmp_path / "uncounted", edit=drop_last, shard_counts=False)
+    uncounted = write_targets(
+        directory,
+        tmp_path / "uncounted",
+        edit=drop_last,
+        shard_counts=False,
+        manifest_edits=claimed,
+    )
     for dataset in (
-        frame_dataset(directory, targets_dir=uncounted, shuffle=False),
-        chunk_dataset(directory, targets_dir=uncounted, shuffle=False),
+        frame_dataset(directory, DatasetOptions(shuffle=False), targets_dir=uncounted),
+        chunk_dataset(directory, DatasetOptions(shuffle=False), targets_dir=uncounted),
     ):
         with pytest.raises(tf.errors.InvalidArgumentError, match="different numbers of records"):
             for _ in dataset:
@@ -410,7 +382,7 @@ def test_missing_and_truncated_shards(tmp_path, train):
 
 def test_label_key_must_exist(train):
     with pytest.raises(DataError, match="label_key"):
-        frame_dataset(train[0], label_key="senones")
+        frame_dataset(train[0], DatasetOptions(label_key="senones"))
 
 
 # ------------------------------------------------------------------------------------------
@@ -431,12 +403,8 @@ def test_canonical_chunks_hold_every_window_once(train, mode):
     W, L = 3, 16
     chunks = chunk_dataset(
         directory,
-        context=W,
-        chunk_frames=L,
+        DatasetOptions(context=W, chunk_frames=L, shuffle=False, drop_remainder=False, cmvn=mode),
         batch_size=4 * L,
-        shuffle=False,
-        drop_remainder=False,
-        cmvn=mode,
     )
     lengths = [u.features.shape[0] for u in utterances]
     assert num_chunks(lengths, L) == sum(-(-t // L) for t in lengths)
@@ -451,7 +419,9 @@ def test_canonical_chunks_hold_every_window_once(train, mode):
     # Only the last chunk of each utterance has padding, and its padding is a suffix.
     assert (~mask).sum() == sum(-(-t // L) * L - t for t in lengths)
     frames = frame_dataset(
-        directory, context=W, batch_size=512, shuffle=False, drop_remainder=False, cmvn=mode
+        directory,
+        DatasetOptions(context=W, shuffle=False, drop_remainder=False, cmvn=mode),
+        batch_size=512,
     )
     windows, frame_labels = (
         np.concatenate(p) for p in zip(*frames.as_numpy_iterator(), strict=True)
@@ -465,13 +435,11 @@ def test_shuffled_chunks_join_targets_and_mask_the_tail(train, train_targets):
     W, L = 2, 8
     dataset = chunk_dataset(
         directory,
-        context=W,
-        chunk_frames=L,
+        DatasetOptions(
+            context=W, chunk_frames=L, shuffle_buffer=40 * L, drop_remainder=False, seed=5
+        ),
         batch_size=5 * L,
         targets_dir=train_targets,
-        shuffle_buffer=40 * L,
-        drop_remainder=False,
-        seed=5,
     )
     spec = dataset.element_spec[2]
     assert spec["ids"].shape.as_list() == [None, L, K] and spec["mass"].shape.as_list() == [None, L]
@@ -514,16 +482,10 @@ def test_chunk_determinism_epochs_and_resume(train, train_targets):
     directory = train[0]
 
     def build(**kwargs):
-        return chunk_dataset(
-            directory,
-            context=2,
-            chunk_frames=16,
-            batch_size=64,
-            targets_dir=train_targets,
-            shuffle_buffer=1024,
-            deterministic=True,
-            **kwargs,
+        options = DatasetOptions(
+            context=2, chunk_frames=16, shuffle_buffer=1024, deterministic=True, **kwargs
         )
+        return chunk_dataset(directory, options, batch_size=64, targets_dir=train_targets)
 
     epoch0 = chunk_identity_batches(build(seed=1))
     steps = len(epoch0)
@@ -541,9 +503,41 @@ def test_chunk_determinism_epochs_and_resume(train, train_targets):
 
 
 def test_chunk_arguments_are_checked(train):
-    with pytest.raises(DataError, match="batch_size 100 .* multiple of chunk_frames 64"):
+    with pytest.raises(DataError, match="batch_size 100 .* multiple of chunk_frames 8"):
         chunk_dataset(train[0], batch_size=100)
     with pytest.raises(DataError, match="chunk_frames >= 1"):
-        chunk_dataset(train[0], chunk_frames=0)
+        chunk_dataset(train[0], DatasetOptions(chunk_frames=0))
     with pytest.raises(DataError, match="label_key"):
-        chunk_dataset(train[0], label_key="senones")
+        chunk_dataset(train[0], DatasetOptions(label_key="senones"))
+
+
+def test_dataset_options_defaults_are_the_shipped_configs_and_are_checked():
+    import dataclasses
+
+    from tfblend.config import load_experiment, shipped_config
+
+    options = DatasetOptions()
+    student = load_experiment(shipped_config("student")).data
+    dnn = load_experiment(shipped_config("dnn")).data
+    assert options.context == student.context == dnn.context == 20
+    assert options.chunk_frames == student.chunk_frames
+    assert options.shuffle_buffer == student.shuffle_buffer and options.cmvn == student.cmvn
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.context = 3
+    assert options.replace(bucket_boundaries=[100, 200]).bucket_boundaries == (100, 200)
+    for bad, message in (
+        ({"context": -1}, "context >= 0"),
+        ({"chunk_frames": 0}, "chunk_frames >= 1"),
+        ({"shuffle_buffer": 0}, "shuffle_buffer >= 1"),
+        ({"epoch": -1}, "epoch >= 0"),
+        ({"cmvn": "bogus"}, "cmvn 'bogus'"),
+        ({"label_key": "senones"}, "label_key 'senones'"),
+        ({"bucket_boundaries": [200, 100]}, "increasing"),
+        ({"bucket_boundaries": [0, 100]}, "positive"),
+    ):
+        with pytest.raises(DataError, match=message):
+            options.replace(**bad)
+    with pytest.raises(TypeError, match="contex"):
+        options.replace(contex=3)
+    with pytest.raises(TypeError, match="DatasetOptions"):
+        frame_dataset("unused", {"context": 3})

@@ -5,8 +5,8 @@ The public API, re-exported (each documented where it is defined):
 - models: :class:`LSTMTeacher`, :class:`VGGStudent`, :class:`DNNBaseline`, :func:`get_model`;
 - blending: :class:`Distiller` and the soft losses :class:`SparseSoftCrossEntropy`,
   :class:`SampledSoftCrossEntropy`, :class:`DenseSoftCrossEntropy`;
-- data: :func:`frame_dataset`, :func:`chunk_dataset`, :func:`utterance_dataset`,
-  :func:`eval_utterances`, :func:`log_mel`, :class:`FeatureConfig`;
+- data: :func:`frame_dataset`, :func:`chunk_dataset`, :func:`utterance_dataset` (read as one
+  :class:`DatasetOptions` says), :func:`eval_utterances`, :func:`log_mel`, :class:`FeatureConfig`;
 - stored targets: :func:`dump_targets`, :func:`derive_targets`;
 - serving: :func:`export_model`;
 - errors: :class:`DataError`.
@@ -23,7 +23,13 @@ from tfblend.errors import DataError
 from tfblend.export import export_model
 from tfblend.features import FeatureConfig, log_mel
 from tfblend.models import DNNBaseline, LSTMTeacher, VGGStudent, get_model
-from tfblend.pipeline import chunk_dataset, eval_utterances, frame_dataset, utterance_dataset
+from tfblend.pipeline import (
+    DatasetOptions,
+    chunk_dataset,
+    eval_utterances,
+    frame_dataset,
+    utterance_dataset,
+)
 from tfblend.targets import derive_targets, dump_targets
 
 __version__ = "0.1.0"
@@ -31,6 +37,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DNNBaseline",
     "DataError",
+    "DatasetOptions",
     "DenseSoftCrossEntropy",
     "Distiller",
     "FeatureConfig",

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfblend.errors import DataError
+from tfblend.pipeline.options import DatasetOptions
 from tfblend.pipeline.source import (
     _finish,
     _num_batches,
@@ -21,6 +22,8 @@ from tfblend.pipeline.source import (
     _row_epochs,
     _utterance_lengths,
 )
+
+DEFAULT_OPTIONS = DatasetOptions()
 
 #: The label of a padded output frame. ``labels >= 0`` is the frame mask of a chunk batch.
 PAD_LABEL = -1
@@ -87,13 +90,8 @@ def to_chunks(features, labels, soft, *, context: int, chunk_frames: int):
     return (*out, shaped)
 
 
-def _check_chunking(data_dir, context: int, chunk_frames: int, batch_size: int) -> None:
-    """DataError unless W >= 0, L >= 1 and the batch is a whole number of chunks."""
-    if context < 0 or chunk_frames < 1:
-        raise DataError(
-            f"{data_dir}: need context >= 0 and chunk_frames >= 1, got context={context}, "
-            f"chunk_frames={chunk_frames}"
-        )
+def _check_chunking(data_dir, chunk_frames: int, batch_size: int) -> None:
+    """DataError unless the batch is a whole number of chunks."""
     if batch_size < chunk_frames or batch_size % chunk_frames:
         raise DataError(
             f"{data_dir}: batch_size {batch_size} (frames) must be a positive multiple of "
@@ -103,21 +101,10 @@ def _check_chunking(data_dir, context: int, chunk_frames: int, batch_size: int) 
 
 def chunk_dataset(
     data_dir,
+    options: DatasetOptions = DEFAULT_OPTIONS,
     *,
-    context: int = 10,
-    chunk_frames: int = 64,
-    batch_size: int = 256,
+    batch_size: int = 512,
     targets_dir=None,
-    shuffle: bool = True,
-    seed: int = 0,
-    cmvn: str = "global",
-    cmvn_stats=None,
-    shuffle_buffer: int = 65536,
-    deterministic: bool = False,
-    drop_remainder: bool = True,
-    label_key: str = "labels",
-    repeat: bool = False,
-    epoch: int = 0,
 ) -> tf.data.Dataset:
     """Batches of utterance chunks with per-frame labels (and joined soft targets).
 
@@ -130,28 +117,27 @@ def chunk_dataset(
 
     Args:
       data_dir: utterance set directory.
-      context: W, frames of context on each side of an output frame.
-      chunk_frames: L, output frames per chunk.
-      batch_size: output frames per batch, a multiple of L: a batch holds
-        ``batch_size // L`` chunks (so the same ``batch_size`` gives batches of as many frames
-        as ``frame_dataset``'s).
-      targets_dir, shuffle, seed, epoch, repeat, deterministic, cmvn, cmvn_stats, label_key:
-        as ``frame_dataset``.
-      shuffle_buffer: output frames shuffled together (see above).
-      drop_remainder: drop the last partial batch of each epoch.
+      options: a :class:`DatasetOptions`: context W, ``chunk_frames`` L, shuffling, seeds and
+        epochs, CMVN, ``drop_remainder``, ``label_key``.
+      batch_size: output frames per batch, a multiple of L (``configs/student.yaml``: 512): a
+        batch holds ``batch_size // L`` chunks (so the same ``batch_size`` gives batches of as
+        many frames as ``frame_dataset``'s).
+      targets_dir: optional target set to join.
 
     Returns:
       dataset of ``(chunks float32 [B, L+2W, D], labels int32 [B, L])``, or with
-      ``targets_dir`` ``(chunks, labels, soft)``, soft ``{"ids": int32 [B, L, k], "probs":
-      float32 [B, L, k]}`` plus ``"mass": float32 [B, L]`` when the targets have mass;
+      ``targets_dir`` ``(chunks, labels, soft)``, soft
+      ``{"ids": int32 [B, L, k], "probs": float32 [B, L, k]}`` plus ``"mass": float32 [B, L]``
+      when the targets have mass;
       ``B = batch_size // L``. **The frame mask is ``labels >= 0``**: output frames past the end
       of an utterance (in its last chunk) have label -1 and targets 0, and every real frame is
       an output frame of exactly one chunk per epoch (with ``drop_remainder=False``).
       Cardinality (when not repeating): ``sum_u ceil(T_u / L) // B`` chunk batches (rounded up
       without drop_remainder), from the shards' frame counts.
     """
-    _check_chunking(data_dir, context, chunk_frames, batch_size)
-    source, key, normalise = _prepare(data_dir, targets_dir, label_key, cmvn, cmvn_stats)
+    context, chunk_frames = options.context, options.chunk_frames
+    _check_chunking(data_dir, chunk_frames, batch_size)
+    source, key, normalise = _prepare(data_dir, targets_dir, options)
 
     def to_rows(utterance):
         return to_chunks(
@@ -163,17 +149,8 @@ def chunk_dataset(
         )
 
     chunks_per_batch = batch_size // chunk_frames
-    dataset = _row_epochs(
-        source,
-        to_rows,
-        seed=seed,
-        epoch=epoch,
-        repeat=repeat,
-        shuffle=shuffle,
-        deterministic=deterministic,
-        block=max(1, shuffle_buffer // chunk_frames),
-        batch_size=chunks_per_batch,
-        drop_remainder=drop_remainder,
-    )
+    block = max(1, options.shuffle_buffer // chunk_frames)
+    dataset = _row_epochs(source, to_rows, options, block=block, batch_size=chunks_per_batch)
     total = num_chunks(_utterance_lengths(source), chunk_frames)
-    return _finish(dataset, _num_batches(total, chunks_per_batch, drop_remainder), repeat)
+    batches = _num_batches(total, chunks_per_batch, options.drop_remainder)
+    return _finish(dataset, batches, options.repeat)

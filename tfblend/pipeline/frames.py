@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
 import tensorflow as tf
 
 from tfblend.errors import DataError
+from tfblend.pipeline.options import DatasetOptions
 from tfblend.pipeline.shuffling import epochs
 from tfblend.pipeline.source import (
     _AUTOTUNE,
@@ -22,38 +22,24 @@ from tfblend.pipeline.source import (
     splice,
 )
 
+DEFAULT_OPTIONS = DatasetOptions()
+
 
 def frame_dataset(
     data_dir,
+    options: DatasetOptions = DEFAULT_OPTIONS,
     *,
-    context: int = 10,
     batch_size: int = 256,
     targets_dir=None,
-    shuffle: bool = True,
-    seed: int = 0,
-    cmvn: str = "global",
-    cmvn_stats=None,
-    shuffle_buffer: int = 65536,
-    deterministic: bool = False,
-    drop_remainder: bool = True,
-    label_key: str = "labels",
-    repeat: bool = False,
-    epoch: int = 0,
 ) -> tf.data.Dataset:
     """Batches of spliced context windows with frame labels (and joined soft targets).
 
     Args:
       data_dir: utterance set directory.
-      context: W, frames on each side of the centre frame.
-      batch_size: frames per batch.
-      targets_dir: optional target set to join (module docstring).
-      shuffle: shuffle shard order, utterances and frames (frames in blocks of
-        ``shuffle_buffer``, memory about ``shuffle_buffer * (2W+1) * D * 4`` bytes); False gives
-        canonical order.
-      seed, epoch, repeat, deterministic: module docstring "Epochs and seeds".
-      cmvn, cmvn_stats: module docstring "CMVN".
-      drop_remainder: drop the last partial batch of each epoch.
-      label_key: "labels" (senones) or "phones".
+      options: a :class:`DatasetOptions`: context W, shuffling (frames in blocks of
+        ``shuffle_buffer``), seeds and epochs, CMVN, ``drop_remainder``, ``label_key``.
+      batch_size: frames per batch (``configs/dnn.yaml``: 256).
+      targets_dir: optional target set to join (package docstring).
 
     Returns:
       dataset of ``(windows float32 [B, 2W+1, D], labels int32 [B])``, or with ``targets_dir``
@@ -61,8 +47,9 @@ def frame_dataset(
       plus ``"mass": float32 [B]`` when the targets have mass. Cardinality (when not repeating)
       is ``num_frames // batch_size`` (rounded up without drop_remainder).
     """
-    source, key, normalise = _prepare(data_dir, targets_dir, label_key, cmvn, cmvn_stats)
+    source, key, normalise = _prepare(data_dir, targets_dir, options)
     joined = targets_dir is not None
+    context = options.context
 
     def to_frames(utterance):
         windows = splice(normalise(utterance["features"], utterance["speaker"]), context)
@@ -71,57 +58,43 @@ def frame_dataset(
         return windows, utterance[key]
 
     dataset = _row_epochs(
-        source,
-        to_frames,
-        seed=seed,
-        epoch=epoch,
-        repeat=repeat,
-        shuffle=shuffle,
-        deterministic=deterministic,
-        block=shuffle_buffer,
-        batch_size=batch_size,
-        drop_remainder=drop_remainder,
+        source, to_frames, options, block=options.shuffle_buffer, batch_size=batch_size
     )
     total = source.manifest["num_frames"]
-    return _finish(dataset, _num_batches(total, batch_size, drop_remainder), repeat)
+    batches = _num_batches(total, batch_size, options.drop_remainder)
+    return _finish(dataset, batches, options.repeat)
 
 
 def utterance_dataset(
     data_dir,
+    options: DatasetOptions = DEFAULT_OPTIONS,
     *,
     batch_size: int = 8,
     targets_dir=None,
-    shuffle: bool = True,
-    seed: int = 0,
-    cmvn: str = "global",
-    cmvn_stats=None,
-    bucket_boundaries=None,
-    deterministic: bool = False,
-    label_key: str = "labels",
-    repeat: bool = False,
-    epoch: int = 0,
 ) -> tf.data.Dataset:
     """Padded batches of whole utterances (optionally bucketed by length).
 
     Args:
       data_dir: utterance set directory.
-      batch_size: utterances per batch (every bucket).
+      options: a :class:`DatasetOptions`: shuffling (shard order, and utterances in blocks of
+        256), seeds and epochs, CMVN, ``label_key``, ``bucket_boundaries``; ``context``,
+        ``chunk_frames``, ``shuffle_buffer`` and ``drop_remainder`` do not apply.
+      batch_size: utterances per batch, every bucket (``configs/teacher.yaml``: 8).
       targets_dir: optional target set to join.
-      shuffle: shuffle shard order and utterances (in blocks of 256 utterances); False gives
-        canonical order.
-      bucket_boundaries: None (one bucket), or increasing frame counts: an utterance of T frames
-        goes to bucket i with ``boundaries[i-1] <= T < boundaries[i]``.
-      seed, epoch, repeat, deterministic, cmvn, cmvn_stats, label_key: as ``frame_dataset``.
 
     Returns:
-      dataset of ``({"features": float32 [B, T, D], "mask": bool [B, T]}, labels int32 [B, T],
-      weights float32 [B, T])``, T the longest utterance of the batch; padding has mask False,
-      label 0 and weight 0. With ``targets_dir`` a fourth element ``soft``: ``{"ids": int32
-      [B, T, k], "probs": float32 [B, T, k]}`` (+ ``"mass": float32 [B, T]``), padded with 0.
+      dataset of ``(inputs, labels, weights)``: inputs
+      ``{"features": float32 [B, T, D], "mask": bool [B, T]}``, labels ``int32 [B, T]``,
+      weights ``float32 [B, T]``, T the longest utterance of the batch; padding has mask False,
+      label 0 and weight 0. With ``targets_dir`` a fourth element ``soft``:
+      ``{"ids": int32 [B, T, k], "probs": float32 [B, T, k]}`` (+ ``"mass": float32 [B, T]``),
+      padded with 0.
       The last batch of a bucket may be smaller. Cardinality is known when not repeating.
     """
-    source, key, normalise = _prepare(data_dir, targets_dir, label_key, cmvn, cmvn_stats)
+    source, key, normalise = _prepare(data_dir, targets_dir, options)
     joined = targets_dir is not None
+    shuffle, deterministic = options.shuffle, options.deterministic
+    boundaries = options.bucket_boundaries
 
     def to_example(utterance):
         features = normalise(utterance["features"], utterance["speaker"])
@@ -133,33 +106,25 @@ def utterance_dataset(
         return inputs, utterance[key], weights
 
     def build_epoch(index):
-        epoch_seed = seed + index
+        epoch_seed = options.seed + index
         examples = source.read(epoch_seed, shuffle, deterministic).map(
             to_example, num_parallel_calls=_AUTOTUNE, deterministic=deterministic or not shuffle
         )
-        if bucket_boundaries is None:
+        if boundaries is None:
             return examples.padded_batch(batch_size)
         return examples.bucket_by_sequence_length(
             lambda inputs, *rest: tf.shape(inputs["features"])[0],
-            bucket_boundaries=list(bucket_boundaries),
-            bucket_batch_sizes=[batch_size] * (len(bucket_boundaries) + 1),
+            bucket_boundaries=list(boundaries),
+            bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
         )
 
     num_utterances = source.manifest["num_utterances"]
-    if bucket_boundaries is None:
+    if boundaries is None:
         batches = math.ceil(num_utterances / batch_size)
     else:
-        boundaries = list(bucket_boundaries)
-        if any(b <= a for a, b in itertools.pairwise(boundaries)) or (
-            boundaries and boundaries[0] <= 0
-        ):
-            raise DataError(
-                f"{source.data_dir}: bucket_boundaries must be positive and "
-                f"increasing, got {boundaries}"
-            )
         buckets = np.searchsorted(boundaries, _utterance_lengths(source), side="right")
         batches = int(sum(math.ceil(n / batch_size) for n in np.bincount(buckets) if n))
-    return _finish(epochs(build_epoch, epoch, repeat), batches, repeat)
+    return _finish(epochs(build_epoch, options.epoch, options.repeat), batches, options.repeat)
 
 
 def eval_utterances(
@@ -168,7 +133,8 @@ def eval_utterances(
     """Single utterances in canonical order, unshuffled and unbatched, ids kept.
 
     Args:
-      data_dir, targets_dir, cmvn, cmvn_stats: as ``frame_dataset``.
+      data_dir, targets_dir: as ``frame_dataset``.
+      cmvn, cmvn_stats: as :class:`DatasetOptions`.
       shards: None (every shard), or the indices of the shards to read, in that order (e.g.
         ``[i]`` for a worker that dumps the targets of shard i).
 

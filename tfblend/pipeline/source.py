@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from tfblend.errors import DataError
 from tfblend.features import CmvnStats
+from tfblend.pipeline.options import CMVN_MODES, DatasetOptions
 from tfblend.pipeline.shuffling import epochs, seed_pair, shuffle_blocks, stateless_permutation
 from tfblend.records import (
     TARGET_FORMAT,
@@ -31,7 +32,6 @@ from tfblend.records import (
     verify_shards,
 )
 
-CMVN_MODES = ("global", "speaker", "utterance", "none")
 _AUTOTUNE = tf.data.AUTOTUNE
 _MAX_PARALLEL_SHARDS = 8
 _UTTERANCE_SHUFFLE_BUFFER = 256  # utterances permuted together per epoch
@@ -328,31 +328,26 @@ def _utterance_lengths(source: _Source) -> np.ndarray:
     return np.concatenate(list(lengths.batch(4096).as_numpy_iterator()))
 
 
-def _prepare(data_dir, targets_dir, label_key, cmvn, cmvn_stats):
+def _prepare(data_dir, targets_dir, options: DatasetOptions):
     """(source, label key, normaliser) of a view: the set opened and joined, all checks done."""
+    if not isinstance(options, DatasetOptions):
+        raise TypeError(f"options must be a DatasetOptions, got {type(options).__name__}")
     source = _open(data_dir, targets_dir)
-    return source, _label_key(source, label_key), _normaliser(source, cmvn, cmvn_stats)
+    normalise = _normaliser(source, options.cmvn, options.cmvn_stats)
+    return source, _label_key(source, options.label_key), normalise
 
 
 def _row_epochs(
-    source: _Source,
-    to_rows: Callable,
-    *,
-    seed: int,
-    epoch: int,
-    repeat: bool,
-    shuffle: bool,
-    deterministic: bool,
-    block: int,
-    batch_size: int,
-    drop_remainder: bool,
+    source: _Source, to_rows: Callable, options: DatasetOptions, *, block: int, batch_size: int
 ) -> tf.data.Dataset:
     """Batches of rows: each utterance mapped by ``to_rows`` to a structure whose tensors share
     a leading row axis (frames, chunks), unbatched, shuffled in blocks of ``block`` rows with
-    the epoch's seed when ``shuffle``, and batched ``batch_size`` rows at a time."""
+    the epoch's seed when ``options.shuffle``, and batched ``batch_size`` rows at a time."""
+    shuffle, deterministic = options.shuffle, options.deterministic
+    drop_remainder = options.drop_remainder
 
     def build_epoch(index):
-        epoch_seed = seed + index
+        epoch_seed = options.seed + index
         rows = (
             source.read(epoch_seed, shuffle, deterministic)
             .map(to_rows, num_parallel_calls=_AUTOTUNE, deterministic=deterministic or not shuffle)
@@ -362,7 +357,7 @@ def _row_epochs(
             rows = shuffle_blocks(rows, block, epoch_seed)
         return rows.batch(batch_size, drop_remainder=drop_remainder)
 
-    return epochs(build_epoch, epoch, repeat)
+    return epochs(build_epoch, options.epoch, options.repeat)
 
 
 def _finish(dataset: tf.data.Dataset, batches: int, repeat: bool) -> tf.data.Dataset:

@@ -1,6 +1,6 @@
 """The on-disk dataset formats: utterance shards, target shard records, manifests.
 
-A dataset is a directory of TFRecord shards and one ``manifest.json`` (shared/DESIGN.md). The
+A dataset is a directory of TFRecord shards and one ``manifest.json`` (docs/formats.md). The
 package has one module per concern, and every public name is re-exported here, so that
 ``from tfblend import records; records.X`` and ``from tfblend.records import X`` work for all:
 
@@ -20,6 +20,7 @@ from tfblend.records.manifests import (
     feature_values_digest,
     file_sha256,
     read_manifest,
+    require_frames,
     shard_paths,
     target_shard_name,
     utterance_shard_name,
@@ -29,7 +30,13 @@ from tfblend.records.manifests import (
     write_json,
     write_manifest,
 )
-from tfblend.records.targets import check_target_layout, serialize_targets, target_parser
+from tfblend.records.targets import (
+    check_target_layout,
+    serialize_targets,
+    target_parser,
+    target_set_manifest,
+    write_target_set,
+)
 from tfblend.records.utterances import (
     Utterance,
     iterate_utterances,
@@ -51,9 +58,11 @@ __all__ = [
     "file_sha256",
     "iterate_utterances",
     "read_manifest",
+    "require_frames",
     "serialize_targets",
     "shard_paths",
     "target_parser",
+    "target_set_manifest",
     "target_shard_name",
     "utterance_parser",
     "utterance_shard_name",
@@ -62,5 +71,6 @@ __all__ = [
     "write_file",
     "write_json",
     "write_manifest",
+    "write_target_set",
     "write_utterance_shards",
 ]

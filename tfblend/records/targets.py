@@ -8,16 +8,28 @@ were made from, one ``tf.train.Example`` per utterance: ``utt_id`` (bytes), ``nu
 ``mass`` (bytes: little-endian float32 ``[T]``). Their manifest carries ``num_classes``, ``k``,
 ``id_dtype``, ``value_encoding``, ``log_step``, ``has_mass`` and ``features_digest`` (the
 ``content_digest`` of the utterance set).
+
+:func:`write_target_set` writes a whole set (shards and manifest) from per-utterance arrays, and
+:func:`target_set_manifest` is the manifest every writer of target sets records.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import tensorflow as tf
 
 from tfblend.errors import DataError
+from tfblend.records.manifests import (
+    FORMAT_VERSION,
+    TARGET_FORMAT,
+    feature_values_digest,
+    file_sha256,
+    target_shard_name,
+    write_manifest,
+)
 
 _ID_DTYPES = {"int16": (np.dtype("<i2"), tf.int16), "int32": (np.dtype("<i4"), tf.int32)}
 _VALUE_ENCODINGS = ("float16", "log_uint8")
@@ -199,3 +211,118 @@ def check_target_layout(path: str, target_manifest: dict) -> None:
                 f"ids+probs, but the manifest's k={k} ({id_dtype}, {encoding}) means "
                 f"{k * per_entry}"
             )
+
+
+def target_set_manifest(utterance_manifest: dict, settings: dict, entries: list[dict]) -> dict:
+    """The ``manifest.json`` of a target set made from the set of ``utterance_manifest``.
+
+    Args:
+      utterance_manifest: the utterance set's manifest (its classes).
+      settings: what the targets are: at least ``k``, ``id_dtype``, ``value_encoding``,
+        ``log_step`` (None unless "log_uint8"), ``has_mass`` and ``features_digest``
+        (:func:`tfblend.records.feature_values_digest` of the utterance set); a ``seed`` of None
+        is left out, every other key is recorded as given.
+      entries: one dict per shard, in order: ``file``, ``num_utterances``, ``num_frames``,
+        ``bytes``, ``sha256``.
+
+    Returns:
+      the manifest (``format`` "tfblend.targets"), with the storage figures
+      ``bytes_per_frame`` and ``storage_fraction`` (of dense float32 posteriors).
+    """
+    frames = sum(entry["num_frames"] for entry in entries)
+    stored = sum(entry["bytes"] for entry in entries)
+    num_classes = utterance_manifest["num_classes"]
+    return {
+        "format": TARGET_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "num_utterances": sum(entry["num_utterances"] for entry in entries),
+        "num_frames": frames,
+        "num_classes": num_classes,
+        **{key: value for key, value in settings.items() if key != "seed" or value is not None},
+        "top_fraction": settings["k"] / num_classes,
+        "bytes_per_frame": stored / max(frames, 1),
+        "dense_float32_bytes_per_frame": 4 * num_classes,
+        "storage_fraction": stored / max(frames, 1) / (4 * num_classes),
+        "shards": entries,
+    }
+
+
+def write_target_set(
+    output_dir,
+    utterance_manifest: dict,
+    shards: Iterable[Iterable[tuple]],
+    *,
+    k: int,
+    id_dtype: str = "int16",
+    value_encoding: str = "float16",
+    log_step: float | None = None,
+    has_mass: bool = False,
+    **settings,
+) -> dict:
+    """Writes a target set from per-utterance arrays: its shards and its manifest.
+
+    The shards are written as given, in order (``shards[i]`` becomes target shard i of
+    ``len(shards)``), so the set joins with the utterance set only when they hold its
+    utterances in its order; the pipeline checks that when it reads them.
+
+    Args:
+      output_dir: the directory to write (created).
+      utterance_manifest: the manifest of the utterance set the targets are for.
+      shards: per shard, the utterances'
+        ``(utt_id str, ids int [T, k], probs float [T, k], mass float [T] or None)``, as
+        :func:`serialize_targets` takes them.
+      k, id_dtype, value_encoding, log_step, has_mass: the targets' layout
+        (:func:`serialize_targets`; ``log_step`` only with "log_uint8").
+      **settings: further manifest fields (e.g. ``method``, ``tail``, ``teacher``).
+
+    Returns:
+      the manifest written (:func:`target_set_manifest`).
+    """
+    output_dir = os.fspath(output_dir)
+    os.makedirs(output_dir, exist_ok=True)
+    shards = [list(rows) for rows in shards]
+    entries = []
+    for index, rows in enumerate(shards):
+        name = target_shard_name(index, len(shards))
+        path = os.path.join(output_dir, name)
+        frames = 0
+        with tf.io.TFRecordWriter(path) as writer:
+            for utt_id, ids, probs, mass in rows:
+                if (mass is not None) != has_mass:
+                    raise DataError(
+                        f"{output_dir}: utterance {utt_id!r}: mass given with has_mass="
+                        f"{has_mass}; give a mass exactly when has_mass is True"
+                    )
+                writer.write(
+                    serialize_targets(
+                        utt_id,
+                        ids,
+                        probs,
+                        mass,
+                        id_dtype=id_dtype,
+                        value_encoding=value_encoding,
+                        log_step=log_step or 0.0625,
+                    )
+                )
+                frames += len(ids)
+        entries.append(
+            {
+                "file": name,
+                "num_utterances": len(rows),
+                "num_frames": frames,
+                "bytes": os.path.getsize(path),
+                "sha256": file_sha256(path),
+            }
+        )
+    layout = {
+        "k": k,
+        "id_dtype": id_dtype,
+        "value_encoding": value_encoding,
+        "log_step": log_step if value_encoding == "log_uint8" else None,
+        "has_mass": has_mass,
+        "features_digest": feature_values_digest(utterance_manifest),
+        "features_ids_digest": utterance_manifest["content_digest"],
+    }
+    manifest = target_set_manifest(utterance_manifest, {**layout, **settings}, entries)
+    write_manifest(output_dir, manifest)
+    return manifest
