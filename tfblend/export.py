@@ -42,7 +42,7 @@ import tensorflow as tf
 from tfblend.errors import DataError
 from tfblend.features import CmvnStats
 from tfblend.pipeline import edge_pad, splice
-from tfblend.records import iterate_utterances, read_manifest
+from tfblend.records import iterate_utterances, read_manifest, require_frames
 
 METADATA_FILE = "tfblend.json"
 
@@ -58,6 +58,7 @@ def senone_log_priors(train_dir, num_classes: int, floor_count: float = 1.0) -> 
     Returns:
       float32 ``[K]``: ``log((count + floor) / sum(count + floor))``.
     """
+    require_frames(train_dir, read_manifest(train_dir), "count the senone priors of an export on")
     counts = np.full(num_classes, floor_count, np.float64)
     for utterance in iterate_utterances(train_dir):
         if utterance.labels is None:

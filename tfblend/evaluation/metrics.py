@@ -202,10 +202,11 @@ def evaluate_models(
       "info": [model.json...]}}}``.
     """
     from tfblend.models.flops import forward_flops, frame_flops
-    from tfblend.records import read_manifest
+    from tfblend.records import read_manifest, require_frames
     from tfblend.train.modeldir import load_model_dir
 
     test_dir = os.path.join(corpus_dir, split)
+    require_frames(test_dir, read_manifest(test_dir), "evaluate")
     train_manifest = read_manifest(os.path.join(corpus_dir, "train"))
     senone_to_phone, silence = _senone_map(train_manifest)
     seeds = {len(dirs) for dirs in models.values()}

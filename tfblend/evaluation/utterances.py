@@ -137,8 +137,11 @@ def score_model_dirs(
     Returns:
       name -> list of :class:`UtteranceCounts`, one per seed.
     """
+    from tfblend.records import read_manifest, require_frames
     from tfblend.train.modeldir import load_model_dir
 
+    split_dir = os.path.join(corpus_dir, split)
+    require_frames(split_dir, read_manifest(split_dir), "score")
     ensembles = ensembles or {}
     results = {name: [] for name in [*models, *ensembles]}
     for run in range(max(len(dirs) for dirs in models.values())):

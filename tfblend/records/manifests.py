@@ -1,6 +1,6 @@
 """Manifests and digests: what a dataset directory records about itself, and the checks on it.
 
-A dataset is a directory of TFRecord shards and one ``manifest.json`` (shared/DESIGN.md). This
+A dataset is a directory of TFRecord shards and one ``manifest.json`` (docs/formats.md). This
 module reads and writes manifests atomically, names shard files, computes content digests and
 checks shard files against what their manifest records (existence, size, sha256). The record
 formats themselves are in :mod:`tfblend.records.utterances` and :mod:`tfblend.records.targets`.
@@ -171,6 +171,28 @@ def check_shard_files(directory, manifest: dict) -> list[str]:
     return paths
 
 
+def require_frames(directory, manifest: dict, purpose: str) -> None:
+    """DataError unless the utterance set holds at least one utterance and one frame.
+
+    The tools never write an empty set (:func:`tfblend.records.write_utterance_shards` refuses
+    one), but a set made by other means may hold no utterances (or none with frames); every
+    step that reads a split checks it first, so that the step ends in one line instead of
+    waiting for a batch that never comes or dividing by zero.
+
+    Args:
+      directory: the set (one split).
+      manifest: its manifest (:func:`read_manifest`).
+      purpose: what the step would do with it, e.g. "train on", "dump targets of".
+    """
+    utterances, frames = manifest.get("num_utterances", 0), manifest.get("num_frames", 0)
+    if utterances < 1 or frames < 1:
+        raise DataError(
+            f"{directory}: the split has {utterances} utterances and {frames} frames, nothing "
+            f"to {purpose}; give a split with utterances in it (make_corpus.py or "
+            "import_kaldi.py write one)"
+        )
+
+
 def feature_values_digest(manifest: dict) -> str:
     """sha256 hex digest of an utterance set's feature *values* (and everything else it stores).
 
@@ -190,8 +212,9 @@ CACHE_ENV = "TFBLEND_CACHE_DIR"
 
 def verification_record_path(directory) -> str:
     """Where :func:`verify_shards` records the verified shards of ``directory``:
-    ``$TFBLEND_CACHE_DIR`` (default ``~/.cache/tfblend``) ``/verified-shards/<digest of the
-    absolute path>.json``, outside the dataset, which stays untouched (and may be read-only)."""
+    ``$TFBLEND_CACHE_DIR`` (default ``~/.cache/tfblend``)
+    ``/verified-shards/<digest of the absolute path>.json``, outside the dataset, which stays
+    untouched (and may be read-only)."""
     root = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "tfblend")
     key = hashlib.sha256(os.path.abspath(os.fspath(directory)).encode()).hexdigest()[:24]
     return os.path.join(root, "verified-shards", f"{key}.json")
@@ -201,9 +224,9 @@ def verify_shards(directory, manifest: dict) -> None:
     """Check each shard's existence, size and sha256 against the manifest.
 
     A shard whose sha256 was verified before is not hashed again while its size, mtime and inode
-    are unchanged: the verifications are kept in :func:`verification_record_path` (``{file:
-    {"bytes", "mtime_ns", "inode", "sha256"}}``, written atomically; skipped when the cache
-    cannot be written, which then re-hashes on every open).
+    are unchanged: the verifications are kept in :func:`verification_record_path`
+    (``{file: {"bytes", "mtime_ns", "inode", "sha256"}}``, written atomically; skipped when the
+    cache cannot be written, which then re-hashes on every open).
 
     Raises:
       DataError naming the first bad shard.

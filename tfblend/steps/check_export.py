@@ -38,7 +38,7 @@ def main(_):
             f"{FLAGS.export_dir} is a {metadata['kind']} model; this check scores "
             "window models through their utterance signature"
         )
-    split_dir = cli.split_dir(FLAGS.corpus_dir, FLAGS.split)
+    split_dir = cli.split_dir(FLAGS.corpus_dir, FLAGS.split, "check the export on")
     feature_dim = read_manifest(split_dir)["feature_dim"]
     if feature_dim != metadata["feature_dim"]:
         raise DataError(

@@ -10,18 +10,56 @@ Callbacks: :class:`ResumeCheckpoint`, :class:`StopOnNonFinite` (first, so that n
 follows a non-finite loss), TensorBoard and CSV logs (:func:`standard_callbacks`,
 :class:`HistoryLogger`). Every file is written whole and atomically: a full disk ends in one
 line naming the file, with nothing partial left.
+
+Crash drill: with the environment variable ``TFBLEND_KILL_AT_CHECKPOINT=EPOCH:STEP``
+(:data:`KILL_AT_ENV`), the process kills itself with SIGKILL, as a lost machine would end it,
+right after it has written the resume checkpoint at that position (``STEP`` 0: the end of epoch
+``EPOCH - 1``; otherwise a multiple of ``train.checkpoint_every_steps`` inside the epoch). Run
+the same command again without it to resume, e.g. to check that a run resumes to the same weights
+on a given machine. A position that names no checkpoint of the run is refused before training.
 """
 
 import io
 import json
 import os
 import shutil
+import signal
 
 import keras
 import numpy as np
 
 from tfblend.errors import DataError, NonFiniteError
 from tfblend.records import write_file, write_json
+
+#: ``EPOCH:STEP``: kill the process right after the resume checkpoint at that position (module
+#: docstring).
+KILL_AT_ENV = "TFBLEND_KILL_AT_CHECKPOINT"
+
+
+def kill_point(every_steps: int, steps_per_epoch: int, epochs: int | None = None):
+    """The position ``(epoch, step)`` of ``$TFBLEND_KILL_AT_CHECKPOINT`` (None when unset).
+
+    Raises:
+      DataError: the value is not ``EPOCH:STEP`` or names no checkpoint of a run that saves
+        every ``every_steps`` steps of ``steps_per_epoch`` for ``epochs`` epochs.
+    """
+    value = os.environ.get(KILL_AT_ENV, "").strip()
+    if not value:
+        return None
+    epoch, _, step = value.partition(":")
+    if not (epoch.isdigit() and step.isdigit()):
+        raise DataError(f"{KILL_AT_ENV}={value!r}: expected EPOCH:STEP, e.g. 1:5")
+    epoch, step = int(epoch), int(step)
+    if step and (step % every_steps or step >= steps_per_epoch):
+        raise DataError(
+            f"{KILL_AT_ENV}={value}: no checkpoint is written at step {step} (every "
+            f"{every_steps} steps of {steps_per_epoch} per epoch, and 0 for an epoch's end)"
+        )
+    if (epoch, step) == (0, 0):
+        raise DataError(f"{KILL_AT_ENV}={value}: no checkpoint is written before the first step")
+    if epochs is not None and (epoch, step) > (epochs, 0):
+        raise DataError(f"{KILL_AT_ENV}={value}: the run trains {epochs} epochs")
+    return epoch, step
 
 
 class ResumeCheckpoint(keras.callbacks.Callback):
@@ -30,7 +68,8 @@ class ResumeCheckpoint(keras.callbacks.Callback):
     The saved variables are ``variables_fn()`` (normally the student's variables, random seed
     states included, and the optimizer's). Files: ``<directory>/state.json`` and
     ``<directory>/variables.npz``, replaced atomically together (the json names the npz it
-    belongs to).
+    belongs to). With ``$TFBLEND_KILL_AT_CHECKPOINT`` set, the process kills itself right after
+    the checkpoint at that position (module docstring).
 
     Args:
       directory: where the state lives (a worker's own temporary dir off the chief).
@@ -52,10 +91,13 @@ class ResumeCheckpoint(keras.callbacks.Callback):
         self.steps_per_epoch = steps_per_epoch
         self.epoch, self.step = offset
         self.plateau = plateau
+        self.kill_at = kill_point(self.every_steps, steps_per_epoch)
         os.makedirs(directory, exist_ok=True)
 
     def _save(self):
         save_state(self.directory, self.variables_fn(), self.epoch, self.step, self.plateau)
+        if (self.epoch, self.step) == self.kill_at:  # the crash drill (module docstring)
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def on_epoch_begin(self, epoch, logs=None):
         if epoch != self.epoch:
@@ -202,6 +244,12 @@ def fit_resumable(
     Returns:
       The merged ``History.history`` of the epochs run by this call.
     """
+    if steps_per_epoch < 1:  # Keras would wait forever for the first batch of such an epoch
+        raise DataError(
+            f"an epoch of {steps_per_epoch} steps cannot be trained; the train split holds "
+            "less than one batch (tfblend.train.guards.epoch_steps checks this before a run)"
+        )
+    kill_point(max(int(every_steps), 1), steps_per_epoch, epochs)  # refused before any step
     epoch, step = restore_state(restore_dir or resume_dir, variables_fn(), plateau)
     history: dict[str, list[float]] = {}
     control = [] if plateau is None else [plateau]
