@@ -88,7 +88,7 @@ def test_installed_package_runs_the_recipe(tiny_corpus, tiny_teacher, tmp_path):
     )
     assert "stage evaluate: not run (part evaluate is not selected)" in again.stdout
 
-    # The README's demo table is checked against the report of the run (issue 21): a README
+    # The README's demo table is checked against the report of the run: a README
     # whose marked table is the report's passes; one changed cell is named, with exit 1.
     report = (work / "demo" / "report" / "results.md").read_text().splitlines()
     first = next(i for i, line in enumerate(report) if line.startswith("|"))

@@ -72,7 +72,8 @@ def test_killed_study_resumes(tiny_corpus, tiny_teacher, tiny_student, tmp_path)
     assert {"dnn-seed0", "smooth-tiny-eps0.1-seed0", "targets_top51-teacher-seed0"} <= set(times)
     assert blend.name not in times
 
-    result = subprocess.run(_study(work), capture_output=True, text=True, timeout=600)
+    # Run again from the directory that holds the work dir, as a user would.
+    result = subprocess.run(_study(work), capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for name in ("corpus", "teacher-seed0", "cnn-tiny-seed0", "dnn-seed0",
                  "smooth-tiny-eps0.1-seed0", "targets_top51-teacher-seed0"):  # fmt: skip
@@ -82,8 +83,12 @@ def test_killed_study_resumes(tiny_corpus, tiny_teacher, tiny_student, tmp_path)
     assert (blend / "model.json").exists()
 
     study = json.loads((work / "report" / "study.json").read_text())
-    # The command as it can be run again from anywhere, not the launcher's path.
-    assert study["command"].startswith(f"python -m tfblend.study --work_dir={work} ")
+    # The command as a user types it: not the launcher's path, no path of this machine.
+    assert study["command"] == " ".join([
+        "python -m tfblend.study --work_dir=study --results=study/RESULTS.md",
+        "--figures_dir=study/figures", *FLAGS,
+    ])  # fmt: skip
+    assert study["command"] in (work / "RESULTS.md").read_text()
     roles = {model["role"]: model for model in study["models"]}
     assert set(roles) == {
         "teacher",
@@ -248,4 +253,30 @@ def test_a_second_study_or_recipe_on_a_locked_work_dir_stops_at_once(tmp_path, m
     assert str(refused.value).endswith(
         f"it is a run of the study of {work}: delete {model_dir} to train it again with these "
         "settings"
+    )
+
+
+def test_the_recorded_command_is_the_one_a_user_types(tmp_path):
+    from tfblend.study.results import user_command
+
+    here = tmp_path / "here"
+    argv = [
+        "/opt/checkout/tfblend/study/__main__.py",  # what -m puts in argv[0]
+        f"--work_dir={here}/work/study-small",
+        "--size=small",
+        f"--results={here}/RESULTS.md",
+        f"--figures_dir={here}",
+        "--sweep_fractions=",
+        "--params_override=train.epochs=2",
+        f"{here}/extra",
+        f"--corpus_dir={tmp_path}/hereafter/corpus",  # outside the current directory: as given
+        "--note=two words",
+    ]
+    assert user_command(argv, cwd=str(here)) == (
+        "python -m tfblend.study --work_dir=work/study-small --size=small --results=RESULTS.md "
+        "--figures_dir=. --sweep_fractions= --params_override=train.epochs=2 extra "
+        f"--corpus_dir={tmp_path}/hereafter/corpus '--note=two words'"
+    )
+    assert user_command(["x", "--work_dir=work/study"], cwd=str(here)) == (
+        "python -m tfblend.study --work_dir=work/study"
     )

@@ -170,15 +170,58 @@ def say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def split_dir(corpus_dir: str, split: str) -> str:
-    """``<corpus_dir>/<split>``, checked to hold an utterance set."""
+def split_dir(corpus_dir: str, split: str, purpose: str = "read") -> str:
+    """``<corpus_dir>/<split>``, checked to hold an utterance set with at least one frame
+    (:func:`tfblend.records.require_frames`; ``purpose`` says what the step would do with it)."""
+    from tfblend.records import read_manifest, require_frames
+
     path = os.path.join(corpus_dir, split)
     if not os.path.exists(os.path.join(path, "manifest.json")):
         raise DataError(
             f"{path} holds no utterance set (no manifest.json); is --corpus_dir a "
             "corpus root made by make_corpus.py or import_kaldi.py?"
         )
+    require_frames(path, read_manifest(path), purpose)
     return path
+
+
+def given(name: str) -> bool:
+    """True when the running script's flag ``name`` was set on the command line (or in a
+    ``--flagfile``), whatever its value: a default is not a choice."""
+    return name in flags.FLAGS and flags.FLAGS[name].present
+
+
+def refuse_flags(reasons: dict, context: str) -> None:
+    """Refuses the first given flag of ``reasons`` (flag name -> why it does not apply) with a
+    DataError ``--<name> does not apply <context>: <why>`` (one line from :func:`run`): a flag
+    that would be ignored stops the script instead."""
+    for name, why in reasons.items():
+        if given(name):
+            raise DataError(f"--{name} does not apply {context}: {why}")
+
+
+def model_from_flags() -> str | None:
+    """The window model a training script trains: its ``--model`` flag (None: not given),
+    checked against the ``model.type`` that ``--config_file`` or ``--params_override`` set
+    (:func:`tfblend.config.configured_model_type`); when only one of them says, that one.
+
+    Raises:
+      DataError: ``--model`` contradicts the config's ``model.type``.
+    """
+    from tfblend.config import configured_model_type
+
+    values = flags.FLAGS
+    chosen = values["model"].value
+    configured = configured_model_type(values["config_file"].value, values["params_override"].value)
+    if configured is None:
+        return chosen
+    model_type, where = configured
+    if chosen is not None and chosen != model_type:
+        raise DataError(
+            f"--model={chosen} contradicts model.type={model_type} of {where}; give one of "
+            "them, or make them agree"
+        )
+    return model_type
 
 
 def experiment_from_flags(default_config: str, **overrides):

@@ -140,7 +140,7 @@ class TrainConfig(hyperparams.Config):
         bfloat16, variables, statistics, logits and losses in float32;
         ``tfblend.models.precision``). Fast only where the hardware has bf16 arithmetic
         (AVX512_BF16, AMX, GPUs); on AVX2-only CPUs it is emulated and several times slower
-        (README, "The student"). Saved models are loaded, scored and exported in float32.
+        (docs/student.md). Saved models are loaded, scored and exported in float32.
     """
 
     epochs: int = 3
@@ -221,6 +221,28 @@ def load_experiment(config_file: str | None = None, params_override: str = "") -
     experiment.validate()
     experiment.lock()
     return experiment
+
+
+def configured_model_type(
+    config_file: str | None, params_override: str = ""
+) -> tuple[str, str] | None:
+    """The ``model.type`` that a YAML file or an override string sets explicitly, and where
+    (``(type, "--params_override")``, the override winning), or None when neither sets it (the
+    field's default is not a choice). Bad sources are left to :func:`load_experiment`."""
+    found = None
+    sources = [(config_file, config_file)] if config_file and os.path.exists(config_file) else []
+    if params_override:
+        sources.append(("--params_override", params_override))
+    for where, source in sources:
+        probe = params_dict.ParamsDict({"model": {"type": None}})
+        try:
+            probe = params_dict.override_params_dict(probe, source, is_strict=False)
+        except (KeyError, ValueError, TypeError, AttributeError, yaml.YAMLError):
+            return found
+        value = getattr(getattr(probe, "model", None), "type", None)
+        if value is not None:
+            found = (value, where)
+    return found
 
 
 def _choices() -> dict[str, tuple]:

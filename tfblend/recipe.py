@@ -22,9 +22,15 @@ training budgets, WER subsets and directory names as the study. The CNN, the smo
 and the blend train the shipped configs (student.yaml, blend.yaml).
 
 A stage whose outputs are complete is skipped; a partial one is redone (training resumes from
-its last checkpoint, a target dump from its last complete shard). The work dir is locked while
-the recipe runs: a second recipe or study on it stops at once ("work dir X is in use by pid N").
---stage and --stop_stage run a part of the recipe (what the earlier stages make must exist).
+its last checkpoint, a target dump from its last complete shard). The evaluate, export, score
+and wer stages are complete when they last ran with the same flags and nothing they read has
+changed since (a retrained model, another export: tfblend.study.stages.StageRunner.current), so
+a second recipe on a finished work dir runs no stage and adds no export version. The work dir
+is locked while the recipe runs: a second recipe or study on it stops at once ("work dir X is
+in use by pid N").
+--stage and --stop_stage run a part of the recipe (what the earlier stages make must exist),
+Kaldi style: the evaluate, export, score and wer stages among them run again even when current
+(an export adds a version); complete training stages are still skipped.
 With --seeds=N every training stage runs N times (seeds 0..N-1) and the report gives means and
 spreads.
 
@@ -44,8 +50,10 @@ import os
 from absl import flags
 
 from tfblend import cli
+from tfblend.evaluation.machine import cpu_facts, footer_line
 from tfblend.study.plan import SIZES, StagePlan, StudentSpec
-from tfblend.study.stages import StagesDone, choose_on_dev
+from tfblend.study.stages import StagesDone, choose_on_dev, export_current, export_metadata
+from tfblend.train.modeldir import INFO_FILE
 from tfblend.train.rundir import holding
 
 #: The recipe's stages (parts), in the order they run.
@@ -120,24 +128,40 @@ def _training(plan: StagePlan, seeds: list) -> dict:
 
 
 def _serving(plan: StagePlan, blend_dir: str) -> str:
-    """The export of the blended CNN (seed 0) and its check: the export's directory (the
-    latest version when the export stage is not run)."""
+    """The export of the blended CNN (seed 0) and its check: the export's directory. The
+    latest version is kept when it is an export of ``blend_dir`` newer than its model.json
+    (or when the export stage is not run); otherwise the next version is exported."""
     from tfblend.export import next_version
 
     root = os.path.join(FLAGS.export_base, FLAGS.export_name)
-    version = next_version(root) - (0 if plan.runner.runs("export") else 1)
+    latest = next_version(root) - 1
+    done = latest > 0 and export_current(os.path.join(root, str(latest)), blend_dir)
+    done = done and not _asked_again()
+    version = latest if done or not plan.runner.runs("export") else latest + 1
     export = os.path.join(root, str(version))
     with plan.runner.part("export"):
         plan.runner.stage(
-            "export", False, "export", model_dir=blend_dir, export_base=FLAGS.export_base,
+            "export", done, "export", model_dir=blend_dir, export_base=FLAGS.export_base,
             name=FLAGS.export_name, version=version,
         )  # fmt: skip
     with plan.runner.part("score"):
-        plan.runner.stage(
-            "score", False, "check_export", export_dir=export, corpus_dir=plan.corpus,
-            split="test",
-        )  # fmt: skip
+        flag_values = {"export_dir": export, "corpus_dir": plan.corpus, "split": "test"}
+        inputs = [export_metadata(export), _manifest(plan, "test")]
+        done = not _asked_again() and plan.runner.current(
+            "score", "check_export", inputs=inputs, **flag_values
+        )
+        plan.runner.stage("score", done, "check_export", **flag_values)
     return export
+
+
+def _asked_again() -> bool:
+    """True when --stage or --stop_stage selects the stages to run: the selected evaluate,
+    export, score and wer stages then run even when they are current."""
+    return cli.given("stage") or cli.given("stop_stage")
+
+
+def _manifest(plan: StagePlan, split: str) -> str:
+    return os.path.join(plan.corpus, split, "manifest.json")
 
 
 def _word_error_rates(plan: StagePlan, models: dict, blend_export: str) -> None:
@@ -146,12 +170,21 @@ def _word_error_rates(plan: StagePlan, models: dict, blend_export: str) -> None:
     posteriors): one decode run, scale chosen on dev; the report gains a WER column."""
     exports = {name: plan.export(dirs[0]) for name, dirs in models.items() if name != FOCUS}
     exports[FOCUS] = blend_export
-    plan.runner.stage(
-        "wer", False, "decode", corpus_dir=plan.corpus, graph_dir=plan.graph,
+    output_dir = os.path.join(plan.work, plan.WER)
+    flag_values = dict(
+        corpus_dir=plan.corpus, graph_dir=plan.graph,
         model=[f"{name}={path}" for name, path in exports.items()], ensemble=[ENSEMBLE],
-        output_dir=os.path.join(plan.work, plan.WER), per_voice=plan.wer_test,
-        dev_per_voice=plan.wer_dev, anchor=True, focus=FOCUS, report_dir=plan.report,
+        output_dir=output_dir, per_voice=plan.wer_test, dev_per_voice=plan.wer_dev, anchor=True,
+        focus=FOCUS, report_dir=plan.report,
     )  # fmt: skip
+    inputs = [export_metadata(e) for e in exports.values()]
+    inputs += [_manifest(plan, "test"), _manifest(plan, "dev")]
+    fresh = not _asked_again() and not plan.runner.ran("evaluate")  # a new report has no WER
+    done = fresh and plan.runner.current(
+        "wer", "decode", inputs=inputs, outputs=[os.path.join(output_dir, "wer.json")],
+        **flag_values,
+    )  # fmt: skip
+    plan.runner.stage("wer", done, "decode", **flag_values)
 
 
 def main(_):
@@ -167,11 +200,7 @@ def _recipe() -> None:
     try:
         models = _training(plan, list(range(FLAGS.seeds)))
         with plan.runner.part("evaluate"):
-            plan.runner.stage(
-                "evaluate", False, "evaluate", corpus_dir=plan.corpus, split="test",
-                output_dir=plan.report, model=[f"{n}={','.join(d)}" for n, d in models.items()],
-                ensemble=[ENSEMBLE], focus=FOCUS,
-            )  # fmt: skip
+            _evaluate(plan, models)
         export = _serving(plan, models[FOCUS][0])
         if FLAGS.wer:
             with plan.runner.part("wer"):
@@ -181,14 +210,33 @@ def _recipe() -> None:
     _print_report(plan, export, load)
 
 
+def _evaluate(plan: StagePlan, models: dict) -> None:
+    """The evaluate stage: every model of the table and the ensemble on the test voices
+    (complete while no model was retrained since and the flags are the same)."""
+    flag_values = dict(
+        corpus_dir=plan.corpus, split="test", output_dir=plan.report,
+        model=[f"{n}={','.join(d)}" for n, d in models.items()], ensemble=[ENSEMBLE],
+        focus=FOCUS,
+    )  # fmt: skip
+    inputs = [os.path.join(d, INFO_FILE) for dirs in models.values() for d in dirs]
+    inputs += [_manifest(plan, "test"), _manifest(plan, "train")]
+    outputs = [os.path.join(plan.report, name) for name in ("results.json", "results.md")]
+    done = not _asked_again() and plan.runner.current(
+        "evaluate", "evaluate", inputs=inputs, outputs=outputs, **flag_values
+    )
+    plan.runner.stage("evaluate", done, "evaluate", **flag_values)
+
+
 def _print_report(plan: StagePlan, export: str, load: float) -> None:
     """results.md with the stage wall times and the machine (added when the evaluate stage
-    wrote it anew): its CPUs, the load average at the start and the end of this run, and the
-    stages this run skipped as complete (their numbers come from an earlier run)."""
+    wrote it anew in this run): its CPUs, the load average at the start and the end of this
+    run, the stages this run skipped as complete (their numbers come from an earlier run), and
+    the CPU's model, instruction-set flags, oneDNN settings and CPU kind
+    (:func:`tfblend.evaluation.machine.footer_line`; ``check_readme`` reads the kind)."""
     results_md = os.path.join(plan.report, "results.md")
     if not os.path.exists(results_md):
         return
-    if plan.runner.runs("evaluate"):
+    if plan.runner.ran("evaluate"):
         times = plan.runner.times
         line = ", ".join(f"{k} {v:.0f}" for k, v in times.items())
         skipped = ", ".join(plan.runner.skipped) or "none"
@@ -197,7 +245,7 @@ def _print_report(plan: StagePlan, export: str, load: float) -> None:
                 f"\nStage wall times (s): {line}; total {sum(times.values()):.0f}\n\n"
                 f"This run: {os.cpu_count()} CPUs, load average {load:.1f} at its start and "
                 f"{os.getloadavg()[0]:.1f} at its end; stages complete from an earlier run "
-                f"(skipped): {skipped}\n"
+                f"(skipped): {skipped}\n\n{footer_line(cpu_facts())}\n"
             )
     with open(results_md) as stream:
         print("\n" + stream.read())

@@ -1,6 +1,9 @@
 """Blend the teacher into the CNN: train the student on hard labels and teacher targets at once.
 
 loss = alpha * CE(hard labels) + (1 - alpha) * T^2 * CE(teacher targets at temperature T).
+With train.label_smoothing = epsilon (in the config or --params_override) the hard-label term is
+the label-smoothed cross-entropy. --tail (distill.tail) applies to stored top-k and top-p
+targets only: it is refused with sampled targets or an online teacher, which have no tail.
 The teacher targets are the stored sparse ones of dump_targets.py (the default), or, with
 --teacher_dir instead of --targets_dir, the teacher is run inside every step (online, slower;
 an LSTM teacher then sees only the student's context window).
@@ -27,17 +30,37 @@ cli.define_flags(
 flags.DEFINE_float("alpha", None, "Weight of the hard-label loss (distill.alpha).")
 flags.DEFINE_float("temperature", None, "Softening temperature T (distill.temperature).")
 flags.DEFINE_enum("tail", None, list(TAILS), "Mass outside the stored ids (distill.tail).")
-flags.DEFINE_enum("model", None, ["vgg", "dnn"], "The student (model.type); default: the config's.")
+flags.DEFINE_enum(
+    "model",
+    None,
+    ["vgg", "dnn"],
+    "The student (model.type); default: the config's. Refused when it contradicts the "
+    "model.type of --config_file or --params_override.",
+)
 FLAGS = flags.FLAGS
 
 
+def _check_tail() -> None:
+    """Refuses --tail where no tail exists: an online teacher or sampled stored targets."""
+    if FLAGS.teacher_dir:
+        reasons = {"tail": "an online teacher gives every class's probability"}
+        cli.refuse_flags(reasons, "with --teacher_dir")
+    elif FLAGS.targets_dir and cli.given("tail"):
+        from tfblend.records import TARGET_FORMAT, read_manifest
+
+        if read_manifest(FLAGS.targets_dir, expected_format=TARGET_FORMAT)["method"] == "sampled":
+            reasons = {"tail": "sampled targets weight their draws (there is no tail)"}
+            cli.refuse_flags(reasons, "with sampled targets")
+
+
 def main(_):
-    overrides = {}
+    _check_tail()
+    model = cli.model_from_flags()
+    overrides = {"model__type": model} if model is not None else {}
     for flag, key in (
         ("alpha", "distill__alpha"),
         ("temperature", "distill__temperature"),
         ("tail", "distill__tail"),
-        ("model", "model__type"),
     ):
         if FLAGS[flag].value is not None:
             overrides[key] = FLAGS[flag].value

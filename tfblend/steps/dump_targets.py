@@ -12,8 +12,12 @@ the BLSTM teacher and the CNN baseline, or several teacher seeds; the manifest r
 teacher, its digest and its weight.
 
 Split the work over processes or machines with --shard_index/--num_shards; a killed dump rerun
-skips the shards already complete. With --from_targets, a smaller k is cut from an existing
-top-k dump without running the teacher.
+skips the shards already complete. With --from_targets, a smaller k (--k or --top_fraction) is
+cut from an existing top-k dump without running the teacher: everything else is the source's,
+and a flag that would choose it (--method, --tail, --value_encoding, --log_step other than the
+source's; --corpus_dir, --split, --teacher_*, --p, --seed, sharding) is refused. Without it,
+--p is refused unless --method=topp, --seed unless --method=sampled, --log_step unless
+--value_encoding=log_uint8, and --tail=ghost with --method=sampled.
 
 Reads:  <corpus_dir>/<split> (utterance set), <teacher_dir> (train_teacher.py; in a mixture also
         train_student.py or blend.py model directories), or --from_targets.
@@ -78,16 +82,66 @@ flags.DEFINE_string("from_targets", None, "Cut --k from this top-k dump instead.
 FLAGS = flags.FLAGS
 
 
+#: Flags that choose what --from_targets takes from its source; why each does not apply.
+_NOT_DERIVED = {
+    "corpus_dir": "the targets come from the source dump, not from a corpus",
+    "split": "the cut keeps the source dump's utterances",
+    "teacher_dir": "no teacher runs; the source dump's teacher is kept",
+    "teacher_weights": "no teacher runs; the source dump's mixture is kept",
+    "p": "a top-k cut keeps no probability mass p",
+    "seed": "a top-k cut draws nothing at random",
+    "shard_index": "the cut is one process over every shard",
+    "num_shards": "the cut is one process over every shard",
+    "teacher_batch": "no teacher runs",
+}
+
+
+def _check_derivation() -> None:
+    """Refuses the flags that a cut of --from_targets would ignore: those of a teacher run, and
+    --method, --tail, --value_encoding, --log_step other than the source's (a cut keeps them)."""
+    from tfblend.records import TARGET_FORMAT, read_manifest
+
+    context = "with --from_targets"
+    cli.refuse_flags(_NOT_DERIVED, context)
+    source = read_manifest(FLAGS.from_targets, expected_format=TARGET_FORMAT)
+    kept = {
+        name: f"the cut keeps the {name} of {FLAGS.from_targets} ({source.get(name) or 'none'})"
+        for name in ("method", "tail", "value_encoding", "log_step")
+        if FLAGS[name].value != source.get(name)
+    }
+    cli.refuse_flags(kept, context)
+
+
+def _check_dump() -> None:
+    """Refuses the flags that a teacher run with these settings would ignore."""
+    for name in ("corpus_dir", "teacher_dir"):
+        if not FLAGS[name].value:
+            raise DataError(f"--{name} is required without --from_targets")
+    unused = {}
+    if FLAGS.method != "topp":
+        unused["p"] = "only --method=topp keeps a probability mass"
+    if FLAGS.method != "sampled":
+        unused["seed"] = "only --method=sampled draws at random"
+    if FLAGS.value_encoding != "log_uint8":
+        unused["log_step"] = "only --value_encoding=log_uint8 quantises"
+    if FLAGS.method == "sampled" and FLAGS.tail == "ghost":
+        unused["tail"] = "sampled targets have no tail (the draws are weighted)"
+    cli.refuse_flags(
+        unused, f"with --method={FLAGS.method} --value_encoding={FLAGS.value_encoding}"
+    )
+
+
 def main(_):
     started = time.time()
     if FLAGS.from_targets:
-        manifest = derive_targets(FLAGS.from_targets, FLAGS.output_dir, FLAGS.k)
+        _check_derivation()
+        manifest = derive_targets(
+            FLAGS.from_targets, FLAGS.output_dir, FLAGS.k, top_fraction=FLAGS.top_fraction
+        )
     else:
-        for name in ("corpus_dir", "teacher_dir"):
-            if not FLAGS[name].value:
-                raise DataError(f"--{name} is required without --from_targets")
+        _check_dump()
         manifest = dump_targets(
-            cli.split_dir(FLAGS.corpus_dir, FLAGS.split),
+            cli.split_dir(FLAGS.corpus_dir, FLAGS.split, "dump targets of"),
             FLAGS.teacher_dir,
             FLAGS.output_dir,
             teacher_weights=FLAGS.teacher_weights,

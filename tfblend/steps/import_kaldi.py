@@ -42,6 +42,11 @@ FLAGS = flags.FLAGS
 
 
 def main(_):
+    if not FLAGS.phone_alignments:
+        cli.refuse_flags(
+            {"num_phones": "no phone labels are imported (give --phone_alignments with it)"},
+            "without --phone_alignments",
+        )
     manifest = kaldi.import_kaldi_dir(
         FLAGS.kaldi_data_dir,
         FLAGS.alignments,

@@ -42,6 +42,11 @@ FLAGS = flags.FLAGS
 
 
 def main(_):
+    if FLAGS.prompts != "lm":
+        cli.refuse_flags(
+            {"vocabulary": "uniform prompts draw from the whole pronunciation dictionary"},
+            f"with --prompts={FLAGS.prompts}",
+        )
     manifests = build.build_corpus(
         FLAGS.output_dir,
         size=FLAGS.size,

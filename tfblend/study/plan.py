@@ -37,7 +37,15 @@ import os
 from tfblend.errors import DataError
 from tfblend.evaluation.report import read_history
 from tfblend.records import read_manifest
-from tfblend.study.stages import StageRunner, model_done, set_done
+from tfblend.study.stages import (
+    StageRunner,
+    export_current,
+    export_metadata,
+    model_done,
+    newest_change,
+    remove_stale_export,
+    set_done,
+)
 from tfblend.targets.sparsify import resolve_k
 from tfblend.train.modeldir import read_model_info
 
@@ -59,16 +67,16 @@ class Size:
     wer_dev: int
 
 
-#: The one table of sizes, for the recipe and the study. Small is the demo's and the study that
-#: one 3-hour session can finish: the teacher and every student 8 epochs (the GPU replication's
-#: passes, shared/NOTES.md 10; on the small corpus the deep student's dev accuracy gained
-#: 0.2-0.6 points in its last epoch, 3 seeds, the teacher's 0.0-0.4, 2 seeds), 12 test and 6 dev
-#: utterances per voice decoded (the dev ones at each of 4 acoustic scales), which keep the
-#: demo's wer stage near 5 minutes. The medium budget is the converged medium study's: the
-#: teacher and every student 8 epochs, as on the small corpus (on an idle 2-core machine a medium
-#: teacher epoch took 161-186 s and a deep-student epoch 306-321 s, so the study's 10
-#: deep-student runs, 2 teachers, dumps, scoring and decoding are estimated at about 10 hours),
-#: every test utterance decoded.
+#: The one table of sizes, for the recipe and the study. Small is the demo's and the study's that
+#: 2 CPU cores finish in about 3 hours: the teacher and every student 8 epochs (the GPU
+#: replication's passes, docs/reference-facts.md section 5; on the small corpus the deep student's
+#: dev accuracy gained 0.2-0.6 points in its last epoch, 3 seeds, the teacher's 0.0-0.4, 2 seeds),
+#: 12 test and 6 dev utterances per voice decoded (the dev ones at each of 4 acoustic scales),
+#: which keep the demo's wer stage near 5 minutes. The medium budget is the converged medium
+#: study's: the teacher and every student 8 epochs, as on the small corpus (on an idle 2-core
+#: machine a medium teacher epoch took 161-186 s and a deep-student epoch 306-321 s, so the
+#: study's 10 deep-student runs, 2 teachers, dumps, scoring and decoding are estimated at about
+#: 10 hours), every test utterance decoded.
 SIZES = {
     "tiny": Size(teacher_epochs=1, student_epochs=1, wer_test=3, wer_dev=3),
     "small": Size(teacher_epochs=8, student_epochs=8, wer_test=12, wer_dev=6),
@@ -341,12 +349,17 @@ class StagePlan:
             )  # fmt: skip
 
     def export(self, model_dir: str) -> str:
-        """A finished run exported as ``exports/{run}/1`` (a SavedModel the decoder reads)."""
+        """A finished run exported as ``exports/{run}/1`` (a SavedModel the decoder reads); an
+        export there that is not of ``model_dir`` as it is now (a run trained again since,
+        :func:`~tfblend.study.stages.export_current`) is replaced."""
         run = os.path.basename(model_dir)
         export = self._path(f"{self.EXPORTS}/{run}/1")
+        done = export_current(export, model_dir)
+        if not done and self.runner.in_selected_part():
+            remove_stale_export(export, model_dir)
         self.runner.stage(
-            f"export {run}", os.path.exists(os.path.join(export, "saved_model.pb")), "export",
-            model_dir=model_dir, export_base=self._path(self.EXPORTS), name=run, version=1,
+            f"export {run}", done, "export", model_dir=model_dir,
+            export_base=self._path(self.EXPORTS), name=run, version=1,
         )  # fmt: skip
         return export
 
@@ -365,8 +378,10 @@ class StagePlan:
                     "ensemble": ["model=" + "+".join(names)],
                 }
             result = os.path.join(output, "model", "wer.json")
+            newest = newest_change([*map(export_metadata, exports)])  # None: one is missing
+            done = os.path.exists(result) and os.path.getmtime(result) >= (newest or float("inf"))
             self.runner.stage(
-                f"wer {run}", os.path.exists(result), "decode", corpus_dir=self.corpus,
+                f"wer {run}", done, "decode", corpus_dir=self.corpus,
                 graph_dir=self.graph, output_dir=output, per_voice=per_voice,
                 dev_per_voice=dev_per_voice, **flag_values,
             )  # fmt: skip

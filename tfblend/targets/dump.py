@@ -31,15 +31,16 @@ from tfblend.distill.losses import TAILS
 from tfblend.errors import DataError
 from tfblend.pipeline import eval_utterances
 from tfblend.records import (
-    FORMAT_VERSION,
     MANIFEST_NAME,
     TARGET_FORMAT,
     check_target_layout,
     feature_values_digest,
     file_sha256,
     read_manifest,
+    require_frames,
     serialize_targets,
     target_parser,
+    target_set_manifest,
     target_shard_name,
     verify_shards,
     write_json,
@@ -105,6 +106,7 @@ def dump_targets(
     if not 0 <= shard_index < num_shards:
         raise DataError(f"--shard_index {shard_index} is outside [0, {num_shards})")
     manifest = read_manifest(data_dir)
+    require_frames(data_dir, manifest, "dump targets of")
     teacher = _teacher(teacher_dir, teacher_weights, manifest, data_dir)
     width = resolve_k(manifest["num_classes"], k, top_fraction)
     options = {"p": p, "tail": tail, "value_encoding": value_encoding, "log_step": log_step}
@@ -277,22 +279,7 @@ def finalize(output_dir: str, utterance_manifest: dict) -> dict | None:
             entries.append(json.load(stream))
     with open(os.path.join(output_dir, "settings.json")) as stream:
         settings = json.load(stream)
-    frames = sum(entry["num_frames"] for entry in entries)
-    stored = sum(entry["bytes"] for entry in entries)
-    num_classes = utterance_manifest["num_classes"]
-    manifest = {
-        "format": TARGET_FORMAT,
-        "format_version": FORMAT_VERSION,
-        "num_utterances": sum(entry["num_utterances"] for entry in entries),
-        "num_frames": frames,
-        "num_classes": num_classes,
-        **{key: value for key, value in settings.items() if key != "seed" or value is not None},
-        "top_fraction": settings["k"] / num_classes,
-        "bytes_per_frame": stored / max(frames, 1),
-        "dense_float32_bytes_per_frame": 4 * num_classes,
-        "storage_fraction": stored / max(frames, 1) / (4 * num_classes),
-        "shards": entries,
-    }
+    manifest = target_set_manifest(utterance_manifest, settings, entries)
     write_manifest(output_dir, manifest)
     return manifest
 
@@ -312,19 +299,27 @@ def _checked(record, num_classes: int, shard_path: str):
     return ids, probs
 
 
-def derive_targets(from_dir: str, output_dir: str, k: int) -> dict:
+def derive_targets(from_dir: str, output_dir: str, k: int = 0, top_fraction: float = 0.0) -> dict:
     """A top-k' target set from a top-k one (k' < k) without running the teacher again.
 
     The first k' stored entries of a top-k dump are exactly the top-k' (they are sorted); the kept
     mass becomes their sum. Sampled and top-p dumps cannot be cut this way. What is read is
     checked: shard checksums, the manifest's k against the stored bytes, every id and
     probability (DataError naming the utterance and shard; nothing is left in ``output_dir``).
+    Everything else (tail, stored mass, value encoding, teacher) is the source's.
+
+    Args:
+      from_dir: the top-k target set to cut.
+      output_dir: the target set to write (must not hold one).
+      k, top_fraction: k' as a count or as a fraction of the classes: exactly one of the two.
     """
     source = read_manifest(from_dir, expected_format=TARGET_FORMAT)
     if source["method"] != "topk":
         raise DataError(
-            f"{from_dir} holds {source['method']} targets; only topk can be cut to a " "smaller k"
+            f"{from_dir} holds {source['method']} targets; only topk can be cut to a smaller k"
         )
+    if top_fraction or not k:
+        k = resolve_k(source["num_classes"], k, top_fraction)
     if not 1 <= k <= source["k"]:
         raise DataError(f"--k {k} must be in [1, {source['k']}] (the k of {from_dir})")
     if os.path.exists(os.path.join(output_dir, MANIFEST_NAME)):

@@ -105,8 +105,8 @@ class Sparsifier:
       p: the top-p mass (``topp`` only).
       seed: the sampled draws' seed (``sampled`` only; each batch also mixes in its index).
 
-    Called with ``(logits float [B, T, K], batch_index)``, it returns ``(ids int32 [B, T,
-    width], probs float32 [B, T, width], mass float32 [B, T])``.
+    Called with ``(logits float [B, T, K], batch_index)``, it returns
+    ``(ids int32 [B, T, width], probs float32 [B, T, width], mass float32 [B, T])``.
     """
 
     def __init__(self, method: str, width: int, p: float, seed: int):

@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfblend import models
-from tfblend.config import ExperimentConfig, model_kwargs, save_experiment
+from tfblend.config import DistillConfig, ExperimentConfig, model_kwargs, save_experiment
 from tfblend.distill import losses
 from tfblend.distill.distiller import Distiller
 from tfblend.errors import DataError
@@ -139,6 +139,11 @@ def train_teacher(
     """
     if experiment.model.type != "lstm":
         raise DataError(f"the teacher must be a sequence model (lstm), not {experiment.model.type}")
+    if experiment.train.label_smoothing:
+        raise DataError(
+            f"train.label_smoothing={experiment.train.label_smoothing} applies to the window "
+            "models (train_student, blend); the teacher trains on plain hard-label cross-entropy"
+        )
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         raise DataError(
             "the teacher trains with --strategy=default or mirrored: Keras 3.15 cannot fit a "
@@ -173,13 +178,15 @@ class LabelSmoothingDistiller(Distiller):
     """Hard labels with label smoothing, through the Distiller's ``hard_loss`` hook.
 
     ``hard = (1 - epsilon) * CE(label) + epsilon * mean_c(-log p_c)``: the cross-entropy against
-    a target that puts ``epsilon`` uniformly on all classes. It is the control of the blend: a
-    student that gains as much from this as from the teacher's targets learned smoothing, not
-    dark knowledge.
+    a target that puts ``epsilon`` uniformly on all classes. On hard labels alone (``alpha`` 1,
+    the default) it is the control of the blend: a student that gains as much from this as from
+    the teacher's targets learned smoothing, not dark knowledge. In a blend (``alpha`` < 1, a
+    ``teacher`` or stored targets, the Distiller's other arguments) it smooths the hard-label
+    term only; the soft term is the teacher's.
     """
 
-    def __init__(self, student, epsilon: float, **kwargs):
-        super().__init__(student, alpha=1.0, **kwargs)
+    def __init__(self, student, epsilon: float, teacher=None, *, alpha: float = 1.0, **kwargs):
+        super().__init__(student, teacher, alpha=alpha, **kwargs)
         self.epsilon = float(epsilon)
 
     def hard_loss(self, labels, logits):
@@ -192,6 +199,7 @@ def _soft_loss(targets_manifest: dict, experiment: ExperimentConfig):
     """The soft-loss object that fits a stored target set and the distill config."""
     distill = experiment.distill
     if targets_manifest["method"] == "sampled":
+        _refuse_tail(experiment, "sampled targets weight their draws (no tail to treat)")
         return losses.SampledSoftCrossEntropy()
     if distill.tail == "ghost" and not targets_manifest["has_mass"]:
         raise DataError(
@@ -199,6 +207,29 @@ def _soft_loss(targets_manifest: dict, experiment: ExperimentConfig):
             "not store; dump them with --tail=ghost"
         )
     return losses.SparseSoftCrossEntropy(tail=distill.tail)
+
+
+def _refuse_tail(experiment: ExperimentConfig, why: str) -> None:
+    """DataError when ``distill.tail`` is set to other than its default where no tail exists."""
+    default = DistillConfig().tail
+    if experiment.distill.tail != default:
+        raise DataError(f"distill.tail={experiment.distill.tail} does not apply: {why}")
+
+
+def _refuse_distill(experiment: ExperimentConfig) -> None:
+    """DataError when a hard-label run (train_student) is given blend settings it would
+    ignore: ``distill.*`` other than the defaults."""
+    set_keys = {
+        key: value
+        for key, value in experiment.distill.as_dict().items()
+        if value != DistillConfig().as_dict()[key]
+    }
+    if set_keys:
+        listed = ", ".join(f"distill.{key}={value}" for key, value in set_keys.items())
+        raise DataError(
+            f"{listed}: blend settings do not apply to a student on hard labels (it has no "
+            "teacher term); blend.py uses them"
+        )
 
 
 def _targets_info(targets_manifest: dict, targets_dir: str) -> dict:
@@ -260,6 +291,10 @@ def train_window_model(
         raise DataError(f"a window model must be vgg or dnn, not {experiment.model.type}")
     if role == "blend" and bool(targets_dir) == bool(teacher_dir):
         raise DataError("blending needs exactly one of --targets_dir and --teacher_dir")
+    if role == "blend" and teacher_dir:
+        _refuse_tail(experiment, "an online teacher gives every class's probability")
+    if role != "blend":
+        _refuse_distill(experiment)
     started = time.time()
     train_dir, dev_dir, manifest = training_sets(corpus_dir)
     _seed_everything(experiment.train.seed)
@@ -309,20 +344,26 @@ def _build(distiller, student, experiment: ExperimentConfig, feature_dim: int, s
 def _distiller(student, teacher, role: str, experiment: ExperimentConfig, soft_loss, targets):
     """What a window model is trained to minimise (a tf-models task's ``build_losses``): the
     blend of hard labels and the teacher's targets (stored: ``soft_loss`` on the target set of
-    manifest ``targets``; online: dense targets of ``teacher``), hard labels with label
-    smoothing (the control), or hard labels alone."""
+    manifest ``targets``; online: dense targets of ``teacher``; with ``train.label_smoothing``
+    the hard-label term smoothed), hard labels with label smoothing (the control), or hard
+    labels alone."""
+    smoothing = experiment.train.label_smoothing
     if role == "blend":
         distill = experiment.distill
-        return Distiller(
+        kind, extra = (
+            (LabelSmoothingDistiller, {"epsilon": smoothing}) if smoothing else (Distiller, {})
+        )
+        return kind(
             student,
-            teacher,
+            teacher=teacher,
+            **extra,
             alpha=distill.alpha,
             temperature=distill.temperature,
             soft_loss=soft_loss if soft_loss is not None else losses.DenseSoftCrossEntropy(),
             target_k=targets["k"] if targets is not None else None,
         )
-    if experiment.train.label_smoothing:
-        return LabelSmoothingDistiller(student, experiment.train.label_smoothing)
+    if smoothing:
+        return LabelSmoothingDistiller(student, smoothing)
     return Distiller(student, alpha=1.0)
 
 

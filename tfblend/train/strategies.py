@@ -7,7 +7,8 @@ Strategies (``--strategy``):
   ``--num_replicas`` logical CPU devices (for tests, and for trying the multi-replica path on a
   laptop). Logical CPUs must be configured before TensorFlow initialises its devices, so call
   :func:`make_strategy` before building any tensor.
-- ``multi_worker``: ``tf.distribute.MultiWorkerMirroredStrategy`` from ``TF_CONFIG``.
+- ``multi_worker``: ``tf.distribute.MultiWorkerMirroredStrategy`` from ``TF_CONFIG``; the wait
+  for the other workers to join is bounded (:func:`tfblend.train.guards.waiting_for_cluster`).
 
 Batches: the ``batch_size`` of every config and flag is the **global** batch; each of the R
 replicas gets ``batch_size / R``. Losses are reduced over the global batch (see
@@ -36,6 +37,7 @@ from official.modeling.optimization import lr_schedule
 
 from tfblend.config import OptimizerConfig
 from tfblend.errors import DataError
+from tfblend.train.guards import waiting_for_cluster
 from tfblend.train.plateau import PlateauSchedule
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -47,21 +49,40 @@ def make_strategy(name: str = "default", num_replicas: int = 0) -> tf.distribute
     Args:
       name: "default", "mirrored" or "multi_worker".
       num_replicas: for ``mirrored``: the number of GPUs to use (0: all), or, with no GPU, the
-        number of logical CPU replicas (0 or 1: one).
+        number of logical CPU replicas (0 or 1: one). The other strategies take no count
+        (``default`` has one replica, ``multi_worker`` those of ``TF_CONFIG``'s workers): a
+        count given with them is refused, not ignored.
 
     Returns:
       The strategy; build models and optimizers under ``strategy.scope()``.
+
+    Raises:
+      DataError: an unknown strategy, a negative count, a count with another strategy than
+        ``mirrored``, or more GPUs than there are.
     """
     if name not in STRATEGIES:
         raise DataError(f"--strategy must be one of {STRATEGIES}, not {name!r}")
+    if num_replicas < 0:
+        raise DataError(f"--num_replicas={num_replicas} must be 0 (all GPUs, or one CPU) or more")
+    if num_replicas and name != "mirrored":
+        where = "one replica" if name == "default" else "the replicas of TF_CONFIG's workers"
+        raise DataError(
+            f"--num_replicas={num_replicas} applies to --strategy=mirrored only; "
+            f"--strategy={name} runs {where}"
+        )
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "multi_worker":
-        check_tf_config(os.environ.get("TF_CONFIG"))
-        return distribute_utils.get_distribution_strategy("multi_worker_mirrored")
+        config = check_tf_config(os.environ.get("TF_CONFIG"))
+        # TensorFlow waits for every task of the cluster without a limit: bounded here
+        # ($TFBLEND_WAIT_SECONDS), ending in one line naming the tasks that never started.
+        with waiting_for_cluster(config):
+            return distribute_utils.get_distribution_strategy("multi_worker_mirrored")
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         count = num_replicas or len(gpus)
+        if count > len(gpus):
+            raise DataError(f"--num_replicas={count}: this machine has {len(gpus)} GPUs")
         return distribute_utils.get_distribution_strategy("mirrored", num_gpus=count)
     count = max(num_replicas, 1)
     configure_cpu_replicas(count)
@@ -138,7 +159,7 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """tf-models-official's ``LinearWarmup`` over its ``CosineDecayWithOffset``, for Keras 3.
 
     Model Garden schedules are tf_keras objects; Keras 3 optimizers accept them through this
-    thin Keras 3 schedule whose ``__call__(step)`` delegates (shared/NOTES.md section 1).
+    thin Keras 3 schedule whose ``__call__(step)`` delegates (docs/reference-facts.md section 1).
     """
 
     def __init__(self, learning_rate, total_steps, warmup_steps=0, final_fraction=0.05):
