@@ -445,7 +445,7 @@ def test_bad_ensembles_are_named(tiny_corpus, small_graph, member_exports, odd_e
             parse_ensembles({"e": "cnn+m"}, exports, arks, serving_only)
 
 
-# -- issue 21: graphs checked on reuse, served NaNs named by utterance ---------------------------
+# -- graphs checked on reuse, served NaNs named by utterance ---------------------------------------
 
 
 def _mini_graph(directory, words=None):

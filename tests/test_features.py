@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfblend.corpus import espeak
 from tfblend.errors import DataError
 from tfblend.features import (
     CmvnStats,
@@ -36,7 +37,6 @@ def chirp_signal(num_samples=24000, sample_rate=16000, seed=0):
 
 def espeak_speech():
     """int16 waveform at its sample rate, from the corpus module's espeak-ng synthesis."""
-    espeak = pytest.importorskip("tfblend.corpus.espeak")
     synthesis = espeak.synthesize(
         "the quick brown fox jumps over the lazy dog", "en-us", rate=160, pitch=50
     )

@@ -2,14 +2,12 @@
 floor, the record in model.json, and exact resume of a killed plateau-scheduled run."""
 
 import json
-import signal
 import subprocess
 import sys
-import time
 
 import keras
 import numpy as np
-from test_training import _max_difference, _weights
+from test_training import _max_difference, _weights, run_killed_at
 
 from tfblend.train.plateau import STOP_FLOOR, PlateauControl, PlateauSchedule
 
@@ -105,24 +103,10 @@ def test_killed_plateau_run_resumes_to_the_same_weights_and_decisions(tiny_corpu
     assert history[0].split(",").count("learning_rate") == 1 and len(history) == 4
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen(
-        _plateau_args(tiny_corpus, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    state = killed / "resume" / "state.json"
-    deadline = time.time() + 300
-    position = None
-    try:
-        while time.time() < deadline and process.poll() is None:
-            if state.exists():
-                position = json.loads(state.read_text())
-                if position["plateau"]["cuts"] >= 1 and position["step"] > 0:
-                    break  # mid-epoch, after a cut and a rollback: kill it here
-            time.sleep(0.02)
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-    assert position is not None and position["plateau"]["cuts"] >= 1 and position["step"] > 0
-    assert not (killed / "model.json").exists(), "the run finished before it was killed"
+    # Killed mid-epoch in the third epoch (step 5), after the first cut and rollback (at the end
+    # of the second) and before the second.
+    position = run_killed_at(_plateau_args(tiny_corpus, killed), killed, "2:5")
+    assert (position["epoch"], position["step"], position["plateau"]["cuts"]) == (2, 5, 1)
     resumed = subprocess.run(
         _plateau_args(tiny_corpus, killed), capture_output=True, text=True, timeout=600
     )

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -19,9 +18,10 @@ from tfblend import models
 from tfblend.config import load_experiment
 from tfblend.errors import DataError
 from tfblend.evaluation import window_scorer
-from tfblend.pipeline import chunk_dataset, eval_utterances
+from tfblend.pipeline import DatasetOptions, chunk_dataset, eval_utterances
 from tfblend.records import read_manifest
 from tfblend.train import experiments
+from tfblend.train.fit import KILL_AT_ENV, kill_point
 from tfblend.train.modeldir import load_model_dir
 from tfblend.train.strategies import make_strategy
 
@@ -82,24 +82,9 @@ def test_killed_run_resumes_to_the_same_weights(tiny_corpus, tmp_path):
         _student_args(tiny_corpus, straight), check=True, capture_output=True, timeout=600
     )
     killed = tmp_path / "killed"
-    process = subprocess.Popen(
-        _student_args(tiny_corpus, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    state = killed / "resume" / "state.json"
-    deadline = time.time() + 300
-    position = None
-    try:
-        while time.time() < deadline and process.poll() is None:
-            if state.exists():
-                position = json.loads(state.read_text())
-                if position["step"] > 0:  # a mid-epoch checkpoint: kill it here
-                    break
-            time.sleep(0.02)
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-    assert position is not None and position["step"] > 0, "never saw a mid-epoch checkpoint"
-    assert not (killed / "model.json").exists(), "the run finished before it was killed"
+    # Killed mid-epoch in the second epoch, right after its first checkpoint (step 5).
+    position = run_killed_at(_student_args(tiny_corpus, killed), killed, "1:5")
+    assert (position["epoch"], position["step"]) == (1, 5)
     resumed = subprocess.run(
         _student_args(tiny_corpus, killed), capture_output=True, text=True, timeout=600
     )
@@ -109,14 +94,71 @@ def test_killed_run_resumes_to_the_same_weights(tiny_corpus, tmp_path):
     assert not (killed / "resume").exists()
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+def run_killed_at(args, model_dir, position: str, timeout: float = 600) -> dict:
+    """Runs the training command ``args`` with tfblend.train.fit's crash drill, which SIGKILLs
+    the process right after it has written the resume checkpoint at ``position`` ("EPOCH:STEP"):
+    the same point of training on any machine, however fast. Returns the resume state left."""
+    result = subprocess.run(
+        args, env={**os.environ, KILL_AT_ENV: position}, capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
+    assert result.returncode == -signal.SIGKILL, (result.returncode, result.stderr[-3000:])
+    assert not (model_dir / "model.json").exists(), "the run finished although killed"
+    return json.loads((model_dir / "resume" / "state.json").read_text())
+
+
+def test_crash_drill_refuses_positions_that_name_no_checkpoint(monkeypatch):
+    """Checkpoints every 5 of 20 steps per epoch, 2 epochs: (1, 5) and (2, 0), the last epoch's
+    end, are checkpoints; the others are refused before training rather than never reached."""
+    monkeypatch.delenv(KILL_AT_ENV, raising=False)
+    assert kill_point(5, 20, 2) is None
+    for value, position in (("1:5", (1, 5)), ("2:0", (2, 0)), ("0:15", (0, 15))):
+        monkeypatch.setenv(KILL_AT_ENV, value)
+        assert kill_point(5, 20, 2) == position
+    for value, message in (
+        ("1:3", "no checkpoint is written at step 3"),
+        ("1:20", "no checkpoint is written at step 20"),
+        ("0:0", "before the first step"),
+        ("2:5", "trains 2 epochs"),
+        ("3:0", "trains 2 epochs"),
+        ("1", "expected EPOCH:STEP"),
+        ("-1:5", "expected EPOCH:STEP"),
+    ):
+        monkeypatch.setenv(KILL_AT_ENV, value)
+        with pytest.raises(DataError, match=message):
+            kill_point(5, 20, 2)
+
+
+class HeldPorts:
+    """Loopback ports held from before the workers start until they have finished.
+
+    Each port stays bound by a socket of this process with SO_REUSEADDR that never listens:
+    while it is bound the kernel hands the port to no other socket (neither ``bind`` to port 0
+    nor an outgoing connection picks a bound port, and a plain ``bind`` to it fails), but a
+    worker's gRPC server, which binds with SO_REUSEADDR, can still bind and listen on it (Linux
+    lets SO_REUSEADDR sockets share a port as long as only one of them listens). Choosing ports
+    and closing them before the launch (the usual "free port") leaves a window in which another
+    process can take one; SO_REUSEPORT does not help, as TensorFlow's server turns it off.
+    """
+
+    def __init__(self, count: int):
+        self.sockets = []
+        for _ in range(count):
+            holder = socket.socket()
+            holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            holder.bind(("127.0.0.1", 0))
+            self.sockets.append(holder)
+        self.ports = [s.getsockname()[1] for s in self.sockets]
+        for port in self.ports:  # the hold is real: nobody else can bind the port now
+            with socket.socket() as intruder, pytest.raises(OSError):
+                intruder.bind(("127.0.0.1", port))
+
+    def __enter__(self):
+        return self.ports
+
+    def __exit__(self, *exc):
+        for holder in self.sockets:
+            holder.close()
 
 
 @pytest.fixture(scope="module")
@@ -136,43 +178,44 @@ def one_process(tiny_corpus, tmp_path_factory):
 
 def test_two_workers_equal_one_process(tiny_corpus, tmp_path, one_process):
     """Two MultiWorkerMirroredStrategy processes on 127.0.0.1 with the same global batch."""
-    ports = _free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
-    model_dir = tmp_path / "dnn"
-    processes = []
-    for index in range(2):
-        env = {
-            **os.environ,
-            "TF_CONFIG": json.dumps(
-                {"cluster": cluster, "task": {"type": "worker", "index": index}}
-            ),
-        }
-        processes.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    str(ROOT / "scripts" / "train_student.py"),
-                    f"--corpus_dir={tiny_corpus}",
-                    f"--model_dir={model_dir}",
-                    "--model=dnn",
-                    "--epochs=1",
-                    "--batch_size=64",
-                    "--strategy=multi_worker",
-                    f"--params_override={DNN},data.auto_shard=data",
-                ],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
+    # The ports stay held by this process until both workers have finished (HeldPorts).
+    with HeldPorts(2) as ports:
+        cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+        model_dir = tmp_path / "dnn"
+        processes = []
+        for index in range(2):
+            env = {
+                **os.environ,
+                "TF_CONFIG": json.dumps(
+                    {"cluster": cluster, "task": {"type": "worker", "index": index}}
+                ),
+            }
+            processes.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        str(ROOT / "scripts" / "train_student.py"),
+                        f"--corpus_dir={tiny_corpus}",
+                        f"--model_dir={model_dir}",
+                        "--model=dnn",
+                        "--epochs=1",
+                        "--batch_size=64",
+                        "--strategy=multi_worker",
+                        f"--params_override={DNN},data.auto_shard=data",
+                    ],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
             )
-        )
-    try:
-        errors = [p.communicate(timeout=400)[1] for p in processes]
-    finally:
-        for p in processes:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        try:
+            errors = [p.communicate(timeout=400)[1] for p in processes]
+        finally:
+            for p in processes:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
     assert [p.returncode for p in processes] == [0, 0], errors[0][-2000:] + errors[1][-2000:]
     # Only the chief (worker 0) wrote the model directory.
     assert (model_dir / "model.json").exists()
@@ -223,7 +266,9 @@ def test_vgg_trains_on_chunks(tiny_corpus, tmp_path, monkeypatch):
     assert info["chunk_frames"] == frames and info["context"] == context
     assert set(seen) >= {frames + 2 * context}  # trained (and validated) on chunks
     steps = chunk_dataset(
-        tiny_corpus / "train", context=context, chunk_frames=frames, batch_size=batch
+        tiny_corpus / "train",
+        DatasetOptions(context=context, chunk_frames=frames),
+        batch_size=batch,
     ).cardinality()
     assert fitted == [(int(steps), int(steps))] and steps > 10
     history = (tmp_path / "cnn" / "history.csv").read_text().splitlines()

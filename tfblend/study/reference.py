@@ -1,9 +1,10 @@
 """The study's models against the GPU replication of the same corpus and architectures.
 
-A replication outside the project (shared/NOTES.md section 10: PyTorch on one H200, the medium
-corpus exported with the pipeline's global CMVN) trained the BLSTM of ``teacher.yaml``'s size and
-the ``deep`` student at 41 frames (batch norm, dense chunks of 4 output frames, 2,048 frames per
-batch, Adam 2e-3, warm-up and cosine decay, 8 passes) and blended them (alpha 0.5, T 1, top-51).
+A replication outside tfblend's code (PyTorch on one NVIDIA H200, run on 2026-12-04 on the
+medium corpus exported with the pipeline's global CMVN; docs/reference-facts.md section 5)
+trained the BLSTM of ``teacher.yaml``'s size and the ``deep`` student at 41 frames (batch norm,
+dense chunks of 4 output frames, 2,048 frames per batch, Adam 2e-3, warm-up and cosine decay,
+8 passes) and blended them (alpha 0.5, T 1, top-51).
 Its test frame accuracies are the figures a converged TF model of the same setting should come
 within :data:`TOLERANCE` of; :func:`reference_lines` puts each of the study's models beside its
 figure (the range over the replication's seeds) and says how far outside it lies.
@@ -43,8 +44,9 @@ def reference_lines(data) -> list:
                 f"study on {size!r}.", ""]  # fmt: skip
     epochs = data.study.get("epochs", {})
     lines += [
-        "The same corpus and architectures trained in PyTorch on a GPU (shared/NOTES.md 10): "
-        "8 passes for every model, the student on chunks of 4 frames, 2,048 frames per batch. "
+        "The same corpus and architectures trained in PyTorch on one NVIDIA H200 (2026-12-04; "
+        "docs/reference-facts.md section 5): 8 passes for every model, the student on chunks "
+        "of 4 frames, 2,048 frames per batch. "
         f"This study: teacher {epochs.get('teacher', '?')} epochs, students "
         f"{epochs.get('student', '?')}, chunks and batch of the study's student. Test frame "
         f"accuracy; a model is within tolerance when it lies within {TOLERANCE:g} point of the "
@@ -58,7 +60,9 @@ def reference_lines(data) -> list:
             rows.append([role, setting, "not scored", _figures(figures), "", "not run"])
             continue
         ours = model.accuracy["mean"] * 100
-        gap = distance(ours, figures)
+        # To the figures' 2 decimals, as shown: 68.21 against 67.21 is +1.00, within 1 point
+        # (in binary floating point the difference is 1.0000000000000142).
+        gap = round(distance(ours, figures), 2)
         spread = f" ± {model.accuracy['std'] * 100:.2f}" if model.accuracy["n"] > 1 else ""
         verdict = "within" if abs(gap) <= TOLERANCE else ("below" if gap < 0 else "above")
         rows.append([
