@@ -7,7 +7,7 @@ STAMP := $(VENV)/.tfblend-installed
 WORK_DIR ?= work/demo
 STUDY_DIR ?= work/study
 
-.PHONY: setup demo study study-small test test-all lint bench bazel-query check-readme clean
+.PHONY: setup demo study study-small test test-all lint bench bazel-query check-readme docs clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,8 +26,8 @@ demo: $(STAMP)
 study: $(STAMP)
 	$(PY) -m tfblend.study --work_dir=$(STUDY_DIR) --size=medium
 
-# The study one 3-hour session on 2 cores finishes (the small corpus, every model 8 epochs, all
-# test utterances decoded: about 85 minutes); the RESULTS.md in git comes from it.
+# The small study (the small corpus, every model 8 epochs, all test utterances decoded: about
+# 85 minutes on 2 cores); the RESULTS.md in git comes from it.
 study-small: $(STAMP)
 	$(PY) -m tfblend.study --work_dir=$(STUDY_DIR)-small --size=small --wer_per_voice=50
 
@@ -44,6 +44,10 @@ lint: $(STAMP)
 # After `make demo`: the README's marked demo table must be the report's, cell by cell.
 check-readme: $(STAMP)
 	$(PY) -m tfblend.tools.check_readme --readme=README.md --report=$(WORK_DIR)/report/results.md
+
+# The API reference from the docstrings, in docs/api/ (fails on any pdoc warning).
+docs: $(STAMP)
+	$(PY) -m tfblend.tools.api_docs --output_dir=docs/api
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run --output benchmarks/results.json

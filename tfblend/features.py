@@ -38,7 +38,7 @@ import tensorflow_io as tfio
 from tfblend.errors import DataError
 
 # pocketsphinx's front end: 410-sample analysis window, 160-sample hop, one zero-padded frame at
-# the end (shared/NOTES.md section 5).
+# the end (docs/reference-facts.md section 3).
 _POCKETSPHINX_WINDOW = 410
 _POCKETSPHINX_HOP = 160
 

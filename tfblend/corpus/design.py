@@ -25,7 +25,8 @@ SNR_DB = (25.0, 45.0)
 
 # Voices as ACCENT+VARIANT, in the order sizes take them (tiny takes the first few of each list).
 # Every dev/test voice's accent and variant also occur among the first 14 training voices.
-# Avoided: variants that align badly (Andy, aunty, Alicia: shared/NOTES.md section 5), whisper.
+# Avoided: whisper, and variants that align badly (Andy, aunty, Alicia: docs/reference-facts.md
+# section 3).
 TRAIN_VOICES = (
     "en-us+m1", "en-gb-x-rp+f2", "en-gb-scotland+m3", "en-029+f1", "en+klatt2",
     "en-us-nyc+m5", "en-gb-x-gbclan+m7", "en-gb-x-gbcwmd+f3", "en-us+klatt", "en+f4",

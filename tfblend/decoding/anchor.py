@@ -5,7 +5,7 @@ The corpus stores features, not audio, so the test audio is rendered again from 
 seeded white noise are all functions of the corpus seed), which gives the very samples the
 stored features were computed from. That audio already carries white noise at 25-45 dB SNR
 around and under the speech, so pocketsphinx never sees espeak's exact digital silence (which
-costs it much accuracy, shared/NOTES.md section 7).
+costs it much accuracy: docs/reference-facts.md section 3).
 
 Two configurations, scored with the same WER code as the hybrid models:
 - ``task LM``: the task's ARPA bigram (the same one the decoding graph holds) and the

@@ -34,7 +34,8 @@ PRESETS = {
         "dense_units": (256, 256),
     },
     # 10 convs + 2 fully connected + classifier (13 weight layers), sized for dense training on
-    # 2 CPU cores (see the class docstring); the dilations are the GPU replication's (NOTES 10).
+    # 2 CPU cores (see the class docstring); the dilations are the GPU replication's
+    # (docs/reference-facts.md section 5).
     "deep": {
         "conv_blocks": ((16, 16), (32, 32), (64, 64, 64), (128, 128, 128)),
         "dilations": ((1, 1), (1, 1), (2, 2, 2), (4, 4, 2)),
@@ -120,7 +121,7 @@ class VGGStudent(keras.Model):
     Pooling never touches time, so in inference mode both paths give the same numbers
     (tests/test_dense.py: max |diff| <= 1e-4, same argmax) with either normalisation.
 
-    Normalisation (`normalization`), chosen by dev accuracy (README, "The student"):
+    Normalisation (`normalization`), chosen by dev accuracy (docs/student.md):
     - "batch" (default): batch normalisation (TensorFlow's fused kernel,
       `FusedBatchNormalization`; `synchronized_bn` for statistics over the global batch under a
       `tf.distribute` strategy, so that N replicas make the 1-replica update). Its
@@ -133,7 +134,7 @@ class VGGStudent(keras.Model):
       paths in training mode too, independent of the batch composition and the replica count,
       but it learned slower: 31.9 against 32.1 dev frame accuracy for `small` after 3 epochs
       on the demo corpus, 11.8 against 20.5 for `deep` after 400 steps, -1.1 points after 7
-      passes in the GPU replication (NOTES.md 10).
+      passes in the GPU replication (docs/reference-facts.md section 5).
 
     Presets (`PRESETS`; explicit `conv_blocks`, `dilations`, `pool_sizes`, `dense_units`
     override them). The named presets see 41 frames (W = 20, the paper's context and the default
@@ -148,10 +149,11 @@ class VGGStudent(keras.Model):
       are cheap; the classifier dominates).
     - `deep`: conv 16, 16 | pool 2 | conv 32, 32 | pool 2 | conv 64 x 3 | pool 2 | conv 128 x 3
       | fc 512, 512 (13 weight layers); time dilations 1, 1 | 1, 1 | 2, 2, 2 | 4, 4, 2, those of
-      the GPU replication (NOTES.md 10; `deep21`: no dilation). Our reading of the paper's deep
-      VGG student at CPU scale: as deep as NOTES.md's 10-conv reference, with 512-unit rather
-      than 1024-unit fully connected layers, since those and the classifier are what dense
-      computation cannot shrink. 3.70M weights (1.07M below the classifier), 105.3 / 14.0
+      the GPU replication (docs/reference-facts.md section 5; `deep21`: no dilation). Our reading
+      of the paper's deep VGG student at CPU scale: as deep as the 10-conv VGG measured for dense
+      computation (docs/reference-facts.md section 4), with 512-unit rather than 1024-unit
+      fully connected layers, since those and the classifier are what dense computation cannot
+      shrink. 3.70M weights (1.07M below the classifier), 105.3 / 14.0
       MFLOP (`deep21`: 42.8 / 13.2). The demo's student, trained densely on chunks of 8.
     - `paper`: conv 64, 64 | pool 2 | conv 128, 128 | pool 2 | conv 256 x 3 | pool 2 |
       fc 2048 x 3 (11 weight layers with the classifier; time dilations 1, 1, 2, 4, 2, 4, 6;

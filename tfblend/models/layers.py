@@ -9,7 +9,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     """`keras.layers.BatchNormalization` computed with TensorFlow's fused kernel.
 
     Keras 3 normalises with separate moment, normalisation and update ops, which on CPU take
-    several times as long as TensorFlow's `FusedBatchNormV3` (oneDNN; README, "The student").
+    several times as long as TensorFlow's `FusedBatchNormV3` (oneDNN; docs/student.md).
     This layer keeps Keras' variables, configuration,
     moving-average rule and `training`/`trainable` semantics, and runs the fused kernel for
     float32 or bfloat16 inputs (`mixed_bfloat16`: statistics, scale and offset stay float32)

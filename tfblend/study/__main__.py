@@ -148,9 +148,12 @@ def _study() -> None:
             if model["role"] not in ("sweep", "teacher_window"):
                 plan.decode(model, per_voice, dev_per_voice)
     curves, longer = _learning_curves(plan, models, student, targets[top_k], top_k, setting)
+    from tfblend.study.results import user_command, write_results
+
     study = {
-        # As it can be run again: under -m, argv[0] is the path of this __main__.py.
-        "command": " ".join(["python", "-m", "tfblend.study", *sys.argv[1:]]),
+        # As a user types it (under -m, argv[0] is the path of this __main__.py), with no path
+        # of this machine where the current directory holds it.
+        "command": user_command(sys.argv),
         "size": FLAGS.size,
         "seeds": FLAGS.seeds,
         "teacher_seeds": FLAGS.teacher_seeds,
@@ -168,8 +171,6 @@ def _study() -> None:
     }
     study_json = os.path.join(plan.report, "study.json")
     write_json(study_json, study)
-    from tfblend.study.results import write_results
-
     write_results(study_json, FLAGS.results, FLAGS.figures_dir)
     cli.say(f"RESULTS: {FLAGS.results} (figures in {FLAGS.figures_dir}); study: {study_json}")
 

@@ -1,7 +1,7 @@
 """The compute a study spent: its stages' wall times by kind, against the converged study's budget.
 
 Stage names are :class:`tfblend.study.plan.StagePlan`'s; their times come from ``study.json``'s
-``stages`` (the stage runner's ``stages.json``: a stage resumed over several sessions is charged
+``stages`` (the stage runner's ``stages.json``: a stage resumed over several runs is charged
 for every run that worked on it).
 """
 

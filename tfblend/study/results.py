@@ -8,6 +8,7 @@ interval. Roles missing from a partial study are reported as not run.
 """
 
 import os
+import shlex
 
 from tfblend.evaluation.report import table_lines
 from tfblend.study import goals as study_goals
@@ -34,6 +35,33 @@ def _pct(summary: dict | None, missing: str = "") -> str:
 
 def _link(path: str, output_md: str) -> str:
     return os.path.relpath(os.path.abspath(path), os.path.dirname(os.path.abspath(output_md)))
+
+
+def user_command(argv, cwd: str | None = None) -> str:
+    """The study's command as a user types it, for ``study.json`` and RESULTS.md.
+
+    ``python -m tfblend.study`` (whatever launched it: ``-m``, ``scripts/study.py``) and the
+    arguments ``argv[1:]``, where every absolute path under ``cwd`` (default: the current
+    directory), alone or as the value of ``--flag=PATH``, is made relative to ``cwd``; a path
+    outside it stays as given. Arguments are shell-quoted where needed."""
+    cwd = os.path.abspath(cwd or os.getcwd())
+
+    def relative(value: str) -> str:
+        if not os.path.isabs(value):
+            return value
+        path = os.path.normpath(value)
+        if path != cwd and not path.startswith(cwd.rstrip(os.sep) + os.sep):
+            return value
+        return os.path.relpath(path, cwd)
+
+    words = []
+    for arg in argv[1:]:
+        flag, equals, value = arg.partition("=")
+        if equals and flag.startswith("-"):
+            words.append(f"{flag}={relative(value)}")
+        else:
+            words.append(relative(arg))
+    return " ".join(["python", "-m", "tfblend.study", *map(shlex.quote, words)])
 
 
 def _corpus_lines(study: dict) -> list:

@@ -1,1 +1,1 @@
-"""Maintenance tools: ``python -m tfblend.tools.<name>`` (``check_readme``)."""
+"""Maintenance tools: ``python -m tfblend.tools.<name>`` (``check_readme``, ``api_docs``)."""
