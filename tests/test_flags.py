@@ -102,20 +102,19 @@ def test_label_smoothing_applies_to_the_hard_term_of_a_blend():
     assert not isinstance(plain, LabelSmoothingDistiller)
 
 
-def test_label_smoothing_of_the_teacher_is_refused(tiny_corpus, tmp_path):
+@pytest.mark.parametrize(
+    ("script", "setting", "why"),
+    [
+        ("train_teacher.py", "train.label_smoothing=0.1", "teacher"),  # its loss has no smoothing
+        ("train_student.py", "distill.alpha=0.3", "hard labels"),  # no teacher term to weigh
+    ],
+)
+def test_a_setting_the_model_has_no_use_for_is_refused(script, setting, why, tiny_corpus, tmp_path):
     result = run_script(
-        "train_teacher.py", f"--corpus_dir={tiny_corpus}", f"--model_dir={tmp_path / 'm'}",
-        "--params_override=train.label_smoothing=0.1", check=False,
+        script, f"--corpus_dir={tiny_corpus}", f"--model_dir={tmp_path / 'm'}",
+        f"--params_override={setting}", check=False,
     )  # fmt: skip
-    _refused(result, "train.label_smoothing=0.1", "teacher")
-
-
-def test_blend_settings_of_a_hard_label_student_are_refused(tiny_corpus, tmp_path):
-    result = run_script(
-        "train_student.py", f"--corpus_dir={tiny_corpus}", f"--model_dir={tmp_path / 'm'}",
-        "--params_override=distill.alpha=0.3", check=False,
-    )  # fmt: skip
-    _refused(result, "distill.alpha=0.3", "hard labels")
+    _refused(result, setting, why)
 
 
 def test_a_tail_with_an_online_teacher_is_refused(tiny_corpus, tiny_teacher, tmp_path):

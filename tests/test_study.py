@@ -262,7 +262,7 @@ def test_the_recorded_command_is_the_one_a_user_types(tmp_path):
     here = tmp_path / "here"
     argv = [
         "/opt/checkout/tfblend/study/__main__.py",  # what -m puts in argv[0]
-        f"--work_dir={here}/work/study-small",
+        f"--work_dir={here}/runs/study-small",
         "--size=small",
         f"--results={here}/RESULTS.md",
         f"--figures_dir={here}",
@@ -273,7 +273,7 @@ def test_the_recorded_command_is_the_one_a_user_types(tmp_path):
         "--note=two words",
     ]
     assert user_command(argv, cwd=str(here)) == (
-        "python -m tfblend.study --work_dir=work/study-small --size=small --results=RESULTS.md "
+        "python -m tfblend.study --work_dir=runs/study-small --size=small --results=RESULTS.md "
         "--figures_dir=. --sweep_fractions= --params_override=train.epochs=2 extra "
         f"--corpus_dir={tmp_path}/hereafter/corpus '--note=two words'"
     )
