@@ -3,6 +3,8 @@ bf16 support."""
 
 from __future__ import annotations
 
+from tfblend.evaluation.machine import cpu_facts
+
 
 def rss_mb(field: str) -> float:
     """This process's ``field`` of /proc/self/status (VmRSS, VmHWM) in MB (NaN if absent)."""
@@ -53,11 +55,10 @@ def roof_runner(kind: str):
 
 def cpu_bf16_flags() -> str:
     """The CPU's bf16 instruction flags ("avx512_bf16 amx_bf16"), "none", or "unknown" where
-    /proc/cpuinfo cannot be read."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            flags = next((line for line in info if line.startswith("flags")), "").split()
-    except OSError:
+    /proc/cpuinfo cannot be read (read by :func:`tfblend.evaluation.machine.cpu_facts`, the
+    reports' reader)."""
+    facts = cpu_facts()
+    if facts["kind"].startswith("unknown"):
         return "unknown"
-    found = [flag for flag in ("avx512_bf16", "amx_bf16") if flag in flags]
+    found = [flag for flag in facts["flags"] if flag in ("avx512_bf16", "amx_bf16")]
     return " ".join(found) or "none"
